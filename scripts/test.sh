@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): installs what the tests need,
+# unpacks the shared corpora, runs the whole test suite in release mode.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v zstd >/dev/null || need_pkgs+=(zstd)
+command -v bogofilter >/dev/null || need_pkgs+=(bogofilter)
+command -v python3 >/dev/null || need_pkgs+=(python3)
+if ((${#need_pkgs[@]})); then
+  echo "test.sh: installing ${need_pkgs[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# The shared corpora sit beside the project (../shared); the corpus tests read
+# them from target/corpora and fail, saying so, if they are missing.
+shared=${HAMLET_SHARED:-../shared}
+if [[ -x $shared/tools/unpack-corpora ]]; then
+  "$shared/tools/unpack-corpora" target/corpora >/dev/null
+fi
+export HAMLET_CORPORA=${HAMLET_CORPORA:-$PWD/target/corpora}
+export HAMLET_TREC_RUN=${HAMLET_TREC_RUN:-$(cd "$shared" 2>/dev/null && pwd)/tools/trec-run}
+
+cargo test --release --locked "$@"

@@ -1,0 +1,519 @@
+//! The `hamlet` command line: train, check, db, eval.
+//!
+//! Every error is one line on stderr (`hamlet: <what went wrong>`) and a
+//! non-zero exit; nothing is half-written (a training batch is one
+//! transaction).
+//!
+//! Exit codes: `check` of one message: 0 spam, 1 ham, 2 unsure, 3 error
+//! (bogofilter's convention, so existing procmail/maildrop recipes work).
+//! Everything else: 0 success, 3 error; 2 is a usage error (from clap).
+
+use crate::classify::{Combining, Params, Score, Verdict};
+use crate::engine::{Action, Engine, LearnOutcome};
+use crate::eval::{self, TrainMode};
+use crate::mailbox::{self, Entry};
+use crate::store::{self, RedbStore, TokenStore};
+use crate::tokenize::{Options, Tokenizer};
+use crate::{Class, Error, Result};
+use clap::{Args, Parser, Subcommand};
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// The starter model, loaded into every new database (see models/README.md).
+const STARTER_MODEL: &str = include_str!("../../models/starter.dump");
+
+#[derive(Parser, Debug)]
+#[command(name = "hamlet", version, about = "A self-learning Bayesian mail filter", long_about = None)]
+pub struct Cli {
+    /// Token database (default: $HAMLET_DB, else $XDG_DATA_HOME/hamlet/hamlet.redb,
+    /// else ~/.local/share/hamlet/hamlet.redb).
+    #[arg(long, global = true, env = "HAMLET_DB")]
+    pub db: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Learn messages as spam or ham (or unlearn them with --untrain).
+    Train(TrainArgs),
+    /// Classify messages: one from stdin, or FILEs in bulk.
+    Check(CheckArgs),
+    /// Inspect and maintain the database.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Evaluate on a labelled TREC index, in-process, on an empty model.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Learn as spam.
+    #[arg(long, conflicts_with = "ham")]
+    pub spam: bool,
+    /// Learn as ham.
+    #[arg(long)]
+    pub ham: bool,
+    /// Remove the messages' training instead.
+    #[arg(long)]
+    pub untrain: bool,
+    /// Message files, maildirs, MH folders, mbox files or TREC index files
+    /// (an index gives each message's label itself).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Print the deciding tokens too.
+    #[arg(long)]
+    pub clues: bool,
+    /// Bulk mode: don't print the file name (for tools that read the first number).
+    #[arg(long)]
+    pub no_filename: bool,
+    /// Threads for bulk mode (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Messages to check; none: read one message from stdin.
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Create the database (with the starter model unless --empty).
+    Init {
+        /// Start from nothing (for evaluations).
+        #[arg(long)]
+        empty: bool,
+    },
+    /// Messages per class, tokens, size.
+    Stats,
+    /// Write the database as text to stdout.
+    Dump {
+        /// Leave out tokens seen in fewer messages than this.
+        #[arg(long, default_value_t = 0)]
+        min_count: u32,
+        /// Include the training journal.
+        #[arg(long)]
+        journal: bool,
+    },
+    /// Add a dump (file or - for stdin) to the database.
+    Load { file: PathBuf },
+    /// Drop old tokens.
+    Expire {
+        /// Drop tokens not seen in training for this many days.
+        #[arg(long, default_value_t = 180)]
+        days: u32,
+        /// Drop tokens seen in only one message and not for this many days.
+        #[arg(long, default_value_t = 30)]
+        hapax_days: u32,
+        /// Tokens per write transaction.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// TREC index file (`spam|ham <path>` lines).
+    pub index: PathBuf,
+    /// When to train in the on-line run.
+    #[arg(long, default_value = "on-everything")]
+    pub train: TrainMode,
+    /// k-fold cross-validation instead of the on-line run.
+    #[arg(long)]
+    pub folds: Option<usize>,
+    /// Only the first N messages.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Write the ROC curve as SVG.
+    #[arg(long)]
+    pub roc: Option<PathBuf>,
+    /// Write `<path> judge=<label> score=<s>` lines (as trec-run --results).
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    #[command(flatten)]
+    pub params: ParamArgs,
+}
+
+/// Classifier and tokenizer knobs (for evaluation and tuning).
+#[derive(Args, Debug, Clone)]
+pub struct ParamArgs {
+    #[arg(long)]
+    pub robs: Option<f64>,
+    #[arg(long)]
+    pub robx: Option<f64>,
+    #[arg(long)]
+    pub min_dev: Option<f64>,
+    #[arg(long)]
+    pub max_clues: Option<usize>,
+    #[arg(long)]
+    pub combining: Option<Combining>,
+    #[arg(long)]
+    pub fisher_weight: Option<f64>,
+    #[arg(long)]
+    pub lr_weight: Option<f64>,
+    #[arg(long)]
+    pub lr_rate: Option<f64>,
+    #[arg(long)]
+    pub lr_normalize: Option<bool>,
+    /// Word pairs (orthogonal sparse bigrams) on or off.
+    #[arg(long)]
+    pub pairs: Option<bool>,
+}
+
+impl ParamArgs {
+    fn apply(&self, p: &mut Params, o: &mut Options) {
+        if let Some(v) = self.robs { p.robs = v }
+        if let Some(v) = self.robx { p.robx = v }
+        if let Some(v) = self.min_dev { p.min_dev = v }
+        if let Some(v) = self.max_clues { p.max_clues = v }
+        if let Some(v) = self.combining { p.combining = v }
+        if let Some(v) = self.fisher_weight { p.fisher_weight = v }
+        if let Some(v) = self.lr_weight { p.lr_weight = v }
+        if let Some(v) = self.lr_rate { p.lr_rate = v }
+        if let Some(v) = self.lr_normalize { p.lr_normalize = v }
+        if let Some(v) = self.pairs { o.pairs = v }
+    }
+}
+
+/// The default database path.
+pub fn default_db_path() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("hamlet/hamlet.redb");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/hamlet/hamlet.redb")
+}
+
+/// Runs the command line; `main.rs` is just this.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hamlet: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// How long a command waits for a database another hamlet holds.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// Opens (or creates, with the starter model) the database.
+pub fn open_db(path: &Path, starter: bool) -> Result<RedbStore> {
+    let existed = path.exists();
+    let store = RedbStore::open(path, LOCK_WAIT)?;
+    if !existed && starter {
+        load_starter(&store)?;
+    }
+    Ok(store)
+}
+
+/// Adds the embedded starter model to a store.
+pub fn load_starter(store: &dyn TokenStore) -> Result<store::DumpStats> {
+    store::load(store, &mut STARTER_MODEL.as_bytes(), "models/starter.dump")
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let db_path = cli.db.clone().unwrap_or_else(default_db_path);
+    match cli.command {
+        Command::Train(a) => train(&db_path, a),
+        Command::Check(a) => check(&db_path, a),
+        Command::Db(c) => db(&db_path, c),
+        Command::Eval(a) => run_eval(a),
+    }
+}
+
+fn train(db_path: &Path, a: TrainArgs) -> Result<ExitCode> {
+    let forced = match (a.spam, a.ham) {
+        (true, _) => Some(Class::Spam),
+        (_, true) => Some(Class::Ham),
+        _ => None,
+    };
+    let mut entries: Vec<Entry> = Vec::new();
+    for p in &a.paths {
+        entries.extend(mailbox::entries(p)?);
+    }
+    for e in &mut entries {
+        if let Some(c) = forced {
+            e.label = Some(c);
+        }
+        if e.label.is_none() && !a.untrain {
+            return Err(Error::Invalid(format!(
+                "{}: say --spam or --ham (or give a TREC index, which labels each message)",
+                e.name()
+            )));
+        }
+    }
+    let store = open_db(db_path, true)?;
+    let engine = Engine::new(store, Params::default());
+    let start = Instant::now();
+    let bar = progress(entries.len() as u64);
+    let mut counts = [0u64; 5];
+    const BATCH: usize = 2000;
+    for chunk in entries.chunks(BATCH) {
+        let prepared = prepare_parallel(&engine.tokenizer, chunk, num_threads(None))?;
+        let batch: Vec<_> = prepared
+            .into_iter()
+            .zip(chunk)
+            .map(|(p, e)| (p, if a.untrain { Action::Unlearn } else { Action::Learn(e.label.unwrap_or(Class::Ham)) }))
+            .collect();
+        for o in engine.train(&batch)? {
+            counts[o as usize] += 1;
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    let names = [
+        LearnOutcome::Learned,
+        LearnOutcome::AlreadyLearned,
+        LearnOutcome::Relearned,
+        LearnOutcome::Unlearned,
+        LearnOutcome::NotLearned,
+    ];
+    let summary: Vec<String> =
+        names.iter().filter(|o| counts[**o as usize] > 0).map(|o| format!("{} {}", counts[*o as usize], o.name())).collect();
+    println!(
+        "{} messages in {:.1}s ({:.0}/s): {}",
+        entries.len(),
+        secs,
+        entries.len() as f64 / secs.max(1e-9),
+        if summary.is_empty() { "nothing to do".to_string() } else { summary.join(", ") }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn progress(n: u64) -> indicatif::ProgressBar {
+    if n < 50 || !std::io::stdout().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(n);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} messages, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn num_threads(want: Option<usize>) -> usize {
+    want.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1)
+}
+
+/// Reads and tokenizes entries across `threads` threads, keeping order.
+fn prepare_parallel(tok: &Tokenizer, entries: &[Entry], threads: usize) -> Result<Vec<crate::engine::Prepared>> {
+    let max = tok.options.limits.max_parse_bytes + 1;
+    let chunk = entries.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<Vec<crate::engine::Prepared>>> = std::thread::scope(|s| {
+        let hs: Vec<_> = entries
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|e| {
+                            let raw = e.read(max)?;
+                            Ok(crate::engine::Prepared { digest: crate::digest::digest(&raw), tokens: tok.tokenize(&raw) })
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Invalid("worker thread panicked".into())))).collect()
+    });
+    let mut out = Vec::with_capacity(entries.len());
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
+/// Formats a probability so that distinct values print distinctly (shortest
+/// round-trip form; scientific below 1e-4), keeping the ranking for tools
+/// that read the number back.
+pub fn format_probability(p: f64) -> String {
+    if p != 0.0 && p < 1e-4 { format!("{p:e}") } else { format!("{p}") }
+}
+
+fn clue_lines(s: &Score, max: usize) -> String {
+    let mut out = String::new();
+    for c in s.clues.iter().take(max) {
+        out.push_str(&format!("  {:.6} {:>5} {:>5} {:+.4} {}\n", c.prob, c.spam, c.ham, c.weight, c.token));
+    }
+    out
+}
+
+fn check(db_path: &Path, a: CheckArgs) -> Result<ExitCode> {
+    let store = open_db(db_path, true)?;
+    let engine = Engine::new(store, Params::default());
+    if a.files.is_empty() {
+        let mut raw = Vec::new();
+        let max = engine.tokenizer.options.limits.max_parse_bytes as u64 + 1;
+        std::io::stdin().take(max).read_to_end(&mut raw).map_err(|e| Error::io("<stdin>", e))?;
+        let s = engine.check(&raw)?;
+        let mut out = format!("{} {}\n", s.verdict, format_probability(s.probability));
+        if a.clues {
+            out.push_str(&clue_lines(&s, 30));
+        }
+        write_stdout(&out)?;
+        return Ok(ExitCode::from(match s.verdict {
+            Verdict::Spam => 0,
+            Verdict::Ham => 1,
+            Verdict::Unsure => 2,
+        }));
+    }
+    let entries: Vec<Entry> = a
+        .files
+        .iter()
+        .map(|f| Entry { label: None, location: mailbox::Location::File(f.clone()) })
+        .collect();
+    let threads = num_threads(a.threads).min(entries.len());
+    let chunk = entries.len().div_ceil(threads).max(1);
+    let engine = &engine;
+    let results: Vec<Vec<(String, Result<Score>)>> = std::thread::scope(|s| {
+        let hs: Vec<_> = entries
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    let max = engine.tokenizer.options.limits.max_parse_bytes + 1;
+                    let view = match engine.store().read() {
+                        Ok(v) => v,
+                        Err(e) => return vec![(String::new(), Err(e))],
+                    };
+                    part.iter()
+                        .map(|e| {
+                            let r = e.read(max).and_then(|raw| {
+                                let toks = engine.tokenizer.tokenize(&raw);
+                                engine.score(&*view, &toks)
+                            });
+                            (e.name(), r)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+    });
+    let mut out = String::new();
+    let mut failed = false;
+    for (name, r) in results.into_iter().flatten() {
+        match r {
+            Ok(s) => {
+                if a.no_filename {
+                    out.push_str(&format!("{} {}\n", s.verdict, format_probability(s.probability)));
+                } else {
+                    out.push_str(&format!("{} {} {}\n", name, s.verdict, format_probability(s.probability)));
+                }
+                if a.clues {
+                    out.push_str(&clue_lines(&s, 30));
+                }
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("hamlet: {e}");
+            }
+        }
+    }
+    write_stdout(&out)?;
+    Ok(if failed { ExitCode::from(3) } else { ExitCode::SUCCESS })
+}
+
+fn write_stdout(s: &str) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
+        Ok(()) => Ok(()),
+        // A closed pipe (`hamlet check ... | head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::io("<stdout>", e)),
+    }
+}
+
+fn db(db_path: &Path, c: DbCommand) -> Result<ExitCode> {
+    match c {
+        DbCommand::Init { empty } => {
+            if db_path.exists() {
+                return Err(Error::Invalid(format!("{} already exists", db_path.display())));
+            }
+            let store = open_db(db_path, !empty)?;
+            let st = store.read()?.state()?;
+            println!(
+                "created {} ({} spam, {} ham messages{})",
+                db_path.display(),
+                st.totals.spam,
+                st.totals.ham,
+                if empty { ", empty" } else { " from the starter model" }
+            );
+        }
+        DbCommand::Stats => {
+            if !db_path.exists() {
+                return Err(Error::Invalid(format!("{}: no database yet (`hamlet db init` creates one)", db_path.display())));
+            }
+            let store = open_db(db_path, false)?;
+            let v = store.read()?;
+            let st = v.state()?;
+            println!("database  {}", db_path.display());
+            println!("spam      {}", st.totals.spam);
+            println!("ham       {}", st.totals.ham);
+            println!("tokens    {}", v.token_count()?);
+            println!("journal   {}", v.journal_count()?);
+            println!("bytes     {}", store.size_bytes());
+        }
+        DbCommand::Dump { min_count, journal } => {
+            let store = open_db(db_path, false)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            store::dump(&store, &mut out, min_count, journal)?;
+        }
+        DbCommand::Load { file } => {
+            let store = open_db(db_path, false)?;
+            let stats = if file.as_os_str() == "-" {
+                store::load(&store, &mut std::io::stdin().lock(), "<stdin>")?
+            } else {
+                let f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
+                store::load(&store, &mut std::io::BufReader::new(f), &file.display().to_string())?
+            };
+            println!("loaded {} tokens, {} journal entries", stats.tokens, stats.journal);
+        }
+        DbCommand::Expire { days, hapax_days, batch } => {
+            let store = open_db(db_path, false)?;
+            let st = store::expire(&store, store::today(), days, hapax_days, batch)?;
+            println!("examined {} tokens, removed {}", st.examined, st.removed);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_eval(a: EvalArgs) -> Result<ExitCode> {
+    let mut params = Params::default();
+    let mut options = Options::default();
+    a.params.apply(&mut params, &mut options);
+    let tokenizer = Tokenizer::new(options);
+    let mut entries = mailbox::index(&a.index)?;
+    if let Some(n) = a.limit {
+        entries.truncate(n);
+    }
+    let start = Instant::now();
+    let prepared = eval::prepare_all(&tokenizer, &entries, num_threads(None))?;
+    let judgements = match a.folds {
+        Some(k) => eval::kfold(&params, &prepared, k)?,
+        None => eval::online(&params, &prepared, a.train)?,
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let m = eval::metrics(&judgements, 0.5);
+    if let Some(path) = &a.results {
+        let mut s = String::new();
+        for (e, j) in entries.iter().zip(&judgements) {
+            s.push_str(&format!("{} judge={} score={}\n", e.name(), if j.spam { "spam" } else { "ham" }, format_probability(j.score)));
+        }
+        std::fs::write(path, s).map_err(|e| Error::io(path, e))?;
+    }
+    if let Some(path) = &a.roc {
+        let title = format!("hamlet on {} (1-ROCA% {:.4})", a.index.display(), 100.0 * m.one_minus_roca);
+        std::fs::write(path, eval::roc_svg(&judgements, &title)).map_err(|e| Error::io(path, e))?;
+    }
+    println!("{}", m.report(secs));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,113 @@
+//! Message digests: the key of the training journal.
+//!
+//! A message must keep its digest when a mail system adds headers to it
+//! (Received, X-Spam-*, our own X-Hamlet-*) or converts its line endings (IMAP
+//! and SPAMD use CRLF, a maildir LF), so that "learn it again" and "learn it as
+//! the other class" find it. The digest is therefore SHA-256 over the headers
+//! that identify a message (Message-ID, Date, From, Subject, unfolded and
+//! trimmed) and the body with line endings normalized to LF and trailing
+//! whitespace dropped.
+
+use sha2::{Digest as _, Sha256};
+
+/// A 32-byte message digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    pub fn hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+const IDENTITY_HEADERS: [&str; 4] = ["message-id", "date", "from", "subject"];
+
+/// Computes the digest of a raw message.
+pub fn digest(raw: &[u8]) -> Digest {
+    let (headers, body) = split(raw);
+    let mut h = Sha256::new();
+    h.update(b"hamlet-digest-v1\0");
+    for name in IDENTITY_HEADERS {
+        if let Some(v) = header_value(headers, name) {
+            h.update(v.as_slice());
+        }
+        h.update(b"\0");
+    }
+    // Body: CRLF -> LF, trailing whitespace trimmed.
+    let mut end = body.len();
+    while end > 0 && body[end - 1].is_ascii_whitespace() {
+        end -= 1;
+    }
+    let body = &body[..end];
+    let mut start = 0;
+    for (i, &b) in body.iter().enumerate() {
+        if b == b'\r' && body.get(i + 1) == Some(&b'\n') {
+            h.update(&body[start..i]);
+            start = i + 1;
+        }
+    }
+    h.update(&body[start..]);
+    Digest(h.finalize().into())
+}
+
+/// Splits at the first empty line.
+pub fn split(raw: &[u8]) -> (&[u8], &[u8]) {
+    let mut i = 0;
+    while i < raw.len() {
+        let line_end = raw[i..].iter().position(|&b| b == b'\n').map_or(raw.len(), |p| i + p + 1);
+        let line = &raw[i..line_end];
+        if line == b"\n" || line == b"\r\n" {
+            return (&raw[..i], &raw[line_end..]);
+        }
+        i = line_end;
+    }
+    (raw, &[])
+}
+
+/// The first value of header `name` (lower-case), unfolded and trimmed.
+fn header_value(headers: &[u8], name: &str) -> Option<Vec<u8>> {
+    let mut lines = headers.split(|&b| b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        if !line[..colon].eq_ignore_ascii_case(name.as_bytes()) {
+            continue;
+        }
+        let mut v: Vec<u8> = line[colon + 1..].to_vec();
+        while let Some(next) = lines.peek() {
+            if next.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+                v.push(b' ');
+                v.extend_from_slice(next);
+                lines.next();
+            } else {
+                break;
+            }
+        }
+        let s: Vec<u8> = v.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(&b' ');
+        return Some(s);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_under_added_headers_and_line_endings() {
+        let a = digest(b"Message-ID: <1@x>\nSubject: hi\n\nbody line\nmore\n");
+        let b = digest(b"Received: from x\r\nX-Spam-Flag: YES\r\nMessage-ID: <1@x>\r\nSubject: hi\r\n\r\nbody line\r\nmore\r\n");
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn differs_by_body_and_identity() {
+        let a = digest(b"Subject: hi\n\nbody");
+        assert_ne!(a, digest(b"Subject: hi\n\nbodx"));
+        assert_ne!(a, digest(b"Subject: ho\n\nbody"));
+    }
+
+    #[test]
+    fn folded_headers_unfold() {
+        assert_eq!(digest(b"Subject: a\n b\n\nx"), digest(b"Subject: a b\n\nx"));
+    }
+}

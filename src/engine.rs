@@ -1,0 +1,303 @@
+//! The engine: the one place where a message is scored or learned. The CLI,
+//! the HTTP and SPAMD services and the IMAP job all call it.
+//!
+//! Learning is journaled by message digest: learning a message again as the
+//! same class is a no-op ("already learned"); learning it as the other class
+//! moves its counts ("relearned"); unlearning removes them.
+
+use crate::classify::{self, Evidence, Params, Score};
+use crate::digest::{Digest, digest};
+use crate::store::{JournalEntry, ReadView, TokenRecord, TokenStore, WriteView, today};
+use crate::tokenize::Tokenizer;
+use crate::{Class, Result};
+use std::collections::HashMap;
+
+/// What a learn or unlearn did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LearnOutcome {
+    /// Newly learned.
+    Learned,
+    /// Already learned as this class: nothing changed.
+    AlreadyLearned,
+    /// Was learned as the other class; its counts were moved.
+    Relearned,
+    /// Its counts were removed.
+    Unlearned,
+    /// Unlearn of a message that was never learned: nothing changed.
+    NotLearned,
+}
+
+impl LearnOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            LearnOutcome::Learned => "learned",
+            LearnOutcome::AlreadyLearned => "already learned",
+            LearnOutcome::Relearned => "relearned",
+            LearnOutcome::Unlearned => "unlearned",
+            LearnOutcome::NotLearned => "not learned",
+        }
+    }
+    /// Whether anything in the store changed.
+    pub fn changed(self) -> bool {
+        matches!(self, LearnOutcome::Learned | LearnOutcome::Relearned | LearnOutcome::Unlearned)
+    }
+}
+
+/// What to do with a message in a training batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Learn(Class),
+    Unlearn,
+}
+
+/// A tokenized message, ready to score or learn (tokenizing is the expensive
+/// part and needs no store, so callers may do it in parallel).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub digest: Digest,
+    /// Sorted, de-duplicated.
+    pub tokens: Vec<String>,
+}
+
+impl Prepared {
+    /// Adds synthetic tokens (e.g. envelope outcomes), keeping the set sorted.
+    pub fn add_tokens(&mut self, extra: impl IntoIterator<Item = String>) {
+        self.tokens.extend(extra);
+        self.tokens.sort_unstable();
+        self.tokens.dedup();
+    }
+}
+
+/// See the module documentation.
+pub struct Engine<S: TokenStore> {
+    store: S,
+    pub params: Params,
+    pub tokenizer: Tokenizer,
+    /// Fixed "today" (tests, evaluation); `None` uses the clock.
+    pub day: Option<u32>,
+}
+
+impl<S: TokenStore> Engine<S> {
+    pub fn new(store: S, params: Params) -> Engine<S> {
+        Engine { store, params, tokenizer: Tokenizer::default(), day: None }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn today(&self) -> u32 {
+        self.day.unwrap_or_else(today)
+    }
+
+    /// Tokenizes and digests a raw message.
+    pub fn prepare(&self, raw: &[u8]) -> Prepared {
+        Prepared { digest: digest(raw), tokens: self.tokenizer.tokenize(raw) }
+    }
+
+    /// Scores a raw message.
+    pub fn check(&self, raw: &[u8]) -> Result<Score> {
+        let p = self.prepare(raw);
+        let view = self.store.read()?;
+        self.score(&*view, &p.tokens)
+    }
+
+    /// Scores a token set against a snapshot.
+    pub fn score(&self, view: &dyn ReadView, tokens: &[String]) -> Result<Score> {
+        let state = view.state()?;
+        let mut evidence = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            let r = view.get(t)?.unwrap_or_default();
+            evidence.push(Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight });
+        }
+        Ok(classify::score(&self.params, state.totals, state.bias, &evidence))
+    }
+
+    /// Learns a raw message as `class`.
+    pub fn learn(&self, raw: &[u8], class: Class) -> Result<LearnOutcome> {
+        let p = self.prepare(raw);
+        Ok(self.train(&[(p, Action::Learn(class))])?[0])
+    }
+
+    /// Removes a raw message's training.
+    pub fn unlearn(&self, raw: &[u8]) -> Result<LearnOutcome> {
+        let p = self.prepare(raw);
+        Ok(self.train(&[(p, Action::Unlearn)])?[0])
+    }
+
+    /// Applies a batch of learns and unlearns in one write transaction.
+    pub fn train(&self, batch: &[(Prepared, Action)]) -> Result<Vec<LearnOutcome>> {
+        let day = self.today();
+        let params = &self.params;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        self.store.write(&mut |view| {
+            outcomes.clear();
+            let mut cache = Cache { records: HashMap::new() };
+            let mut state = view.state()?;
+            for (p, action) in batch {
+                let o = apply(params, day, &mut *view, &mut cache, &mut state, p, *action)?;
+                outcomes.push(o);
+            }
+            cache.flush(view)?;
+            view.set_state(state)
+        })?;
+        Ok(outcomes)
+    }
+}
+
+/// Token records read and changed in this transaction, written once at the
+/// end (in key order, which B-trees like) instead of once per message.
+struct Cache {
+    records: HashMap<String, TokenRecord>,
+}
+
+impl Cache {
+    fn get(&mut self, view: &dyn WriteView, token: &str) -> Result<TokenRecord> {
+        if let Some(r) = self.records.get(token) {
+            return Ok(*r);
+        }
+        let r = view.get(token)?.unwrap_or_default();
+        self.records.insert(token.to_string(), r);
+        Ok(r)
+    }
+
+    fn flush(&mut self, view: &mut dyn WriteView) -> Result<()> {
+        let mut all: Vec<(String, TokenRecord)> = self.records.drain().collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (t, r) in all {
+            if r.spam == 0 && r.ham == 0 {
+                view.remove(&t)?;
+            } else {
+                view.put(&t, r)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One learn/unlearn inside a transaction.
+fn apply(
+    params: &Params,
+    day: u32,
+    view: &mut dyn WriteView,
+    cache: &mut Cache,
+    state: &mut crate::store::ModelState,
+    p: &Prepared,
+    action: Action,
+) -> Result<LearnOutcome> {
+    let prev = view.journal(&p.digest)?.map(|e| e.class);
+    let (remove, add, outcome) = match (action, prev) {
+        (Action::Learn(c), Some(old)) if old == c => return Ok(LearnOutcome::AlreadyLearned),
+        (Action::Learn(c), Some(old)) => (Some(old), Some(c), LearnOutcome::Relearned),
+        (Action::Learn(c), None) => (None, Some(c), LearnOutcome::Learned),
+        (Action::Unlearn, None) => return Ok(LearnOutcome::NotLearned),
+        (Action::Unlearn, Some(old)) => (Some(old), None, LearnOutcome::Unlearned),
+    };
+    // Current records, for the logistic-regression step.
+    let mut recs = Vec::with_capacity(p.tokens.len());
+    for t in &p.tokens {
+        recs.push(cache.get(view, t)?);
+    }
+    // Logistic regression: one gradient step towards the new label, or
+    // towards 0.5 on unlearn (a step cannot be undone exactly; this removes
+    // the message's pull without inventing a label).
+    let target = match add {
+        Some(Class::Spam) => 1.0,
+        Some(Class::Ham) => 0.0,
+        None => 0.5,
+    };
+    let z = classify::lr_z(params, state.bias, recs.iter().map(|r| r.weight), recs.len());
+    let (dw, db) = classify::lr_step(params, z, target, recs.len());
+    state.bias += db;
+    for (t, r) in p.tokens.iter().zip(recs.iter_mut()) {
+        if let Some(c) = remove {
+            match c {
+                Class::Spam => r.spam = r.spam.saturating_sub(1),
+                Class::Ham => r.ham = r.ham.saturating_sub(1),
+            }
+        }
+        if let Some(c) = add {
+            match c {
+                Class::Spam => r.spam = r.spam.saturating_add(1),
+                Class::Ham => r.ham = r.ham.saturating_add(1),
+            }
+            r.day = day;
+        }
+        r.weight += dw as f32;
+        cache.records.insert(t.clone(), *r);
+    }
+    if let Some(c) = remove {
+        match c {
+            Class::Spam => state.totals.spam = state.totals.spam.saturating_sub(1),
+            Class::Ham => state.totals.ham = state.totals.ham.saturating_sub(1),
+        }
+    }
+    if let Some(c) = add {
+        match c {
+            Class::Spam => state.totals.spam += 1,
+            Class::Ham => state.totals.ham += 1,
+        }
+    }
+    view.set_journal(&p.digest, add.map(|class| JournalEntry { class, day }))?;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+
+    const SPAM: &[u8] = b"Subject: cheap pills\r\n\r\nbuy cheap pills now, best prices online";
+    const HAM: &[u8] = b"Subject: meeting minutes\r\n\r\nthe minutes of the meeting are attached";
+
+    #[test]
+    fn journal_semantics() {
+        let e = Engine::new(MemoryStore::new(), Params::default());
+        assert_eq!(e.learn(SPAM, Class::Spam).unwrap(), LearnOutcome::Learned);
+        assert_eq!(e.learn(SPAM, Class::Spam).unwrap(), LearnOutcome::AlreadyLearned);
+        let st = e.store().read().unwrap().state().unwrap();
+        assert_eq!((st.totals.spam, st.totals.ham), (1, 0));
+        assert_eq!(e.learn(SPAM, Class::Ham).unwrap(), LearnOutcome::Relearned);
+        let v = e.store().read().unwrap();
+        let st = v.state().unwrap();
+        assert_eq!((st.totals.spam, st.totals.ham), (0, 1));
+        let r = v.get("cheap").unwrap().unwrap();
+        assert_eq!((r.spam, r.ham), (0, 1));
+        drop(v);
+        assert_eq!(e.unlearn(SPAM).unwrap(), LearnOutcome::Unlearned);
+        assert_eq!(e.unlearn(SPAM).unwrap(), LearnOutcome::NotLearned);
+        let v = e.store().read().unwrap();
+        assert_eq!(v.get("cheap").unwrap(), None, "zero-count tokens are removed");
+        assert_eq!(v.state().unwrap().totals.ham, 0);
+    }
+
+    #[test]
+    fn learns_to_separate() {
+        let e = Engine::new(MemoryStore::new(), Params::default());
+        for i in 0..5 {
+            e.learn(format!("Subject: cheap pills {i}\r\n\r\nbuy cheap pills now {i}").as_bytes(), Class::Spam).unwrap();
+            e.learn(format!("Subject: minutes {i}\r\n\r\nthe meeting minutes {i}").as_bytes(), Class::Ham).unwrap();
+        }
+        let s = e.check(b"Subject: cheap pills\r\n\r\nbuy pills").unwrap();
+        let h = e.check(b"Subject: minutes\r\n\r\nmeeting minutes").unwrap();
+        assert!(s.probability > 0.9, "{s:?}");
+        assert!(h.probability < 0.1, "{h:?}");
+        assert!(!s.clues.is_empty());
+    }
+
+    #[test]
+    fn batch_equals_one_by_one() {
+        let a = Engine::new(MemoryStore::new(), Params::default());
+        let b = Engine::new(MemoryStore::new(), Params::default());
+        let msgs = [(SPAM, Class::Spam), (HAM, Class::Ham), (SPAM, Class::Spam)];
+        for (m, c) in msgs {
+            a.learn(m, c).unwrap();
+        }
+        let batch: Vec<_> = msgs.iter().map(|(m, c)| (b.prepare(m), Action::Learn(*c))).collect();
+        let out = b.train(&batch).unwrap();
+        assert_eq!(out[2], LearnOutcome::AlreadyLearned);
+        let (va, vb) = (a.store().read().unwrap(), b.store().read().unwrap());
+        assert_eq!(va.scan(None, 1000).unwrap(), vb.scan(None, 1000).unwrap());
+        assert_eq!(va.state().unwrap(), vb.state().unwrap());
+    }
+}

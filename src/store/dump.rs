@@ -1,0 +1,243 @@
+//! `db dump` / `db load`: a plain, line-oriented, diffable text format.
+//!
+//! ```text
+//! # hamlet dump
+//! schema 1
+//! tokenizer 1
+//! totals <spam messages> <ham messages>
+//! bias <logistic bias>
+//! t <spam> <ham> <last-seen day> <weight> <token>
+//! j <digest hex> <spam|ham> <day>
+//! ```
+//!
+//! Tokens come last on their line and may contain spaces; `\`, newline, CR
+//! and tab are escaped as `\\`, `\n`, `\r`, `\t`. Lines are in key order, so
+//! two dumps diff cleanly. Loading *adds* to what the store holds (counts and
+//! totals summed, weights summed, latest day kept), in one transaction: a bad
+//! line anywhere loads nothing.
+
+use super::{JournalEntry, TokenRecord, TokenStore, SCHEMA_VERSION};
+use crate::digest::Digest;
+use crate::tokenize::TOKENIZER_VERSION;
+use crate::{Class, Error, Result};
+use std::io::{BufRead, Write};
+
+/// Counts of what a dump or load moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DumpStats {
+    pub tokens: u64,
+    pub journal: u64,
+}
+
+fn escape(t: &str) -> String {
+    let mut o = String::with_capacity(t.len());
+    for c in t.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => o.push_str("\\r"),
+            '\t' => o.push_str("\\t"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn unescape(t: &str) -> String {
+    let mut o = String::with_capacity(t.len());
+    let mut it = t.chars();
+    while let Some(c) = it.next() {
+        if c == '\\' {
+            match it.next() {
+                Some('n') => o.push('\n'),
+                Some('r') => o.push('\r'),
+                Some('t') => o.push('\t'),
+                Some(other) => o.push(other),
+                None => o.push('\\'),
+            }
+        } else {
+            o.push(c);
+        }
+    }
+    o
+}
+
+/// Writes the whole store. `min_count`: skip tokens seen in fewer messages
+/// (for a compact starter model); `with_journal`: include the journal.
+pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, min_count: u32, with_journal: bool) -> Result<DumpStats> {
+    let io = |e| Error::io("<dump output>", e);
+    let view = store.read()?;
+    let state = view.state()?;
+    let mut stats = DumpStats::default();
+    writeln!(out, "# hamlet dump").map_err(io)?;
+    writeln!(out, "schema {SCHEMA_VERSION}").map_err(io)?;
+    writeln!(out, "tokenizer {TOKENIZER_VERSION}").map_err(io)?;
+    writeln!(out, "totals {} {}", state.totals.spam, state.totals.ham).map_err(io)?;
+    writeln!(out, "bias {}", state.bias).map_err(io)?;
+    let mut after: Option<String> = None;
+    loop {
+        let chunk = view.scan(after.as_deref(), 10_000)?;
+        let Some((last, _)) = chunk.last() else { break };
+        after = Some(last.clone());
+        for (t, r) in &chunk {
+            if r.spam + r.ham < min_count {
+                continue;
+            }
+            writeln!(out, "t {} {} {} {} {}", r.spam, r.ham, r.day, r.weight, escape(t)).map_err(io)?;
+            stats.tokens += 1;
+        }
+    }
+    if with_journal {
+        let mut after: Option<Digest> = None;
+        loop {
+            let chunk = view.journal_scan(after.as_ref(), 10_000)?;
+            let Some((last, _)) = chunk.last() else { break };
+            after = Some(*last);
+            for (d, e) in &chunk {
+                writeln!(out, "j {} {} {}", d.hex(), e.class, e.day).map_err(io)?;
+                stats.journal += 1;
+            }
+        }
+    }
+    drop(view);
+    out.flush().map_err(io)?;
+    Ok(stats)
+}
+
+/// Reads a dump and adds it to the store in one transaction.
+pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Result<DumpStats> {
+    let perr = |line: usize, message: String| Error::Parse { what: what.to_string(), line, message };
+    let mut tokens: Vec<(String, TokenRecord)> = Vec::new();
+    let mut journal: Vec<(Digest, JournalEntry)> = Vec::new();
+    let mut totals = (0u64, 0u64);
+    let mut bias = 0.0f64;
+    let mut line = String::new();
+    let mut n = 0;
+    loop {
+        line.clear();
+        let got = input.read_line(&mut line).map_err(|e| Error::io(what, e))?;
+        if got == 0 {
+            break;
+        }
+        n += 1;
+        let l = line.trim_end_matches(['\n', '\r']);
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let (kind, rest) = l.split_once(' ').unwrap_or((l, ""));
+        match kind {
+            "schema" => {
+                if rest.trim() != SCHEMA_VERSION.to_string() {
+                    return Err(perr(n, format!("schema {rest}, expected {SCHEMA_VERSION}")));
+                }
+            }
+            "tokenizer" => {
+                if rest.trim() != TOKENIZER_VERSION.to_string() {
+                    return Err(perr(n, format!("tokenizer {rest}, expected {TOKENIZER_VERSION}")));
+                }
+            }
+            "totals" => {
+                let v: Vec<&str> = rest.split_whitespace().collect();
+                match v.as_slice() {
+                    [s, h] => {
+                        totals = (
+                            s.parse().map_err(|_| perr(n, "bad spam total".into()))?,
+                            h.parse().map_err(|_| perr(n, "bad ham total".into()))?,
+                        )
+                    }
+                    _ => return Err(perr(n, "expected `totals <spam> <ham>`".into())),
+                }
+            }
+            "bias" => bias = rest.trim().parse().map_err(|_| perr(n, "bad bias".into()))?,
+            "t" => {
+                let mut it = rest.splitn(5, ' ');
+                let mut num = |name: &str| -> Result<&str> { it.next().ok_or_else(|| perr(n, format!("missing {name}"))) };
+                let spam: u32 = num("spam count")?.parse().map_err(|_| perr(n, "bad spam count".into()))?;
+                let ham: u32 = num("ham count")?.parse().map_err(|_| perr(n, "bad ham count".into()))?;
+                let day: u32 = num("day")?.parse().map_err(|_| perr(n, "bad day".into()))?;
+                let weight: f32 = num("weight")?.parse().map_err(|_| perr(n, "bad weight".into()))?;
+                let token = unescape(num("token")?);
+                if token.is_empty() {
+                    return Err(perr(n, "empty token".into()));
+                }
+                tokens.push((token, TokenRecord { spam, ham, day, weight }));
+            }
+            "j" => {
+                let v: Vec<&str> = rest.split_whitespace().collect();
+                let [hex, class, day] = v.as_slice() else {
+                    return Err(perr(n, "expected `j <digest> <class> <day>`".into()));
+                };
+                let mut d = [0u8; 32];
+                if hex.len() != 64 {
+                    return Err(perr(n, "digest must be 64 hex digits".into()));
+                }
+                for (i, b) in d.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| perr(n, "bad digest".into()))?;
+                }
+                let class = Class::parse(class).ok_or_else(|| perr(n, "bad class".into()))?;
+                let day = day.parse().map_err(|_| perr(n, "bad day".into()))?;
+                journal.push((Digest(d), JournalEntry { class, day }));
+            }
+            other => return Err(perr(n, format!("unknown line kind {other:?}"))),
+        }
+    }
+    let stats = DumpStats { tokens: tokens.len() as u64, journal: journal.len() as u64 };
+    store.write(&mut |w| {
+        let mut st = w.state()?;
+        st.totals.spam += totals.0;
+        st.totals.ham += totals.1;
+        st.bias += bias;
+        w.set_state(st)?;
+        for (t, r) in &tokens {
+            let rec = match w.get(t)? {
+                Some(old) => TokenRecord {
+                    spam: old.spam.saturating_add(r.spam),
+                    ham: old.ham.saturating_add(r.ham),
+                    day: old.day.max(r.day),
+                    weight: old.weight + r.weight,
+                },
+                None => *r,
+            };
+            w.put(t, rec)?;
+        }
+        for (d, e) in &journal {
+            w.set_journal(d, Some(*e))?;
+        }
+        Ok(())
+    })?;
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryStore, ModelState, Totals};
+
+    #[test]
+    fn round_trip() {
+        let a = MemoryStore::new();
+        a.write(&mut |w| {
+            w.put("plain", TokenRecord { spam: 1, ham: 2, day: 3, weight: -0.125 })?;
+            w.put("with space\tand\\tab\n", TokenRecord { spam: 4, ham: 0, day: 9, weight: 1.5e-7 })?;
+            w.set_journal(&crate::digest::digest(b"x"), Some(JournalEntry { class: Class::Spam, day: 7 }))?;
+            w.set_state(ModelState { totals: Totals { spam: 5, ham: 6 }, bias: -0.5 })
+        })
+        .unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(dump(&a, &mut buf, 0, true).unwrap(), DumpStats { tokens: 2, journal: 1 });
+        let b = MemoryStore::new();
+        load(&b, &mut buf.as_slice(), "dump").unwrap();
+        let mut buf2 = Vec::new();
+        dump(&b, &mut buf2, 0, true).unwrap();
+        assert_eq!(String::from_utf8(buf).unwrap(), String::from_utf8(buf2).unwrap());
+    }
+
+    #[test]
+    fn bad_line_loads_nothing() {
+        let s = MemoryStore::new();
+        let input = "t 1 2 3 0.5 good\nt x 2 3 0 bad\n";
+        let e = load(&s, &mut input.as_bytes(), "in").unwrap_err();
+        assert!(e.to_string().contains("in:2"), "{e}");
+        assert_eq!(s.read().unwrap().token_count().unwrap(), 0);
+    }
+}

@@ -1,0 +1,220 @@
+//! The token store: per-token counts and weights, per-class message totals,
+//! and the training journal, behind the [`TokenStore`] trait.
+//!
+//! Two implementations: [`RedbStore`] (one redb file: the real thing) and
+//! [`MemoryStore`] (tests and in-process evaluation). A later Redis backend,
+//! so several nodes share one model, implements the same trait.
+//!
+//! Reads go through a [`ReadView`], a consistent snapshot (redb's MVCC: a
+//! reader never waits for the writer). Writes go through [`TokenStore::write`],
+//! which hands a [`WriteView`] to a closure and commits everything it did as
+//! one transaction, or nothing if it returns an error.
+
+mod dump;
+mod memory;
+mod redb_store;
+
+pub use dump::{dump, load, DumpStats};
+pub use memory::MemoryStore;
+pub use redb_store::RedbStore;
+
+use crate::digest::Digest;
+use crate::{Class, Result};
+
+/// Version of the stored layout; a database of another version is refused.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What is stored per token.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TokenRecord {
+    /// Spam messages learned that contained the token.
+    pub spam: u32,
+    /// Ham messages learned that contained the token.
+    pub ham: u32,
+    /// Day (since 1970-01-01, UTC) the token was last seen in training.
+    pub day: u32,
+    /// The logistic-regression weight.
+    pub weight: f32,
+}
+
+/// Messages learned per class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub spam: u64,
+    pub ham: u64,
+}
+
+/// Model-wide state beside the per-token records.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ModelState {
+    pub totals: Totals,
+    /// The logistic regression's bias term.
+    pub bias: f64,
+}
+
+/// One journal entry: how a message (by digest) was learned, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalEntry {
+    pub class: Class,
+    pub day: u32,
+}
+
+/// A consistent, read-only view of the store.
+pub trait ReadView {
+    fn state(&self) -> Result<ModelState>;
+    fn get(&self, token: &str) -> Result<Option<TokenRecord>>;
+    fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>>;
+    /// Up to `limit` tokens in key order, starting after `after`.
+    fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>>;
+    /// Number of distinct tokens stored.
+    fn token_count(&self) -> Result<u64>;
+    /// Number of journal entries.
+    fn journal_count(&self) -> Result<u64>;
+    /// Up to `limit` journal entries in digest order, starting after `after`.
+    fn journal_scan(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, JournalEntry)>>;
+}
+
+/// A view inside a write transaction.
+pub trait WriteView: ReadView {
+    fn set_state(&mut self, state: ModelState) -> Result<()>;
+    fn put(&mut self, token: &str, record: TokenRecord) -> Result<()>;
+    fn remove(&mut self, token: &str) -> Result<()>;
+    fn set_journal(&mut self, digest: &Digest, entry: Option<JournalEntry>) -> Result<()>;
+}
+
+/// A token store.
+pub trait TokenStore: Send + Sync {
+    /// A consistent snapshot for reading.
+    fn read(&self) -> Result<Box<dyn ReadView + '_>>;
+    /// Runs `f` in one write transaction: committed if `f` returns `Ok`,
+    /// rolled back otherwise.
+    fn write(&self, f: &mut dyn FnMut(&mut dyn WriteView) -> Result<()>) -> Result<()>;
+    /// Size of the store on disk in bytes (0 for memory).
+    fn size_bytes(&self) -> u64 {
+        0
+    }
+}
+
+impl<T: TokenStore + ?Sized> TokenStore for std::sync::Arc<T> {
+    fn read(&self) -> Result<Box<dyn ReadView + '_>> {
+        (**self).read()
+    }
+    fn write(&self, f: &mut dyn FnMut(&mut dyn WriteView) -> Result<()>) -> Result<()> {
+        (**self).write(f)
+    }
+    fn size_bytes(&self) -> u64 {
+        (**self).size_bytes()
+    }
+}
+
+/// Today, as days since 1970-01-01 UTC.
+pub fn today() -> u32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    (secs / 86_400) as u32
+}
+
+/// What `expire` removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExpireStats {
+    pub examined: u64,
+    pub removed: u64,
+}
+
+/// Drops tokens unseen for `max_age_days`, and hapaxes (seen in one message)
+/// unseen for `hapax_age_days`, in batches of `batch` tokens per transaction
+/// so a big database never holds one huge write.
+pub fn expire(
+    store: &dyn TokenStore,
+    today: u32,
+    max_age_days: u32,
+    hapax_age_days: u32,
+    batch: usize,
+) -> Result<ExpireStats> {
+    let mut stats = ExpireStats::default();
+    let mut after: Option<String> = None;
+    loop {
+        let chunk = store.read()?.scan(after.as_deref(), batch.max(1))?;
+        let Some((last, _)) = chunk.last() else { break };
+        after = Some(last.clone());
+        stats.examined += chunk.len() as u64;
+        let doomed: Vec<&str> = chunk
+            .iter()
+            .filter(|(_, r)| {
+                let age = today.saturating_sub(r.day);
+                age > max_age_days || (u64::from(r.spam) + u64::from(r.ham) <= 1 && age > hapax_age_days)
+            })
+            .map(|(t, _)| t.as_str())
+            .collect();
+        if !doomed.is_empty() {
+            store.write(&mut |w| {
+                for t in &doomed {
+                    w.remove(t)?;
+                }
+                Ok(())
+            })?;
+            stats.removed += doomed.len() as u64;
+        }
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+pub(crate) mod conformance {
+    //! Behaviour every `TokenStore` must have; run against each implementation.
+    use super::*;
+    use crate::Error;
+
+    pub fn run(store: &dyn TokenStore) {
+        let d = crate::digest::digest(b"Subject: x\n\nbody");
+        // Empty store.
+        let r = store.read().unwrap();
+        assert_eq!(r.state().unwrap(), ModelState::default());
+        assert_eq!(r.get("a").unwrap(), None);
+        drop(r);
+        // A committed write is visible.
+        let rec = TokenRecord { spam: 2, ham: 1, day: 100, weight: 0.5 };
+        store
+            .write(&mut |w| {
+                w.put("a", rec)?;
+                w.put("b", rec)?;
+                w.set_state(ModelState { totals: Totals { spam: 3, ham: 4 }, bias: 0.25 })?;
+                w.set_journal(&d, Some(JournalEntry { class: Class::Spam, day: 100 }))?;
+                // Reads inside the transaction see its own writes.
+                assert_eq!(w.get("a")?, Some(rec));
+                Ok(())
+            })
+            .unwrap();
+        let r = store.read().unwrap();
+        assert_eq!(r.get("a").unwrap(), Some(rec));
+        assert_eq!(r.state().unwrap().totals, Totals { spam: 3, ham: 4 });
+        assert_eq!(r.journal(&d).unwrap().map(|e| e.class), Some(Class::Spam));
+        assert_eq!(r.token_count().unwrap(), 2);
+        assert_eq!(r.scan(None, 10).unwrap().len(), 2);
+        assert_eq!(r.scan(Some("a"), 10).unwrap()[0].0, "b");
+        drop(r);
+        // A failed write leaves nothing behind.
+        let res = store.write(&mut |w| {
+            w.put("c", rec)?;
+            w.remove("a")?;
+            Err(Error::Invalid("boom".into()))
+        });
+        assert!(res.is_err());
+        let r = store.read().unwrap();
+        assert_eq!(r.get("c").unwrap(), None);
+        assert_eq!(r.get("a").unwrap(), Some(rec));
+        drop(r);
+        // A snapshot does not see later writes.
+        let snap = store.read().unwrap();
+        store.write(&mut |w| w.remove("a")).unwrap();
+        assert_eq!(snap.get("a").unwrap(), Some(rec));
+        drop(snap);
+        assert_eq!(store.read().unwrap().get("a").unwrap(), None);
+        // Expire: "b" is old.
+        let st = expire(store, 200, 50, 10, 1).unwrap();
+        assert_eq!(st.removed, 1);
+        assert_eq!(store.read().unwrap().token_count().unwrap(), 0);
+    }
+}

@@ -1,0 +1,82 @@
+//! Words of decoded text: Unicode word segmentation (UAX #29), lower-cased,
+//! with long words folded into skip tokens and a non-ASCII density cue.
+
+use super::{Sink, prefix};
+use unicode_segmentation::UnicodeSegmentation;
+
+/// Words shorter than this are dropped (SpamBayes' habit: "a", "to", "of"
+/// carry nothing and cost lookups).
+const MIN_WORD: usize = 2;
+/// Words longer than this (in chars) become `skip:<first char> <len class>`
+/// tokens: SpamBayes measured that long "words" are mostly base64 debris, hashes
+/// and run-together junk whose exact spelling never repeats, while their
+/// existence and rough length does.
+const MAX_WORD: usize = 20;
+
+/// Splits `text` into words and pushes them.
+///
+/// `pairs`: also push orthogonal sparse bigrams (word, word at distance 1..=3).
+pub(crate) fn words(text: &str, sink: &mut Sink, pairs: bool) {
+    let mut window: [Option<String>; 3] = [None, None, None];
+    for w in text.unicode_words() {
+        let n = w.chars().count();
+        if n > MAX_WORD {
+            let first = w.chars().next().unwrap_or('?').to_lowercase().next().unwrap_or('?');
+            sink.push(prefix::SKIP, &format!("{first} {}", (n / 10) * 10));
+            continue;
+        }
+        if n < MIN_WORD && w.is_ascii() {
+            continue;
+        }
+        let lw = w.to_lowercase();
+        sink.push("", &lw);
+        if pairs {
+            for (d, prev) in window.iter().enumerate() {
+                if let Some(p) = prev {
+                    sink.push(prefix::PAIR, &format!("{p} {} {lw}", d + 1));
+                }
+            }
+            window.rotate_right(1);
+            window[0] = Some(lw);
+        }
+    }
+}
+
+/// Subject words keep their case ("FREE" and "free" are different evidence).
+pub(crate) fn subject_words(text: &str, sink: &mut Sink) {
+    for w in text.unicode_words() {
+        if w.chars().count() > MAX_WORD {
+            sink.push(prefix::SUBJECT, "skip");
+            continue;
+        }
+        sink.push(prefix::SUBJECT, w);
+    }
+    let bangs = text.chars().filter(|&c| c == '!').count();
+    if bangs > 0 {
+        sink.push(prefix::SUBJECT, &format!("!x{}", bangs.min(3)));
+    }
+    let letters: Vec<char> = text.chars().filter(|c| c.is_alphabetic()).collect();
+    if letters.len() >= 6 && letters.iter().all(|c| c.is_uppercase()) {
+        sink.push(prefix::SUBJECT, "all-caps");
+    }
+}
+
+/// A coarse class of the share of non-ASCII characters in a text part.
+///
+/// Spam in a script the recipient never writes in is a strong cue; the class
+/// boundaries are deliberately coarse so the token generalizes.
+pub(crate) fn non_ascii(text: &str, sink: &mut Sink) {
+    let total = text.chars().filter(|c| !c.is_whitespace()).count();
+    if total == 0 {
+        return;
+    }
+    let non = text.chars().filter(|c| !c.is_ascii()).count();
+    let class = match non * 100 / total {
+        0 => "0",
+        1..=4 => "low",
+        5..=29 => "some",
+        30..=69 => "half",
+        _ => "most",
+    };
+    sink.push(prefix::NON_ASCII, class);
+}
