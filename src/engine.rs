@@ -110,7 +110,7 @@ impl<S: TokenStore> Engine<S> {
             let r = view.get(t)?.unwrap_or_default();
             evidence.push(Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight });
         }
-        Ok(classify::score(&self.params, state.totals, state.bias, &evidence))
+        Ok(classify::score(&self.params, &state, &evidence))
     }
 
     /// Learns a raw message as `class`.
@@ -185,19 +185,46 @@ fn apply(
     p: &Prepared,
     action: Action,
 ) -> Result<LearnOutcome> {
-    let prev = view.journal(&p.digest)?.map(|e| e.class);
+    let prev = view.journal(&p.digest)?;
     let (remove, add, outcome) = match (action, prev) {
-        (Action::Learn(c), Some(old)) if old == c => return Ok(LearnOutcome::AlreadyLearned),
+        (Action::Learn(c), Some(old)) if old.class == c => return Ok(LearnOutcome::AlreadyLearned),
         (Action::Learn(c), Some(old)) => (Some(old), Some(c), LearnOutcome::Relearned),
         (Action::Learn(c), None) => (None, Some(c), LearnOutcome::Learned),
         (Action::Unlearn, None) => return Ok(LearnOutcome::NotLearned),
         (Action::Unlearn, Some(old)) => (Some(old), None, LearnOutcome::Unlearned),
     };
-    // Current records, for the logistic-regression step.
+    // Current records: the message is scored as `check` would score it now.
     let mut recs = Vec::with_capacity(p.tokens.len());
     for t in &p.tokens {
         recs.push(cache.get(view, t)?);
     }
+    let mut weight: u8 = 1;
+    if let Some(c) = add {
+        let evidence: Vec<Evidence<'_>> = p
+            .tokens
+            .iter()
+            .zip(&recs)
+            .map(|(t, r)| Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight })
+            .collect();
+        let before = classify::score(params, state, &evidence);
+        let y = if c == Class::Spam { 1.0 } else { 0.0 };
+        // Misclassified: on the wrong side of 0.5 (exactly 0.5, "no idea", is not wrong).
+        let wrong = match c {
+            Class::Spam => before.probability < 0.5,
+            Class::Ham => before.probability > 0.5,
+        };
+        if params.boost_errors && prev.is_none() && wrong {
+            weight = 2;
+        }
+        // The combiner's step: d(log loss)/d(weights) at the score it gave.
+        let g = params.mix_rate * (y - before.probability);
+        state.mix[0] += g * before.mix_inputs[0];
+        state.mix[1] += g * before.mix_inputs[1];
+        state.mix[2] += g;
+    }
+    let removed = remove.map_or(0, |e| u32::from(e.weight.max(1)));
+    let added = u32::from(weight);
+    let remove = remove.map(|e| e.class);
     // Logistic regression: one gradient step towards the new label, or
     // towards 0.5 on unlearn (a step cannot be undone exactly; this removes
     // the message's pull without inventing a label).
@@ -208,18 +235,19 @@ fn apply(
     };
     let z = classify::lr_z(params, state.bias, recs.iter().map(|r| r.weight), recs.len());
     let (dw, db) = classify::lr_step(params, z, target, recs.len());
+    let (dw, db) = (dw * f64::from(weight), db * f64::from(weight));
     state.bias += db;
     for (t, r) in p.tokens.iter().zip(recs.iter_mut()) {
         if let Some(c) = remove {
             match c {
-                Class::Spam => r.spam = r.spam.saturating_sub(1),
-                Class::Ham => r.ham = r.ham.saturating_sub(1),
+                Class::Spam => r.spam = r.spam.saturating_sub(removed),
+                Class::Ham => r.ham = r.ham.saturating_sub(removed),
             }
         }
         if let Some(c) = add {
             match c {
-                Class::Spam => r.spam = r.spam.saturating_add(1),
-                Class::Ham => r.ham = r.ham.saturating_add(1),
+                Class::Spam => r.spam = r.spam.saturating_add(added),
+                Class::Ham => r.ham = r.ham.saturating_add(added),
             }
             r.day = day;
         }
@@ -228,17 +256,17 @@ fn apply(
     }
     if let Some(c) = remove {
         match c {
-            Class::Spam => state.totals.spam = state.totals.spam.saturating_sub(1),
-            Class::Ham => state.totals.ham = state.totals.ham.saturating_sub(1),
+            Class::Spam => state.totals.spam = state.totals.spam.saturating_sub(u64::from(removed)),
+            Class::Ham => state.totals.ham = state.totals.ham.saturating_sub(u64::from(removed)),
         }
     }
     if let Some(c) = add {
         match c {
-            Class::Spam => state.totals.spam += 1,
-            Class::Ham => state.totals.ham += 1,
+            Class::Spam => state.totals.spam += u64::from(added),
+            Class::Ham => state.totals.ham += u64::from(added),
         }
     }
-    view.set_journal(&p.digest, add.map(|class| JournalEntry { class, day }))?;
+    view.set_journal(&p.digest, add.map(|class| JournalEntry { class, day, weight }))?;
     Ok(outcome)
 }
 
@@ -269,6 +297,26 @@ mod tests {
         let v = e.store().read().unwrap();
         assert_eq!(v.get("cheap").unwrap(), None, "zero-count tokens are removed");
         assert_eq!(v.state().unwrap().totals.ham, 0);
+    }
+
+    #[test]
+    fn misclassified_messages_count_twice_and_unlearn_cleanly() {
+        let e = Engine::new(MemoryStore::new(), Params::default());
+        e.learn(SPAM, Class::Spam).unwrap();
+        // HAM shares no token with SPAM but the header shapes: scored before
+        // learning it is not ham-leaning... make a ham that looks like the spam.
+        let lookalike = b"Subject: cheap pills\r\n\r\nbuy cheap pills now, best prices online. regards, mum";
+        assert!(e.check(lookalike).unwrap().probability > 0.5);
+        assert_eq!(e.learn(lookalike, Class::Ham).unwrap(), LearnOutcome::Learned);
+        let v = e.store().read().unwrap();
+        assert_eq!(v.state().unwrap().totals.ham, 2, "boosted");
+        assert_eq!(v.get("mum").unwrap().unwrap().ham, 2);
+        drop(v);
+        assert_eq!(e.unlearn(lookalike).unwrap(), LearnOutcome::Unlearned);
+        let v = e.store().read().unwrap();
+        assert_eq!(v.state().unwrap().totals.ham, 0);
+        assert_eq!(v.get("mum").unwrap(), None);
+        assert_eq!(v.get("cheap").unwrap().unwrap().spam, 1);
     }
 
     #[test]

@@ -152,9 +152,15 @@ pub struct ParamArgs {
     #[arg(long)]
     pub combining: Option<Combining>,
     #[arg(long)]
-    pub fisher_weight: Option<f64>,
+    pub mix_fisher: Option<f64>,
     #[arg(long)]
-    pub lr_weight: Option<f64>,
+    pub mix_lr: Option<f64>,
+    #[arg(long)]
+    pub mix_rate: Option<f64>,
+    #[arg(long)]
+    pub mix_clamp: Option<f64>,
+    #[arg(long)]
+    pub boost_errors: Option<bool>,
     #[arg(long)]
     pub lr_rate: Option<f64>,
     #[arg(long)]
@@ -171,8 +177,11 @@ impl ParamArgs {
         if let Some(v) = self.min_dev { p.min_dev = v }
         if let Some(v) = self.max_clues { p.max_clues = v }
         if let Some(v) = self.combining { p.combining = v }
-        if let Some(v) = self.fisher_weight { p.fisher_weight = v }
-        if let Some(v) = self.lr_weight { p.lr_weight = v }
+        if let Some(v) = self.mix_fisher { p.mix_init[0] = v }
+        if let Some(v) = self.mix_lr { p.mix_init[1] = v }
+        if let Some(v) = self.mix_rate { p.mix_rate = v }
+        if let Some(v) = self.mix_clamp { p.mix_clamp = v }
+        if let Some(v) = self.boost_errors { p.boost_errors = v }
         if let Some(v) = self.lr_rate { p.lr_rate = v }
         if let Some(v) = self.lr_normalize { p.lr_normalize = v }
         if let Some(v) = self.pairs { o.pairs = v }

@@ -6,8 +6,9 @@
 //! tokenizer 1
 //! totals <spam messages> <ham messages>
 //! bias <logistic bias>
+//! mix <fisher weight offset> <logistic weight offset> <intercept>
 //! t <spam> <ham> <last-seen day> <weight> <token>
-//! j <digest hex> <spam|ham> <day>
+//! j <digest hex> <spam|ham> <day> <weight>
 //! ```
 //!
 //! Tokens come last on their line and may contain spaces; `\`, newline, CR
@@ -74,6 +75,7 @@ pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, min_count: u32, with_jo
     writeln!(out, "tokenizer {TOKENIZER_VERSION}").map_err(io)?;
     writeln!(out, "totals {} {}", state.totals.spam, state.totals.ham).map_err(io)?;
     writeln!(out, "bias {}", state.bias).map_err(io)?;
+    writeln!(out, "mix {} {} {}", state.mix[0], state.mix[1], state.mix[2]).map_err(io)?;
     let mut after: Option<String> = None;
     loop {
         let chunk = view.scan(after.as_deref(), 10_000)?;
@@ -94,7 +96,7 @@ pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, min_count: u32, with_jo
             let Some((last, _)) = chunk.last() else { break };
             after = Some(*last);
             for (d, e) in &chunk {
-                writeln!(out, "j {} {} {}", d.hex(), e.class, e.day).map_err(io)?;
+                writeln!(out, "j {} {} {} {}", d.hex(), e.class, e.day, e.weight).map_err(io)?;
                 stats.journal += 1;
             }
         }
@@ -111,6 +113,7 @@ pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Resu
     let mut journal: Vec<(Digest, JournalEntry)> = Vec::new();
     let mut totals = (0u64, 0u64);
     let mut bias = 0.0f64;
+    let mut mix = [0.0f64; 3];
     let mut line = String::new();
     let mut n = 0;
     loop {
@@ -149,6 +152,11 @@ pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Resu
                 }
             }
             "bias" => bias = rest.trim().parse().map_err(|_| perr(n, "bad bias".into()))?,
+            "mix" => {
+                let v: Vec<f64> = rest.split_whitespace().map(|x| x.parse::<f64>()).collect::<std::result::Result<_, _>>().map_err(|_| perr(n, "bad mix".into()))?;
+                let [a, b, c] = v.as_slice() else { return Err(perr(n, "expected `mix <a> <b> <c>`".into())) };
+                mix = [*a, *b, *c];
+            }
             "t" => {
                 let mut it = rest.splitn(5, ' ');
                 let mut num = |name: &str| -> Result<&str> { it.next().ok_or_else(|| perr(n, format!("missing {name}"))) };
@@ -164,9 +172,12 @@ pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Resu
             }
             "j" => {
                 let v: Vec<&str> = rest.split_whitespace().collect();
-                let [hex, class, day] = v.as_slice() else {
-                    return Err(perr(n, "expected `j <digest> <class> <day>`".into()));
+                let (hex, class, day, weight) = match v.as_slice() {
+                    [h, c, d] => (h, c, d, "1"),
+                    [h, c, d, w] => (h, c, d, *w),
+                    _ => return Err(perr(n, "expected `j <digest> <class> <day> <weight>`".into())),
                 };
+                let weight: u8 = weight.parse().map_err(|_| perr(n, "bad weight".into()))?;
                 let mut d = [0u8; 32];
                 if hex.len() != 64 {
                     return Err(perr(n, "digest must be 64 hex digits".into()));
@@ -176,7 +187,7 @@ pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Resu
                 }
                 let class = Class::parse(class).ok_or_else(|| perr(n, "bad class".into()))?;
                 let day = day.parse().map_err(|_| perr(n, "bad day".into()))?;
-                journal.push((Digest(d), JournalEntry { class, day }));
+                journal.push((Digest(d), JournalEntry { class, day, weight }));
             }
             other => return Err(perr(n, format!("unknown line kind {other:?}"))),
         }
@@ -187,6 +198,9 @@ pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Resu
         st.totals.spam += totals.0;
         st.totals.ham += totals.1;
         st.bias += bias;
+        for (m, v) in st.mix.iter_mut().zip(mix) {
+            *m += v;
+        }
         w.set_state(st)?;
         for (t, r) in &tokens {
             let rec = match w.get(t)? {
@@ -219,8 +233,8 @@ mod tests {
         a.write(&mut |w| {
             w.put("plain", TokenRecord { spam: 1, ham: 2, day: 3, weight: -0.125 })?;
             w.put("with space\tand\\tab\n", TokenRecord { spam: 4, ham: 0, day: 9, weight: 1.5e-7 })?;
-            w.set_journal(&crate::digest::digest(b"x"), Some(JournalEntry { class: Class::Spam, day: 7 }))?;
-            w.set_state(ModelState { totals: Totals { spam: 5, ham: 6 }, bias: -0.5 })
+            w.set_journal(&crate::digest::digest(b"x"), Some(JournalEntry { class: Class::Spam, day: 7, weight: 2 }))?;
+            w.set_state(ModelState { totals: Totals { spam: 5, ham: 6 }, bias: -0.5, mix: [0.25, 0.0, -1.5] })
         })
         .unwrap();
         let mut buf = Vec::new();

@@ -50,6 +50,9 @@ pub struct ModelState {
     pub totals: Totals,
     /// The logistic regression's bias term.
     pub bias: f64,
+    /// What the combiner has learned: offsets from `Params::mix_init` of the
+    /// weights of the Fisher and logistic logits, and the intercept.
+    pub mix: [f64; 3],
 }
 
 /// One journal entry: how a message (by digest) was learned, and when.
@@ -57,6 +60,9 @@ pub struct ModelState {
 pub struct JournalEntry {
     pub class: Class,
     pub day: u32,
+    /// How many times its counts were added (2 when it was learned after
+    /// being misclassified; see `Params::boost_errors`).
+    pub weight: u8,
 }
 
 /// A consistent, read-only view of the store.
@@ -180,8 +186,8 @@ pub(crate) mod conformance {
             .write(&mut |w| {
                 w.put("a", rec)?;
                 w.put("b", rec)?;
-                w.set_state(ModelState { totals: Totals { spam: 3, ham: 4 }, bias: 0.25 })?;
-                w.set_journal(&d, Some(JournalEntry { class: Class::Spam, day: 100 }))?;
+                w.set_state(ModelState { totals: Totals { spam: 3, ham: 4 }, bias: 0.25, mix: [0.5, -0.25, 1.0] })?;
+                w.set_journal(&d, Some(JournalEntry { class: Class::Spam, day: 100, weight: 2 }))?;
                 // Reads inside the transaction see its own writes.
                 assert_eq!(w.get("a")?, Some(rec));
                 Ok(())
@@ -190,7 +196,8 @@ pub(crate) mod conformance {
         let r = store.read().unwrap();
         assert_eq!(r.get("a").unwrap(), Some(rec));
         assert_eq!(r.state().unwrap().totals, Totals { spam: 3, ham: 4 });
-        assert_eq!(r.journal(&d).unwrap().map(|e| e.class), Some(Class::Spam));
+        assert_eq!(r.state().unwrap().mix, [0.5, -0.25, 1.0]);
+        assert_eq!(r.journal(&d).unwrap(), Some(JournalEntry { class: Class::Spam, day: 100, weight: 2 }));
         assert_eq!(r.token_count().unwrap(), 2);
         assert_eq!(r.scan(None, 10).unwrap().len(), 2);
         assert_eq!(r.scan(Some("a"), 10).unwrap()[0].0, "b");

@@ -6,8 +6,8 @@
 //! | table     | key                | value                                   |
 //! |-----------|--------------------|-----------------------------------------|
 //! | `tokens`  | token (`&str`)     | (spam u32, ham u32, last-seen day u32, weight f32) |
-//! | `meta`    | name (`&str`)      | u64: `schema`, `tokenizer`, `spam`, `ham`, `bias` (f64 bits), `created` |
-//! | `journal` | digest (32 bytes)  | (class u8, day u32)                     |
+//! | `meta`    | name (`&str`)      | u64: `schema`, `tokenizer`, `spam`, `ham`, `created`; f64 bits: `bias`, `mix0`..`mix2` |
+//! | `journal` | digest (32 bytes)  | (class u8, day u32, weight u8)          |
 
 use super::{JournalEntry, ModelState, ReadView, SCHEMA_VERSION, TokenRecord, TokenStore, Totals, WriteView};
 use crate::digest::Digest;
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 type Rec = (u32, u32, u32, f32);
 const TOKENS: TableDefinition<&str, Rec> = TableDefinition::new("tokens");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const JOURNAL: TableDefinition<&[u8], (u8, u32)> = TableDefinition::new("journal");
+const JOURNAL: TableDefinition<&[u8], (u8, u32, u8)> = TableDefinition::new("journal");
 
 /// See the module documentation.
 pub struct RedbStore {
@@ -120,7 +120,11 @@ impl RedbStore {
 
 fn read_state<T: ReadableTable<&'static str, u64>>(meta: &T) -> Result<ModelState> {
     let get = |k: &str| -> Result<u64> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
-    Ok(ModelState { totals: Totals { spam: get("spam")?, ham: get("ham")? }, bias: f64::from_bits(get("bias")?) })
+    Ok(ModelState {
+        totals: Totals { spam: get("spam")?, ham: get("ham")? },
+        bias: f64::from_bits(get("bias")?),
+        mix: [f64::from_bits(get("mix0")?), f64::from_bits(get("mix1")?), f64::from_bits(get("mix2")?)],
+    })
 }
 
 fn scan_table<T: ReadableTable<&'static str, Rec>>(t: &T, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>> {
@@ -136,14 +140,14 @@ fn scan_table<T: ReadableTable<&'static str, Rec>>(t: &T, after: Option<&str>, l
     Ok(out)
 }
 
-fn journal_get<T: ReadableTable<&'static [u8], (u8, u32)>>(t: &T, d: &Digest) -> Result<Option<JournalEntry>> {
+fn journal_get<T: ReadableTable<&'static [u8], (u8, u32, u8)>>(t: &T, d: &Digest) -> Result<Option<JournalEntry>> {
     Ok(t.get(d.0.as_slice())?.and_then(|v| {
-        let (c, day) = v.value();
-        Class::from_code(c).map(|class| JournalEntry { class, day })
+        let (c, day, weight) = v.value();
+        Class::from_code(c).map(|class| JournalEntry { class, day, weight })
     }))
 }
 
-fn journal_scan_table<T: ReadableTable<&'static [u8], (u8, u32)>>(
+fn journal_scan_table<T: ReadableTable<&'static [u8], (u8, u32, u8)>>(
     t: &T,
     after: Option<&Digest>,
     limit: usize,
@@ -158,9 +162,9 @@ fn journal_scan_table<T: ReadableTable<&'static [u8], (u8, u32)>>(
             break;
         }
         let (k, v) = item?;
-        let (c, day) = v.value();
+        let (c, day, weight) = v.value();
         let (Ok(d), Some(class)) = (<[u8; 32]>::try_from(k.value()), Class::from_code(c)) else { continue };
-        out.push((Digest(d), JournalEntry { class, day }));
+        out.push((Digest(d), JournalEntry { class, day, weight }));
     }
     Ok(out)
 }
@@ -168,7 +172,7 @@ fn journal_scan_table<T: ReadableTable<&'static [u8], (u8, u32)>>(
 struct RedbRead {
     tokens: redb::ReadOnlyTable<&'static str, Rec>,
     meta: redb::ReadOnlyTable<&'static str, u64>,
-    journal: redb::ReadOnlyTable<&'static [u8], (u8, u32)>,
+    journal: redb::ReadOnlyTable<&'static [u8], (u8, u32, u8)>,
 }
 
 impl ReadView for RedbRead {
@@ -198,7 +202,7 @@ impl ReadView for RedbRead {
 struct RedbWrite<'t> {
     tokens: redb::Table<'t, &'static str, Rec>,
     meta: redb::Table<'t, &'static str, u64>,
-    journal: redb::Table<'t, &'static [u8], (u8, u32)>,
+    journal: redb::Table<'t, &'static [u8], (u8, u32, u8)>,
 }
 
 impl ReadView for RedbWrite<'_> {
@@ -230,6 +234,9 @@ impl WriteView for RedbWrite<'_> {
         self.meta.insert("spam", s.totals.spam)?;
         self.meta.insert("ham", s.totals.ham)?;
         self.meta.insert("bias", s.bias.to_bits())?;
+        for (k, v) in ["mix0", "mix1", "mix2"].iter().zip(s.mix) {
+            self.meta.insert(*k, v.to_bits())?;
+        }
         Ok(())
     }
     fn put(&mut self, token: &str, record: TokenRecord) -> Result<()> {
@@ -243,7 +250,7 @@ impl WriteView for RedbWrite<'_> {
     fn set_journal(&mut self, digest: &Digest, entry: Option<JournalEntry>) -> Result<()> {
         match entry {
             Some(e) => {
-                self.journal.insert(digest.0.as_slice(), (e.class.code(), e.day))?;
+                self.journal.insert(digest.0.as_slice(), (e.class.code(), e.day, e.weight))?;
             }
             None => {
                 self.journal.remove(digest.0.as_slice())?;

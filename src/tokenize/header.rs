@@ -48,7 +48,9 @@ const VALUE_HEADERS: &[&str] = &[
 const EXPECTED: &[&str] = &["date", "message-id", "from", "to", "subject", "mime-version"];
 
 /// Received headers after this many (from the top) are ignored: the deepest
-/// ones are the sender's own, forgeable and rarely repeated.
+/// ones are the sender's own, forgeable and rarely repeated. Measured
+/// (1-ROCA% spamassassin / csdmc2010): no Received tokens 0.1020 / 0.0642,
+/// the first 3 only 0.0839 / 0.0494, the first 8 0.0796 / 0.0456.
 const MAX_RECEIVED: usize = 8;
 
 pub(crate) fn is_ignored(name: &str) -> bool {
@@ -62,7 +64,7 @@ pub(crate) fn headers(message: &mail_parser::Message<'_>, raw: &[u8], sink: &mut
     let mut seen: Vec<String> = Vec::with_capacity(root.headers.len());
     for h in &root.headers {
         let name = h.name.as_str().to_ascii_lowercase();
-        if is_ignored(&name) {
+        if is_ignored(&name) || !name.bytes().all(|b| b.is_ascii_graphic()) {
             continue;
         }
         if name.len() <= 40 {
