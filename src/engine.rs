@@ -256,14 +256,26 @@ fn apply(
     }
     if let Some(c) = remove {
         match c {
-            Class::Spam => state.totals.spam = state.totals.spam.saturating_sub(u64::from(removed)),
-            Class::Ham => state.totals.ham = state.totals.ham.saturating_sub(u64::from(removed)),
+            Class::Spam => {
+                state.totals.spam = state.totals.spam.saturating_sub(u64::from(removed));
+                state.messages.spam = state.messages.spam.saturating_sub(1);
+            }
+            Class::Ham => {
+                state.totals.ham = state.totals.ham.saturating_sub(u64::from(removed));
+                state.messages.ham = state.messages.ham.saturating_sub(1);
+            }
         }
     }
     if let Some(c) = add {
         match c {
-            Class::Spam => state.totals.spam += u64::from(added),
-            Class::Ham => state.totals.ham += u64::from(added),
+            Class::Spam => {
+                state.totals.spam += u64::from(added);
+                state.messages.spam += 1;
+            }
+            Class::Ham => {
+                state.totals.ham += u64::from(added);
+                state.messages.ham += 1;
+            }
         }
     }
     view.set_journal(&p.digest, add.map(|class| JournalEntry { class, day, weight }))?;

@@ -59,6 +59,9 @@ pub struct TrainArgs {
     /// Remove the messages' training instead.
     #[arg(long)]
     pub untrain: bool,
+    /// Threads for reading and tokenizing (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Message files, maildirs, MH folders, mbox files or TREC index files
     /// (an index gives each message's label itself).
     #[arg(required = true)]
@@ -265,7 +268,7 @@ fn train(db_path: &Path, a: TrainArgs) -> Result<ExitCode> {
     let mut counts = [0u64; 5];
     const BATCH: usize = 2000;
     for chunk in entries.chunks(BATCH) {
-        let prepared = prepare_parallel(&engine.tokenizer, chunk, num_threads(None))?;
+        let prepared = prepare_parallel(&engine.tokenizer, chunk, num_threads(a.threads))?;
         let batch: Vec<_> = prepared
             .into_iter()
             .zip(chunk)
@@ -404,7 +407,14 @@ fn check(db_path: &Path, a: CheckArgs) -> Result<ExitCode> {
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        hs.into_iter()
+            .zip(entries.chunks(chunk))
+            .map(|(h, part)| {
+                h.join().unwrap_or_else(|_| {
+                    part.iter().map(|e| (e.name(), Err(Error::Invalid(format!("{}: internal error (worker panicked)", e.name()))))).collect()
+                })
+            })
+            .collect()
     });
     let mut out = String::new();
     let mut failed = false;
@@ -451,8 +461,8 @@ fn db(db_path: &Path, c: DbCommand) -> Result<ExitCode> {
             println!(
                 "created {} ({} spam, {} ham messages{})",
                 db_path.display(),
-                st.totals.spam,
-                st.totals.ham,
+                st.messages.spam,
+                st.messages.ham,
                 if empty { ", empty" } else { " from the starter model" }
             );
         }

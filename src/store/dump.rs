@@ -4,7 +4,8 @@
 //! # hamlet dump
 //! schema 1
 //! tokenizer 1
-//! totals <spam messages> <ham messages>
+//! totals <spam> <ham>                (weighted, as the counts see them)
+//! messages <spam> <ham>              (messages learned)
 //! bias <logistic bias>
 //! mix <fisher weight offset> <logistic weight offset> <intercept>
 //! t <spam> <ham> <last-seen day> <weight> <token>
@@ -74,6 +75,7 @@ pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, min_count: u32, with_jo
     writeln!(out, "schema {SCHEMA_VERSION}").map_err(io)?;
     writeln!(out, "tokenizer {TOKENIZER_VERSION}").map_err(io)?;
     writeln!(out, "totals {} {}", state.totals.spam, state.totals.ham).map_err(io)?;
+    writeln!(out, "messages {} {}", state.messages.spam, state.messages.ham).map_err(io)?;
     writeln!(out, "bias {}", state.bias).map_err(io)?;
     writeln!(out, "mix {} {} {}", state.mix[0], state.mix[1], state.mix[2]).map_err(io)?;
     let mut after: Option<String> = None;
@@ -112,6 +114,7 @@ pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Resu
     let mut tokens: Vec<(String, TokenRecord)> = Vec::new();
     let mut journal: Vec<(Digest, JournalEntry)> = Vec::new();
     let mut totals = (0u64, 0u64);
+    let mut messages = (0u64, 0u64);
     let mut bias = 0.0f64;
     let mut mix = [0.0f64; 3];
     let mut line = String::new();
@@ -139,16 +142,19 @@ pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Resu
                     return Err(perr(n, format!("tokenizer {rest}, expected {TOKENIZER_VERSION}")));
                 }
             }
-            "totals" => {
+            "totals" | "messages" => {
                 let v: Vec<&str> = rest.split_whitespace().collect();
-                match v.as_slice() {
-                    [s, h] => {
-                        totals = (
-                            s.parse().map_err(|_| perr(n, "bad spam total".into()))?,
-                            h.parse().map_err(|_| perr(n, "bad ham total".into()))?,
-                        )
-                    }
-                    _ => return Err(perr(n, "expected `totals <spam> <ham>`".into())),
+                let pair = match v.as_slice() {
+                    [s, h] => (
+                        s.parse().map_err(|_| perr(n, format!("bad spam {kind}")))?,
+                        h.parse().map_err(|_| perr(n, format!("bad ham {kind}")))?,
+                    ),
+                    _ => return Err(perr(n, format!("expected `{kind} <spam> <ham>`"))),
+                };
+                if kind == "totals" {
+                    totals = pair;
+                } else {
+                    messages = pair;
                 }
             }
             "bias" => bias = rest.trim().parse().map_err(|_| perr(n, "bad bias".into()))?,
@@ -197,6 +203,8 @@ pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Resu
         let mut st = w.state()?;
         st.totals.spam += totals.0;
         st.totals.ham += totals.1;
+        st.messages.spam += messages.0;
+        st.messages.ham += messages.1;
         st.bias += bias;
         for (m, v) in st.mix.iter_mut().zip(mix) {
             *m += v;
@@ -234,7 +242,7 @@ mod tests {
             w.put("plain", TokenRecord { spam: 1, ham: 2, day: 3, weight: -0.125 })?;
             w.put("with space\tand\\tab\n", TokenRecord { spam: 4, ham: 0, day: 9, weight: 1.5e-7 })?;
             w.set_journal(&crate::digest::digest(b"x"), Some(JournalEntry { class: Class::Spam, day: 7, weight: 2 }))?;
-            w.set_state(ModelState { totals: Totals { spam: 5, ham: 6 }, bias: -0.5, mix: [0.25, 0.0, -1.5] })
+            w.set_state(ModelState { totals: Totals { spam: 5, ham: 6 }, messages: Totals { spam: 4, ham: 6 }, bias: -0.5, mix: [0.25, 0.0, -1.5] })
         })
         .unwrap();
         let mut buf = Vec::new();

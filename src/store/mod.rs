@@ -47,7 +47,11 @@ pub struct Totals {
 /// Model-wide state beside the per-token records.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ModelState {
+    /// Per-class totals as the counts see them: a message learned with
+    /// weight 2 (see `Params::boost_errors`) counts twice.
     pub totals: Totals,
+    /// Messages learned per class (each once).
+    pub messages: Totals,
     /// The logistic regression's bias term.
     pub bias: f64,
     /// What the combiner has learned: offsets from `Params::mix_init` of the
@@ -186,7 +190,7 @@ pub(crate) mod conformance {
             .write(&mut |w| {
                 w.put("a", rec)?;
                 w.put("b", rec)?;
-                w.set_state(ModelState { totals: Totals { spam: 3, ham: 4 }, bias: 0.25, mix: [0.5, -0.25, 1.0] })?;
+                w.set_state(ModelState { totals: Totals { spam: 3, ham: 4 }, messages: Totals { spam: 2, ham: 4 }, bias: 0.25, mix: [0.5, -0.25, 1.0] })?;
                 w.set_journal(&d, Some(JournalEntry { class: Class::Spam, day: 100, weight: 2 }))?;
                 // Reads inside the transaction see its own writes.
                 assert_eq!(w.get("a")?, Some(rec));
@@ -197,6 +201,7 @@ pub(crate) mod conformance {
         assert_eq!(r.get("a").unwrap(), Some(rec));
         assert_eq!(r.state().unwrap().totals, Totals { spam: 3, ham: 4 });
         assert_eq!(r.state().unwrap().mix, [0.5, -0.25, 1.0]);
+        assert_eq!(r.state().unwrap().messages, Totals { spam: 2, ham: 4 });
         assert_eq!(r.journal(&d).unwrap(), Some(JournalEntry { class: Class::Spam, day: 100, weight: 2 }));
         assert_eq!(r.token_count().unwrap(), 2);
         assert_eq!(r.scan(None, 10).unwrap().len(), 2);

@@ -6,7 +6,7 @@
 //! | table     | key                | value                                   |
 //! |-----------|--------------------|-----------------------------------------|
 //! | `tokens`  | token (`&str`)     | (spam u32, ham u32, last-seen day u32, weight f32) |
-//! | `meta`    | name (`&str`)      | u64: `schema`, `tokenizer`, `spam`, `ham`, `created`; f64 bits: `bias`, `mix0`..`mix2` |
+//! | `meta`    | name (`&str`)      | u64: `schema`, `tokenizer`, `spam`, `ham` (weighted totals), `msg_spam`, `msg_ham`, `created`; f64 bits: `bias`, `mix0`..`mix2` |
 //! | `journal` | digest (32 bytes)  | (class u8, day u32, weight u8)          |
 
 use super::{JournalEntry, ModelState, ReadView, SCHEMA_VERSION, TokenRecord, TokenStore, Totals, WriteView};
@@ -122,6 +122,7 @@ fn read_state<T: ReadableTable<&'static str, u64>>(meta: &T) -> Result<ModelStat
     let get = |k: &str| -> Result<u64> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
     Ok(ModelState {
         totals: Totals { spam: get("spam")?, ham: get("ham")? },
+        messages: Totals { spam: get("msg_spam")?, ham: get("msg_ham")? },
         bias: f64::from_bits(get("bias")?),
         mix: [f64::from_bits(get("mix0")?), f64::from_bits(get("mix1")?), f64::from_bits(get("mix2")?)],
     })
@@ -233,6 +234,8 @@ impl WriteView for RedbWrite<'_> {
     fn set_state(&mut self, s: ModelState) -> Result<()> {
         self.meta.insert("spam", s.totals.spam)?;
         self.meta.insert("ham", s.totals.ham)?;
+        self.meta.insert("msg_spam", s.messages.spam)?;
+        self.meta.insert("msg_ham", s.messages.ham)?;
         self.meta.insert("bias", s.bias.to_bits())?;
         for (k, v) in ["mix0", "mix1", "mix2"].iter().zip(s.mix) {
             self.meta.insert(*k, v.to_bits())?;

@@ -112,8 +112,10 @@ pub(crate) fn headers(message: &mail_parser::Message<'_>, raw: &[u8], sink: &mut
                 let v = raw_value.trim().trim_start_matches('<').trim_end_matches('>');
                 match v.rsplit_once('@') {
                     Some((local, d)) => {
-                        let d = d.trim().to_ascii_lowercase();
-                        sink.push(prefix::MESSAGE_ID, &format!("domain:{}", &d[..d.len().min(80)]));
+                        // Only the first word: a broken Message-ID runs on
+                        // into the folded remainder of the header.
+                        let d = d.split_whitespace().next().unwrap_or("").trim_end_matches('>').to_ascii_lowercase();
+                        sink.push(prefix::MESSAGE_ID, &format!("domain:{d}"));
                         sink.push(prefix::MESSAGE_ID, &format!("shape:{}", shape(local, 12)));
                     }
                     None => sink.push(prefix::MESSAGE_ID, "no-at"),
@@ -240,7 +242,7 @@ fn received_tokens(v: &str, sink: &mut Sink) {
         if i > 0 && (pieces[i - 1].eq_ignore_ascii_case("from") || lower.starts_with("helo=")) {
             let helo = lower.trim_start_matches("helo=");
             if helo.contains('.') {
-                sink.push(prefix::RECEIVED, &format!("helo:{}", &helo[..helo.len().min(80)]));
+                sink.push(prefix::RECEIVED, &format!("helo:{helo}"));
             } else {
                 sink.push(prefix::RECEIVED, "helo-bare");
             }

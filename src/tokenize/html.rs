@@ -33,10 +33,11 @@ pub(crate) fn tokenize(html: &str, sink: &mut Sink) -> String {
                     continue;
                 }
                 let Some(rel_end) = html[i..].find('>') else {
-                    // An unclosed '<': keep it as text.
-                    out.push('<');
-                    i += 1;
-                    continue;
+                    // No '>' anywhere after this: no later '<' can open a
+                    // tag either, so the rest is text (and scanning stays
+                    // linear on a part full of unclosed '<').
+                    out.push_str(&html[i..]);
+                    break;
                 };
                 let tag = &html[i + 1..i + rel_end];
                 i += rel_end + 1;
@@ -270,6 +271,14 @@ mod tests {
         ] {
             assert!(t.iter().any(|x| x == want), "missing {want} in {t:?}");
         }
+    }
+
+    #[test]
+    fn text_after_an_unclosed_angle_bracket_is_kept_in_one_pass() {
+        // Once no '>' follows, the rest is text: the scan does not restart at
+        // every later '<' (which made a part full of '<' quadratic).
+        let (v, _) = run("a <b>bold</b> x < y <<< z");
+        assert_eq!(v, "a bold x < y <<< z");
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub struct Tokenizer {
     pub options: Options,
 }
 
+/// The longest token, in bytes (prefix included).
+pub const MAX_TOKEN_BYTES: usize = 160;
+
 /// Where tokens are collected, with the per-message budget.
 pub(crate) struct Sink {
     tokens: Vec<String>,
@@ -124,14 +127,27 @@ impl Sink {
     }
 
     /// Adds `prefix` + `word`; silently drops it once the budget is spent.
+    ///
+    /// Tokens are at most [`MAX_TOKEN_BYTES`] long (cut on a char boundary)
+    /// and never contain line breaks or tabs (they become spaces), so a
+    /// hostile header cannot make a huge or multi-line token.
     pub(crate) fn push(&mut self, prefix: &str, word: &str) {
         if self.budget == 0 {
             return;
         }
         self.budget -= 1;
+        let mut end = word.len().min(MAX_TOKEN_BYTES.saturating_sub(prefix.len()));
+        while !word.is_char_boundary(end) {
+            end -= 1;
+        }
+        let word = &word[..end];
         let mut t = String::with_capacity(prefix.len() + word.len());
         t.push_str(prefix);
-        t.push_str(word);
+        if word.bytes().any(|b| b == b'\n' || b == b'\r' || b == b'\t') {
+            t.extend(word.chars().map(|c| if matches!(c, '\n' | '\r' | '\t') { ' ' } else { c }));
+        } else {
+            t.push_str(word);
+        }
         self.tokens.push(t);
     }
 
@@ -417,6 +433,15 @@ mod tests {
         let raw = format!("Subject: x\r\n\r\n{}", "word ".repeat(1000));
         let t = tk.tokenize(raw.as_bytes());
         assert!(t.iter().any(|x| x == "msg:truncated"));
+    }
+
+    #[test]
+    fn hostile_header_values_give_short_single_line_tokens() {
+        let long = "€".repeat(100);
+        let raw = format!("Message-ID: <a@{long}>\r\nReceived: from {long}.example.com by x\r\nFrom: {long}@{long}.com\r\n\r\nx");
+        let t = Tokenizer::default().tokenize(raw.as_bytes());
+        assert!(t.iter().all(|x| x.len() <= MAX_TOKEN_BYTES && !x.contains('\n')), "{t:?}");
+        assert!(t.iter().any(|x| x.starts_with("msgid:domain:€")));
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub(crate) fn crack(url: &str, sink: &mut Sink) {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => (h, Some(p)),
         _ => (host_port, None),
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = host.split_whitespace().next().unwrap_or("").trim_end_matches('.').to_ascii_lowercase();
     if let Some(p) = port {
         sink.push(prefix::URL, &format!("port:{p}"));
     }
