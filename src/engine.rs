@@ -55,7 +55,7 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub digest: Digest,
-    /// Sorted, de-duplicated.
+    /// De-duplicated, in [`crate::tokenize::canonical_order`].
     pub tokens: Vec<String>,
 }
 
@@ -63,8 +63,7 @@ impl Prepared {
     /// Adds synthetic tokens (e.g. envelope outcomes), keeping the set sorted.
     pub fn add_tokens(&mut self, extra: impl IntoIterator<Item = String>) {
         self.tokens.extend(extra);
-        self.tokens.sort_unstable();
-        self.tokens.dedup();
+        crate::tokenize::canonical_order(&mut self.tokens);
     }
 }
 

@@ -10,7 +10,7 @@
 use hamlet::classify::Params;
 use hamlet::eval::{self, TrainMode};
 use hamlet::mailbox::{self, Entry};
-use hamlet::tokenize::{Limits, Tokenizer};
+use hamlet::tokenize::{Limits, Tokenizer, token_hash};
 use std::path::PathBuf;
 
 /// Longest token (bytes) accepted. The tokenizer caps most tokens well below
@@ -96,8 +96,8 @@ fn check_bounds(entries: &[Entry]) -> (Vec<Problem>, (usize, String, String), us
                                 what: format!("{} tokens > max_tokens {}", tokens.len(), tk.options.limits.max_tokens),
                             });
                         }
-                        if !tokens.windows(2).all(|w| w[0] < w[1]) {
-                            problems.push(Problem { message: e.name(), what: "tokens not sorted and unique".into() });
+                        if !tokens.windows(2).all(|w| (token_hash(&w[0]), &w[0]) < (token_hash(&w[1]), &w[1])) {
+                            problems.push(Problem { message: e.name(), what: "tokens not in canonical order and unique".into() });
                         }
                         if tokens.iter().any(|t| t.is_empty()) {
                             problems.push(Problem { message: e.name(), what: "empty token".into() });

@@ -265,7 +265,8 @@ pub fn sigmoid(z: f64) -> f64 {
 /// Scores a message from its tokens' evidence.
 ///
 /// `evidence` must be in a fixed order (the tokenizer's sorted order) so that
-/// sums, and therefore rankings, repeat exactly run after run.
+/// sums, and therefore rankings, repeat exactly run after run. The clues are
+/// the [`CLUES_KEPT`] strongest of the tokens used.
 pub fn score(params: &Params, state: &ModelState, evidence: &[Evidence<'_>]) -> Score {
     let totals = state.totals;
     let mut scored: Vec<(f64, &Evidence<'_>)> = evidence
@@ -304,23 +305,19 @@ pub fn score(params: &Params, state: &ModelState, evidence: &[Evidence<'_>]) -> 
 /// Fisher / Robinson combining. Returns logit(I) and the tokens used.
 fn fisher<'a, 'e>(params: &Params, scored: &mut Vec<(f64, &'a Evidence<'e>)>) -> (f64, Vec<(f64, &'a Evidence<'e>)>) {
     scored.retain(|(p, _)| (p - 0.5).abs() >= params.min_dev);
-    // Strongest first; ties broken by token so the order is total.
-    scored.sort_by(|a, b| {
-        (b.0 - 0.5).abs().total_cmp(&(a.0 - 0.5).abs()).then_with(|| a.1.token.cmp(b.1.token))
-    });
-    if params.max_clues > 0 {
+    if params.max_clues > 0 && scored.len() > params.max_clues {
+        scored.sort_by(strongest_first);
         scored.truncate(params.max_clues);
+        scored.sort_by(|a, b| a.1.token.cmp(b.1.token));
     }
     let k = scored.len();
     if k == 0 {
         return (0.0, Vec::new());
     }
-    // Sum in token order, not strength order, for run-to-run repeatability.
-    let mut ordered: Vec<&(f64, &Evidence<'_>)> = scored.iter().collect();
-    ordered.sort_by(|a, b| a.1.token.cmp(b.1.token));
+    // Summed in the evidence's (token) order, for run-to-run repeatability.
     let mut sum_ln_f = 0.0;
     let mut sum_ln_1mf = 0.0;
-    for (f, _) in ordered {
+    for (f, _) in scored.iter() {
         // f(w) is never exactly 0 or 1 once S > 0, but guard anyway.
         let f = f.clamp(1e-300, 1.0 - 1e-16);
         sum_ln_f += f.ln();
@@ -330,7 +327,22 @@ fn fisher<'a, 'e>(params: &Params, scored: &mut Vec<(f64, &'a Evidence<'e>)>) ->
     let (ln_q_h, ln_p_h) = chi2::ln_tails(-2.0 * sum_ln_f, k);
     // I = (P_s + Q_h) / 2, 1 − I = (Q_s + P_h) / 2
     let logit = chi2::ln_add_exp(ln_p_s, ln_q_h) - chi2::ln_add_exp(ln_q_s, ln_p_h);
-    (logit, std::mem::take(scored))
+    // The clues: only the strongest are kept, so only they are sorted.
+    let mut clues = std::mem::take(scored);
+    if clues.len() > CLUES_KEPT {
+        clues.select_nth_unstable_by(CLUES_KEPT, strongest_first);
+        clues.truncate(CLUES_KEPT);
+    }
+    clues.sort_by(strongest_first);
+    (logit, clues)
+}
+
+/// At most this many clues are kept with a score (strongest first).
+pub const CLUES_KEPT: usize = 50;
+
+/// Strongest |f − 0.5| first; ties broken by token so the order is total.
+fn strongest_first(a: &(f64, &Evidence<'_>), b: &(f64, &Evidence<'_>)) -> std::cmp::Ordering {
+    (b.0 - 0.5).abs().total_cmp(&(a.0 - 0.5).abs()).then_with(|| a.1.token.cmp(b.1.token))
 }
 
 /// Graham-2002 combining: 15 most interesting tokens, probabilities from

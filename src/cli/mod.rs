@@ -392,14 +392,14 @@ fn check(db_path: &Path, a: CheckArgs) -> Result<ExitCode> {
                 s.spawn(move || {
                     let max = engine.tokenizer.options.limits.max_parse_bytes + 1;
                     let view = match engine.store().read() {
-                        Ok(v) => v,
+                        Ok(v) => store::CachedView::new(v, 2_000_000),
                         Err(e) => return vec![(String::new(), Err(e))],
                     };
                     part.iter()
                         .map(|e| {
                             let r = e.read(max).and_then(|raw| {
                                 let toks = engine.tokenizer.tokenize(&raw);
-                                engine.score(&*view, &toks)
+                                engine.score(&view, &toks)
                             });
                             (e.name(), r)
                         })

@@ -117,6 +117,89 @@ impl<T: TokenStore + ?Sized> TokenStore for std::sync::Arc<T> {
     }
 }
 
+/// A read view that remembers the records it has looked up. A snapshot never
+/// changes, so this is always correct; it pays off when many messages are
+/// scored against one snapshot (bulk `check`), where most tokens (relay
+/// hosts, common words) recur: a hash lookup instead of a B-tree descent.
+pub struct CachedView<'a> {
+    inner: Box<dyn ReadView + 'a>,
+    cache: std::cell::RefCell<std::collections::HashMap<String, Option<TokenRecord>, FxBuild>>,
+    limit: usize,
+}
+
+impl<'a> CachedView<'a> {
+    /// Caches at most `limit` tokens (then stops adding).
+    pub fn new(inner: Box<dyn ReadView + 'a>, limit: usize) -> CachedView<'a> {
+        CachedView { inner, cache: Default::default(), limit }
+    }
+}
+
+impl ReadView for CachedView<'_> {
+    fn state(&self) -> Result<ModelState> {
+        self.inner.state()
+    }
+    fn get(&self, token: &str) -> Result<Option<TokenRecord>> {
+        if let Some(r) = self.cache.borrow().get(token) {
+            return Ok(*r);
+        }
+        let r = self.inner.get(token)?;
+        let mut c = self.cache.borrow_mut();
+        if c.len() < self.limit {
+            c.insert(token.to_string(), r);
+        }
+        Ok(r)
+    }
+    fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
+        self.inner.journal(digest)
+    }
+    fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>> {
+        self.inner.scan(after, limit)
+    }
+    fn token_count(&self) -> Result<u64> {
+        self.inner.token_count()
+    }
+    fn journal_count(&self) -> Result<u64> {
+        self.inner.journal_count()
+    }
+    fn journal_scan(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, JournalEntry)>> {
+        self.inner.journal_scan(after, limit)
+    }
+}
+
+/// A small, fast, non-cryptographic hasher (the Fx hash of rustc) for the
+/// token cache: keys are tokens of mail being scored, not attacker-chosen
+/// table sizes, and the cache is bounded.
+#[derive(Default, Clone, Copy)]
+pub struct FxBuild;
+
+impl std::hash::BuildHasher for FxBuild {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(0)
+    }
+}
+
+/// See [`FxBuild`].
+#[derive(Default)]
+pub struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Today, as days since 1970-01-01 UTC.
 pub fn today() -> u32 {
     let secs = std::time::SystemTime::now()

@@ -70,13 +70,16 @@ pub(crate) fn headers(message: &mail_parser::Message<'_>, raw: &[u8], sink: &mut
         if name.len() <= 40 {
             sink.push(prefix::HEADER_NAME, &name);
         }
-        let raw_value = raw
-            .get(h.offset_start as usize..h.offset_end as usize)
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
-        if !raw_value.is_ascii() {
+        let raw_bytes = raw.get(h.offset_start as usize..h.offset_end as usize).unwrap_or_default();
+        if !raw_bytes.is_ascii() {
             sink.push(prefix::HEADER_NAME, "8bit");
         }
+        // Decoded only for the headers read raw below (most are not).
+        let needs_raw = matches!(
+            name.as_str(),
+            "subject" | "return-path" | "received" | "message-id" | "content-transfer-encoding" | "x-mailer" | "user-agent" | "date"
+        ) || VALUE_HEADERS.contains(&name.as_str());
+        let raw_value = if needs_raw { String::from_utf8_lossy(raw_bytes) } else { std::borrow::Cow::Borrowed("") };
         match name.as_str() {
             "subject" => {
                 if let Some(s) = h.value.as_text() {

@@ -238,7 +238,7 @@ mod tests {
     fn run(html: &str) -> (String, Vec<String>) {
         let mut s = Sink::new(&Limits::default());
         let v = tokenize(html, &mut s);
-        (v, s.tokens)
+        (v, s.strings())
     }
 
     #[test]

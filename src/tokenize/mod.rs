@@ -102,17 +102,67 @@ impl Default for Options {
 }
 
 /// The tokenizer. Cheap to build, shareable across threads.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Tokenizer {
     pub options: Options,
+    parser: MessageParser,
+}
+
+impl Default for Tokenizer {
+    fn default() -> Self {
+        Tokenizer::new(Options::default())
+    }
+}
+
+/// mail-parser set up to parse only the headers whose parsed form we use
+/// (MIME headers, Subject, the address headers); every other header is kept
+/// raw. Parsing Received, Date and Message-ID into structures we never read
+/// cost about 4% of a `check`.
+fn parser() -> MessageParser {
+    use mail_parser::HeaderName;
+    MessageParser::new()
+        .with_mime_headers()
+        .header_text(HeaderName::Subject)
+        .header_address(HeaderName::From)
+        .header_address(HeaderName::To)
+        .header_address(HeaderName::Cc)
+        .header_address(HeaderName::ReplyTo)
+}
+
+/// Sorts a token list into hamlet's canonical order and removes duplicates.
+///
+/// The order is by a 64-bit hash of the token (ties by the token itself):
+/// any fixed order makes floating-point sums repeat exactly run after run,
+/// and this one is cheaper to sort: many tokens share long prefixes
+/// (`rcvd:host:`, `url:path:`), so string order spends its time in memcmp
+/// (callgrind, bulk `check` of 400 messages: 642 M instructions against
+/// 669 M for string order).
+pub fn canonical_order(tokens: &mut Vec<String>) {
+    let mut keyed: Vec<(u64, String)> = tokens.drain(..).map(|t| (token_hash(&t), t)).collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    keyed.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    tokens.extend(keyed.into_iter().map(|(_, t)| t));
+}
+
+/// The hash behind [`canonical_order`] (Fx hash: fixed, fast, not keyed).
+pub fn token_hash(t: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = crate::store::FxHasher::default();
+    h.write(t.as_bytes());
+    h.finish()
 }
 
 /// The longest token, in bytes (prefix included).
 pub const MAX_TOKEN_BYTES: usize = 160;
 
 /// Where tokens are collected, with the per-message budget.
+///
+/// Duplicates are dropped as they arrive (by [`token_hash`]: a message repeats
+/// most of its words), so only distinct tokens are allocated and sorted.
 pub(crate) struct Sink {
-    tokens: Vec<String>,
+    tokens: Vec<(u64, String)>,
+    seen: std::collections::HashSet<u64, crate::store::FxBuild>,
+    scratch: String,
     budget: usize,
     text_budget: usize,
 }
@@ -121,9 +171,23 @@ impl Sink {
     fn new(limits: &Limits) -> Sink {
         Sink {
             tokens: Vec::with_capacity(512),
+            seen: std::collections::HashSet::with_capacity_and_hasher(1024, crate::store::FxBuild),
+            scratch: String::with_capacity(64),
             budget: limits.max_tokens,
             text_budget: limits.max_text_bytes,
         }
+    }
+
+    /// The distinct tokens, in [`canonical_order`].
+    fn into_tokens(self) -> Vec<String> {
+        let mut t = self.tokens;
+        t.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        t.into_iter().map(|(_, s)| s).collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn strings(&self) -> Vec<String> {
+        self.tokens.iter().map(|(_, s)| s.clone()).collect()
     }
 
     /// Adds `prefix` + `word`; silently drops it once the budget is spent.
@@ -141,14 +205,19 @@ impl Sink {
             end -= 1;
         }
         let word = &word[..end];
-        let mut t = String::with_capacity(prefix.len() + word.len());
+        let mut t = std::mem::take(&mut self.scratch);
+        t.clear();
         t.push_str(prefix);
         if word.bytes().any(|b| b == b'\n' || b == b'\r' || b == b'\t') {
             t.extend(word.chars().map(|c| if matches!(c, '\n' | '\r' | '\t') { ' ' } else { c }));
         } else {
             t.push_str(word);
         }
-        self.tokens.push(t);
+        let h = token_hash(&t);
+        if self.seen.insert(h) {
+            self.tokens.push((h, t.clone()));
+        }
+        self.scratch = t;
     }
 
     /// Takes up to `want` bytes of text budget; returns how many were granted.
@@ -165,17 +234,15 @@ impl Sink {
 
 impl Tokenizer {
     pub fn new(options: Options) -> Tokenizer {
-        Tokenizer { options }
+        Tokenizer { options, parser: parser() }
     }
 
-    /// Tokenizes a raw message into a sorted, de-duplicated token set.
+    /// Tokenizes a raw message into a de-duplicated token set in
+    /// [`canonical_order`].
     pub fn tokenize(&self, raw: &[u8]) -> Vec<String> {
         let mut sink = Sink::new(&self.options.limits);
         self.tokenize_into(raw, &mut sink);
-        let mut tokens = sink.tokens;
-        tokens.sort_unstable();
-        tokens.dedup();
-        tokens
+        sink.into_tokens()
     }
 
     fn tokenize_into(&self, raw: &[u8], sink: &mut Sink) {
@@ -195,7 +262,7 @@ impl Tokenizer {
             raw
         };
         sink.push(prefix::MESSAGE, &format!("size:{}", log2_bucket(raw.len())));
-        let Some(message) = MessageParser::default().parse(raw) else {
+        let Some(message) = self.parser.parse(raw) else {
             // Not even a header block: treat the bytes as plain text.
             sink.push(prefix::MESSAGE, "unparsable");
             let text = String::from_utf8_lossy(raw);
@@ -411,12 +478,17 @@ mod tests {
     }
 
     #[test]
-    fn output_is_sorted_and_unique() {
+    fn output_is_canonical_and_unique() {
         let t = toks("Subject: a a a\r\n\r\nword word word other");
         let mut s = t.clone();
-        s.sort();
-        s.dedup();
+        s.reverse();
+        s.push("word".into());
+        canonical_order(&mut s);
         assert_eq!(t, s);
+        let mut u = t.clone();
+        u.sort();
+        u.dedup();
+        assert_eq!(u.len(), t.len());
     }
 
     #[test]

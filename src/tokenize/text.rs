@@ -26,8 +26,9 @@ const MAX_WORD: usize = 20;
 /// `pairs`: also push orthogonal sparse bigrams (word, word at distance 1..=3).
 pub(crate) fn words(text: &str, sink: &mut Sink, pairs: bool) {
     let mut window: [Option<String>; 3] = [None, None, None];
+    let mut lw = String::with_capacity(32);
     for w in text.unicode_words() {
-        let n = w.chars().count();
+        let n = if w.is_ascii() { w.len() } else { w.chars().count() };
         if n > MAX_WORD {
             let first = w.chars().next().unwrap_or('?').to_lowercase().next().unwrap_or('?');
             sink.push(prefix::SKIP, &format!("{first} {}", (n / 10) * 10));
@@ -36,7 +37,14 @@ pub(crate) fn words(text: &str, sink: &mut Sink, pairs: bool) {
         if n < MIN_WORD && w.is_ascii() {
             continue;
         }
-        let lw = w.to_lowercase();
+        // Lower-cased into a reused buffer: the sink copies a token only
+        // the first time it sees it.
+        lw.clear();
+        if w.is_ascii() {
+            lw.extend(w.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+        } else {
+            lw.push_str(&w.to_lowercase());
+        }
         sink.push("", &lw);
         if pairs {
             for (d, prev) in window.iter().enumerate() {
@@ -45,7 +53,7 @@ pub(crate) fn words(text: &str, sink: &mut Sink, pairs: bool) {
                 }
             }
             window.rotate_right(1);
-            window[0] = Some(lw);
+            window[0] = Some(lw.clone());
         }
     }
 }
@@ -74,11 +82,19 @@ pub(crate) fn subject_words(text: &str, sink: &mut Sink) {
 /// Spam in a script the recipient never writes in is a strong cue; the class
 /// boundaries are deliberately coarse so the token generalizes.
 pub(crate) fn non_ascii(text: &str, sink: &mut Sink) {
-    let total = text.chars().filter(|c| !c.is_whitespace()).count();
+    // One pass over the bytes: a non-ASCII char is one UTF-8 lead byte.
+    let (mut total, mut non) = (0usize, 0usize);
+    for &b in text.as_bytes() {
+        if b >= 0xC0 {
+            non += 1;
+            total += 1;
+        } else if b < 0x80 && !b.is_ascii_whitespace() {
+            total += 1;
+        }
+    }
     if total == 0 {
         return;
     }
-    let non = text.chars().filter(|c| !c.is_ascii()).count();
     let class = match non * 100 / total {
         0 => "0",
         1..=4 => "low",
