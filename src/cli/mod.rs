@@ -359,7 +359,11 @@ fn clue_lines(s: &Score, max: usize) -> String {
 }
 
 fn check(db_path: &Path, a: CheckArgs) -> Result<ExitCode> {
-    let store = open_db(db_path, true)?;
+    let store = if db_path.exists() {
+        RedbStore::open_read_only(db_path, LOCK_WAIT)?
+    } else {
+        open_db(db_path, true)?
+    };
     let engine = Engine::new(store, Params::default());
     if a.files.is_empty() {
         let mut raw = Vec::new();

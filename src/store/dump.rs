@@ -13,8 +13,8 @@
 //! ```
 //!
 //! Tokens come last on their line and may contain spaces; `\`, newline, CR
-//! and tab are escaped as `\\`, `\n`, `\r`, `\t`. Lines are in key order, so
-//! two dumps diff cleanly. Loading *adds* to what the store holds (counts and
+//! and tab are escaped as `\\`, `\n`, `\r`, `\t`. Lines are in the store's fixed
+//! order (by token hash), so two dumps diff cleanly. Loading *adds* to what the store holds (counts and
 //! totals summed, weights summed, latest day kept), in one transaction: a bad
 //! line anywhere loads nothing.
 

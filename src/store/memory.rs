@@ -7,6 +7,7 @@
 use super::{JournalEntry, ModelState, ReadView, TokenRecord, TokenStore, WriteView};
 use crate::Result;
 use crate::digest::Digest;
+use crate::tokenize::token_hash;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -42,11 +43,14 @@ fn scan_journal(map: &HashMap<Digest, JournalEntry>, after: Option<&Digest>, lim
     keys.into_iter().map(|k| (*k, map[k])).collect()
 }
 
+/// Scans in the same order as the redb store: by token hash, then text.
 fn scan_map(map: &HashMap<String, TokenRecord>, after: Option<&str>, limit: usize) -> Vec<(String, TokenRecord)> {
-    let mut keys: Vec<&String> = map.keys().filter(|k| after.is_none_or(|a| k.as_str() > a)).collect();
+    let key = |t: &str| (token_hash(t), t.to_string());
+    let after = after.map(key);
+    let mut keys: Vec<(u64, String)> = map.keys().map(|k| key(k)).filter(|k| after.as_ref().is_none_or(|a| k > a)).collect();
     keys.sort_unstable();
     keys.truncate(limit);
-    keys.into_iter().map(|k| (k.clone(), map[k])).collect()
+    keys.into_iter().map(|(_, k)| { let r = map[&k]; (k, r) }).collect()
 }
 
 impl ReadView for Snapshot {

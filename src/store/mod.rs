@@ -22,7 +22,7 @@ use crate::digest::Digest;
 use crate::{Class, Result};
 
 /// Version of the stored layout; a database of another version is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// What is stored per token.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -74,7 +74,10 @@ pub trait ReadView {
     fn state(&self) -> Result<ModelState>;
     fn get(&self, token: &str) -> Result<Option<TokenRecord>>;
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>>;
-    /// Up to `limit` tokens in key order, starting after `after`.
+    /// Up to `limit` tokens in the store's order (by [`token_hash`], then
+    /// text), starting after the token `after` (the last of the previous chunk).
+    ///
+    /// [`token_hash`]: crate::tokenize::token_hash
     fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>>;
     /// Number of distinct tokens stored.
     fn token_count(&self) -> Result<u64>;
@@ -287,8 +290,10 @@ pub(crate) mod conformance {
         assert_eq!(r.state().unwrap().messages, Totals { spam: 2, ham: 4 });
         assert_eq!(r.journal(&d).unwrap(), Some(JournalEntry { class: Class::Spam, day: 100, weight: 2 }));
         assert_eq!(r.token_count().unwrap(), 2);
-        assert_eq!(r.scan(None, 10).unwrap().len(), 2);
-        assert_eq!(r.scan(Some("a"), 10).unwrap()[0].0, "b");
+        let all = r.scan(None, 10).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(r.scan(Some(&all[0].0), 10).unwrap(), vec![all[1].clone()]);
+        assert_eq!(r.scan(Some(&all[1].0), 10).unwrap(), vec![]);
         drop(r);
         // A failed write leaves nothing behind.
         let res = store.write(&mut |w| {

@@ -5,36 +5,62 @@
 //!
 //! | table     | key                | value                                   |
 //! |-----------|--------------------|-----------------------------------------|
-//! | `tokens`  | token (`&str`)     | (spam u32, ham u32, last-seen day u32, weight f32) |
+//! | `tokens`  | token hash (u64)   | (spam u32, ham u32, last-seen day u32, weight f32, token `&str`) |
 //! | `meta`    | name (`&str`)      | u64: `schema`, `tokenizer`, `spam`, `ham` (weighted totals), `msg_spam`, `msg_ham`, `created`; f64 bits: `bias`, `mix0`..`mix2` |
 //! | `journal` | digest (32 bytes)  | (class u8, day u32, weight u8)          |
+//!
+//! Tokens are keyed by their 64-bit [`token_hash`], not their text: fixed
+//! 8-byte keys make the B-tree smaller and a lookup a few integer compares
+//! instead of memcmp over long shared prefixes (`rcvd:host:...`). The text
+//! is kept in the value, for dumps and as a check: a lookup whose stored text
+//! differs (a hash collision, about n²/2⁶⁵ for n tokens) is a miss, and the
+//! later token's write replaces the earlier one's record.
 
 use super::{JournalEntry, ModelState, ReadView, SCHEMA_VERSION, TokenRecord, TokenStore, Totals, WriteView};
 use crate::digest::Digest;
-use crate::tokenize::TOKENIZER_VERSION;
+use crate::tokenize::{TOKENIZER_VERSION, token_hash};
 use crate::{Class, Error, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-type Rec = (u32, u32, u32, f32);
-const TOKENS: TableDefinition<&str, Rec> = TableDefinition::new("tokens");
+type Rec = (u32, u32, u32, f32, &'static str);
+const TOKENS: TableDefinition<u64, Rec> = TableDefinition::new("tokens");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const JOURNAL: TableDefinition<&[u8], (u8, u32, u8)> = TableDefinition::new("journal");
 
 /// See the module documentation.
 pub struct RedbStore {
-    db: Database,
+    db: Db,
     path: PathBuf,
 }
 
-fn to_rec(r: TokenRecord) -> Rec {
-    (r.spam, r.ham, r.day, r.weight)
+/// Opened for writing (exclusive: one process), or read-only (shared by
+/// any number of read-only processes, excluded by a writer).
+enum Db {
+    ReadWrite(Database),
+    ReadOnly(redb::ReadOnlyDatabase),
 }
 
-fn from_rec(r: Rec) -> TokenRecord {
+impl Db {
+    fn begin_read(&self) -> std::result::Result<redb::ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::ReadWrite(d) => d.begin_read(),
+            Db::ReadOnly(d) => d.begin_read(),
+        }
+    }
+}
+
+fn from_rec(r: (u32, u32, u32, f32, &str)) -> TokenRecord {
     TokenRecord { spam: r.0, ham: r.1, day: r.2, weight: r.3 }
+}
+
+fn get_token<T: ReadableTable<u64, Rec>>(t: &T, token: &str) -> Result<Option<TokenRecord>> {
+    Ok(t.get(token_hash(token))?.and_then(|v| {
+        let r = v.value();
+        (r.4 == token).then(|| from_rec(r))
+    }))
 }
 
 impl RedbStore {
@@ -48,23 +74,19 @@ impl RedbStore {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             }
         }
-        let start = Instant::now();
-        let db = loop {
-            match Database::create(path) {
-                Ok(db) => break db,
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                    if start.elapsed() >= wait {
-                        return Err(Error::DatabaseInUse { path: path.to_path_buf() });
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
-                    return Err(Error::io(path, e));
-                }
-                Err(e) => return Err(Error::Storage(format!("{}: {e}", path.display()))),
-            }
-        };
-        let store = RedbStore { db, path: path.to_path_buf() };
+        let db = retry_open(path, wait, || Database::create(path))?;
+        let store = RedbStore { db: Db::ReadWrite(db), path: path.to_path_buf() };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    /// Opens an existing database read-only: it writes nothing to the file
+    /// (opening for writing marks the file in use, a few writes), and any
+    /// number of read-only openers share it, so concurrent `hamlet check`
+    /// processes from a mail pipeline don't queue. Writes fail.
+    pub fn open_read_only(path: &Path, wait: Duration) -> Result<RedbStore> {
+        let db = retry_open(path, wait, || Database::builder().open_read_only(path))?;
+        let store = RedbStore { db: Db::ReadOnly(db), path: path.to_path_buf() };
         store.check_schema()?;
         Ok(store)
     }
@@ -77,6 +99,13 @@ impl RedbStore {
     pub fn is_empty(&self) -> Result<bool> {
         let r = self.read()?;
         Ok(r.token_count()? == 0 && r.state()?.totals == Totals::default())
+    }
+
+    fn writable(&self) -> Result<&Database> {
+        match &self.db {
+            Db::ReadWrite(d) => Ok(d),
+            Db::ReadOnly(_) => Err(Error::Invalid(format!("{} is open read-only", self.path.display()))),
+        }
     }
 
     fn check_schema(&self) -> Result<()> {
@@ -101,7 +130,7 @@ impl RedbStore {
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {
                 drop(txn);
-                let w = self.db.begin_write()?;
+                let w = self.writable()?.begin_write()?;
                 {
                     let mut meta = w.open_table(META)?;
                     meta.insert("schema", u64::from(SCHEMA_VERSION))?;
@@ -118,6 +147,25 @@ impl RedbStore {
     }
 }
 
+/// Opens with `open`, retrying for up to `wait` while another process holds
+/// the file.
+fn retry_open<D>(path: &Path, wait: Duration, open: impl Fn() -> std::result::Result<D, redb::DatabaseError>) -> Result<D> {
+    let start = Instant::now();
+    loop {
+        match open() {
+            Ok(db) => return Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                if start.elapsed() >= wait {
+                    return Err(Error::DatabaseInUse { path: path.to_path_buf() });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => return Err(Error::io(path, e)),
+            Err(e) => return Err(Error::Storage(format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
 fn read_state<T: ReadableTable<&'static str, u64>>(meta: &T) -> Result<ModelState> {
     let get = |k: &str| -> Result<u64> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(0)) };
     Ok(ModelState {
@@ -128,15 +176,16 @@ fn read_state<T: ReadableTable<&'static str, u64>>(meta: &T) -> Result<ModelStat
     })
 }
 
-fn scan_table<T: ReadableTable<&'static str, Rec>>(t: &T, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>> {
+fn scan_table<T: ReadableTable<u64, Rec>>(t: &T, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>> {
     let range = match after {
-        Some(a) => t.range::<&str>((Bound::Excluded(a), Bound::Unbounded))?,
-        None => t.range::<&str>(..)?,
+        Some(a) => t.range::<u64>((Bound::Excluded(token_hash(a)), Bound::Unbounded))?,
+        None => t.range::<u64>(..)?,
     };
     let mut out = Vec::with_capacity(limit.min(4096));
     for item in range.take(limit) {
-        let (k, v) = item?;
-        out.push((k.value().to_string(), from_rec(v.value())));
+        let (_, v) = item?;
+        let r = v.value();
+        out.push((r.4.to_string(), from_rec(r)));
     }
     Ok(out)
 }
@@ -171,7 +220,7 @@ fn journal_scan_table<T: ReadableTable<&'static [u8], (u8, u32, u8)>>(
 }
 
 struct RedbRead {
-    tokens: redb::ReadOnlyTable<&'static str, Rec>,
+    tokens: redb::ReadOnlyTable<u64, Rec>,
     meta: redb::ReadOnlyTable<&'static str, u64>,
     journal: redb::ReadOnlyTable<&'static [u8], (u8, u32, u8)>,
 }
@@ -181,7 +230,7 @@ impl ReadView for RedbRead {
         read_state(&self.meta)
     }
     fn get(&self, token: &str) -> Result<Option<TokenRecord>> {
-        Ok(self.tokens.get(token)?.map(|v| from_rec(v.value())))
+        get_token(&self.tokens, token)
     }
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
         journal_get(&self.journal, digest)
@@ -201,7 +250,7 @@ impl ReadView for RedbRead {
 }
 
 struct RedbWrite<'t> {
-    tokens: redb::Table<'t, &'static str, Rec>,
+    tokens: redb::Table<'t, u64, Rec>,
     meta: redb::Table<'t, &'static str, u64>,
     journal: redb::Table<'t, &'static [u8], (u8, u32, u8)>,
 }
@@ -211,7 +260,7 @@ impl ReadView for RedbWrite<'_> {
         read_state(&self.meta)
     }
     fn get(&self, token: &str) -> Result<Option<TokenRecord>> {
-        Ok(self.tokens.get(token)?.map(|v| from_rec(v.value())))
+        get_token(&self.tokens, token)
     }
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
         journal_get(&self.journal, digest)
@@ -243,11 +292,11 @@ impl WriteView for RedbWrite<'_> {
         Ok(())
     }
     fn put(&mut self, token: &str, record: TokenRecord) -> Result<()> {
-        self.tokens.insert(token, to_rec(record))?;
+        self.tokens.insert(token_hash(token), (record.spam, record.ham, record.day, record.weight, token))?;
         Ok(())
     }
     fn remove(&mut self, token: &str) -> Result<()> {
-        self.tokens.remove(token)?;
+        self.tokens.remove(token_hash(token))?;
         Ok(())
     }
     fn set_journal(&mut self, digest: &Digest, entry: Option<JournalEntry>) -> Result<()> {
@@ -274,7 +323,7 @@ impl TokenStore for RedbStore {
     }
 
     fn write(&self, f: &mut dyn FnMut(&mut dyn WriteView) -> Result<()>) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.writable()?.begin_write()?;
         let outcome = {
             let mut view = RedbWrite {
                 tokens: txn.open_table(TOKENS)?,
@@ -311,6 +360,22 @@ mod tests {
         let store = RedbStore::open(&dir.join("t.redb"), Duration::ZERO).unwrap();
         super::super::conformance::run(&store);
         drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn read_only_opens_share_and_refuse_writes() {
+        let dir = std::env::temp_dir().join(format!("hamlet-redb-ro-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("t.redb");
+        drop(RedbStore::open(&path, Duration::ZERO).unwrap());
+        let a = RedbStore::open_read_only(&path, Duration::ZERO).unwrap();
+        let b = RedbStore::open_read_only(&path, Duration::ZERO).unwrap();
+        assert_eq!(b.read().unwrap().token_count().unwrap(), 0);
+        assert!(a.write(&mut |_| Ok(())).is_err());
+        // A writer is excluded while readers hold it.
+        assert!(matches!(RedbStore::open(&path, Duration::ZERO), Err(Error::DatabaseInUse { .. })));
+        drop((a, b));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -27,7 +27,7 @@ const MAX_WORD: usize = 20;
 pub(crate) fn words(text: &str, sink: &mut Sink, pairs: bool) {
     let mut window: [Option<String>; 3] = [None, None, None];
     let mut lw = String::with_capacity(32);
-    for w in text.unicode_words() {
+    for w in unicode_words(text) {
         let n = if w.is_ascii() { w.len() } else { w.chars().count() };
         if n > MAX_WORD {
             let first = w.chars().next().unwrap_or('?').to_lowercase().next().unwrap_or('?');
@@ -58,9 +58,73 @@ pub(crate) fn words(text: &str, sink: &mut Sink, pairs: bool) {
     }
 }
 
+/// UAX #29 words of `text`: a fast path for pure-ASCII text (most mail),
+/// which gives exactly what `unicode_words` gives (a property test checks
+/// that), at a fraction of the cost (the table-driven segmenter was 11% of a
+/// bulk `check`).
+pub(crate) fn unicode_words(text: &str) -> Box<dyn Iterator<Item = &str> + '_> {
+    if text.is_ascii() { Box::new(AsciiWords { s: text.as_bytes(), text, i: 0 }) } else { Box::new(text.unicode_words()) }
+}
+
+/// The UAX #29 word rules restricted to ASCII:
+/// letters and digits join (WB5, WB8-10), `_` joins anything word-like
+/// (WB13a/b), a letter-letter pair may be joined across one `:`, `.` or `'`
+/// (WB6/7: MidLetter and MidNumLetQ), a digit-digit pair across one `,`,
+/// `;`, `.` or `'` (WB11/12: MidNum and MidNumLetQ). A "word" is a segment
+/// holding at least one letter or digit.
+struct AsciiWords<'a> {
+    s: &'a [u8],
+    text: &'a str,
+    i: usize,
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+impl<'a> Iterator for AsciiWords<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        let s = self.s;
+        loop {
+            // Skip to the next word character.
+            while self.i < s.len() && !is_word(s[self.i]) {
+                self.i += 1;
+            }
+            if self.i >= s.len() {
+                return None;
+            }
+            let start = self.i;
+            let mut j = self.i + 1;
+            while j < s.len() {
+                if is_word(s[j]) {
+                    j += 1;
+                    continue;
+                }
+                // A single separator between two word characters of the right kinds.
+                if j + 1 < s.len() && j > start {
+                    let (prev, mid, next) = (s[j - 1], s[j], s[j + 1]);
+                    let letters = prev.is_ascii_alphabetic() && next.is_ascii_alphabetic() && matches!(mid, b':' | b'.' | b'\'');
+                    let digits = prev.is_ascii_digit() && next.is_ascii_digit() && matches!(mid, b',' | b';' | b'.' | b'\'');
+                    if letters || digits {
+                        j += 2;
+                        continue;
+                    }
+                }
+                break;
+            }
+            self.i = j;
+            let w = &self.text[start..j];
+            if w.bytes().any(|b| b.is_ascii_alphanumeric()) {
+                return Some(w);
+            }
+        }
+    }
+}
+
 /// Subject words keep their case ("FREE" and "free" are different evidence).
 pub(crate) fn subject_words(text: &str, sink: &mut Sink) {
-    for w in text.unicode_words() {
+    for w in unicode_words(text) {
         if w.chars().count() > MAX_WORD {
             sink.push(prefix::SUBJECT, "skip");
             continue;
@@ -103,4 +167,39 @@ pub(crate) fn non_ascii(text: &str, sink: &mut Sink) {
         _ => "most",
     };
     sink.push(prefix::NON_ASCII, class);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn both(s: &str) -> (Vec<&str>, Vec<&str>) {
+        (AsciiWords { s: s.as_bytes(), text: s, i: 0 }.collect(), s.unicode_words().collect())
+    }
+
+    #[test]
+    fn ascii_fast_path_matches_uax29_on_cases() {
+        for s in [
+            "don't stop", "www.example.com/x?y=1", "3.14 1,000,000 a1b2 _x_ x__y", "a:b c::d e.f. 'quoted'",
+            "a.1 1.a 1'2 a'1 ''a'' ..a.. a,b 1;2;3 x_1.5", "e-mail foo@bar.baz", "", " ", "_", "__", "a_", "...", "A.B.C.",
+        ] {
+            let (fast, uax) = both(s);
+            assert_eq!(fast, uax, "on {s:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn ascii_fast_path_matches_uax29(s in "[a-cA-C0-2 _.,;:'@/\\-]{0,40}") {
+            let (fast, uax) = both(&s);
+            prop_assert_eq!(fast, uax);
+        }
+
+        #[test]
+        fn ascii_fast_path_matches_uax29_on_any_ascii(s in "[\\x00-\\x7f]{0,80}") {
+            let (fast, uax) = both(&s);
+            prop_assert_eq!(fast, uax);
+        }
+    }
 }
