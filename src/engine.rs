@@ -131,7 +131,7 @@ impl<S: TokenStore> Engine<S> {
         let mut outcomes = Vec::with_capacity(batch.len());
         self.store.write(&mut |view| {
             outcomes.clear();
-            let mut cache = Cache { records: HashMap::new() };
+            let mut cache = Cache { records: HashMap::with_hasher(crate::store::FxBuild) };
             let mut state = view.state()?;
             for (p, action) in batch {
                 let o = apply(params, day, &mut *view, &mut cache, &mut state, p, *action)?;
@@ -145,9 +145,10 @@ impl<S: TokenStore> Engine<S> {
 }
 
 /// Token records read and changed in this transaction, written once at the
-/// end (in key order, which B-trees like) instead of once per message.
+/// end (in the store's key order, which B-trees like) instead of once per
+/// message.
 struct Cache {
-    records: HashMap<String, TokenRecord>,
+    records: HashMap<String, TokenRecord, crate::store::FxBuild>,
 }
 
 impl Cache {
@@ -161,9 +162,10 @@ impl Cache {
     }
 
     fn flush(&mut self, view: &mut dyn WriteView) -> Result<()> {
-        let mut all: Vec<(String, TokenRecord)> = self.records.drain().collect();
-        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (t, r) in all {
+        let mut all: Vec<(u64, String, TokenRecord)> =
+            self.records.drain().map(|(t, r)| (crate::tokenize::token_hash(&t), t, r)).collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        for (_, t, r) in all {
             if r.spam == 0 && r.ham == 0 {
                 view.remove(&t)?;
             } else {

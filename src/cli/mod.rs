@@ -267,17 +267,56 @@ fn train(db_path: &Path, a: TrainArgs) -> Result<ExitCode> {
     let bar = progress(entries.len() as u64);
     let mut counts = [0u64; 5];
     const BATCH: usize = 2000;
-    for chunk in entries.chunks(BATCH) {
-        let prepared = prepare_parallel(&engine.tokenizer, chunk, num_threads(a.threads))?;
-        let batch: Vec<_> = prepared
+    let threads = num_threads(a.threads);
+    // A pipeline: while one batch is written (one transaction, one thread),
+    // the next is read and tokenized (all cores). With one thread there is
+    // nothing to overlap.
+    let tokenizer = &engine.tokenizer;
+    let untrain = a.untrain;
+    let make_batch = move |chunk: &[Entry]| -> Result<Vec<(crate::engine::Prepared, Action)>> {
+        Ok(prepare_parallel(tokenizer, chunk, threads)?
             .into_iter()
             .zip(chunk)
-            .map(|(p, e)| (p, if a.untrain { Action::Unlearn } else { Action::Learn(e.label.unwrap_or(Class::Ham)) }))
-            .collect();
-        for o in engine.train(&batch)? {
-            counts[o as usize] += 1;
+            .map(|(p, e)| (p, if untrain { Action::Unlearn } else { Action::Learn(e.label.unwrap_or(Class::Ham)) }))
+            .collect())
+    };
+    if threads <= 1 {
+        for chunk in entries.chunks(BATCH) {
+            for o in engine.train(&make_batch(chunk)?)? {
+                counts[o as usize] += 1;
+            }
+            bar.inc(chunk.len() as u64);
         }
-        bar.inc(chunk.len() as u64);
+    } else {
+        std::thread::scope(|s| -> Result<()> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(usize, Vec<(crate::engine::Prepared, Action)>)>>(1);
+            let entries = &entries;
+            let producer = s.spawn(move || {
+                for chunk in entries.chunks(BATCH) {
+                    let item = make_batch(chunk).map(|b| (chunk.len(), b));
+                    let failed = item.is_err();
+                    if tx.send(item).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            let mut outcome = Ok(());
+            for item in rx {
+                let step = item.and_then(|(n, batch)| {
+                    for o in engine.train(&batch)? {
+                        counts[o as usize] += 1;
+                    }
+                    bar.inc(n as u64);
+                    Ok(())
+                });
+                if let Err(e) = step {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+            let _ = producer.join();
+            outcome
+        })?;
     }
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
