@@ -102,7 +102,7 @@ pub(crate) fn headers(message: &mail_parser::Message<'_>, raw: &[u8], sink: &mut
                 if a.is_empty() {
                     sink.push(prefix::RETURN_PATH, "null");
                 } else if let Some((_, d)) = a.rsplit_once('@') {
-                    url::domain_tokens(&format!("{}domain:", prefix::RETURN_PATH), d, sink);
+                    url::domain_tokens(prefix::RETURN_PATH, "domain:", d, sink);
                 }
             }
             "received" => {
@@ -118,8 +118,8 @@ pub(crate) fn headers(message: &mail_parser::Message<'_>, raw: &[u8], sink: &mut
                         // Only the first word: a broken Message-ID runs on
                         // into the folded remainder of the header.
                         let d = d.split_whitespace().next().unwrap_or("").trim_end_matches('>').to_ascii_lowercase();
-                        sink.push(prefix::MESSAGE_ID, &format!("domain:{d}"));
-                        sink.push(prefix::MESSAGE_ID, &format!("shape:{}", shape(local, 12)));
+                        sink.push3(prefix::MESSAGE_ID, "domain:", &d);
+                        sink.push3(prefix::MESSAGE_ID, "shape:", &shape(local, 12));
                     }
                     None => sink.push(prefix::MESSAGE_ID, "no-at"),
                 }
@@ -133,13 +133,13 @@ pub(crate) fn headers(message: &mail_parser::Message<'_>, raw: &[u8], sink: &mut
                 let v: String = v.chars().take(60).collect();
                 sink.push(prefix::MAILER, &v);
                 if let Some(first) = v.split_whitespace().next() {
-                    sink.push(prefix::MAILER, &format!("product:{first}"));
+                    sink.push3(prefix::MAILER, "product:", &first);
                 }
             }
             "date" => {
                 let v = raw_value.trim();
                 if let Some(tz) = v.split_whitespace().find(|w| w.starts_with(['+', '-']) && w.len() == 5) {
-                    sink.push(prefix::DATE, &format!("tz:{tz}"));
+                    sink.push3(prefix::DATE, "tz:", &tz);
                 }
                 if v.ends_with(')') {
                     sink.push(prefix::DATE, "tz-comment");
@@ -155,7 +155,7 @@ pub(crate) fn headers(message: &mail_parser::Message<'_>, raw: &[u8], sink: &mut
     }
     for e in EXPECTED {
         if !seen.iter().any(|s| s == e) {
-            sink.push(prefix::HEADER_NAME, &format!("missing:{e}"));
+            sink.push3(prefix::HEADER_NAME, "missing:", &e);
         }
     }
     sink.push(prefix::HEADER_NAME, &format!("received:{}", small_bucket(received)));
@@ -206,11 +206,11 @@ fn addresses(pfx: &str, value: &HeaderValue<'_>, sink: &mut Sink) {
     for a in list.iter().take(20) {
         if let Some(address) = &a.address {
             let address = address.trim().to_lowercase();
-            sink.push(pfx, &format!("addr:{address}"));
+            sink.push3(pfx, "addr:", &address);
             match address.rsplit_once('@') {
                 Some((local, domain)) => {
-                    url::domain_tokens(&format!("{pfx}domain:"), domain, sink);
-                    sink.push(pfx, &format!("local-shape:{}", shape(local, 12)));
+                    url::domain_tokens(pfx, "domain:", domain, sink);
+                    sink.push3(pfx, "local-shape:", &shape(local, 12));
                 }
                 None => sink.push(pfx, "no-domain"),
             }
@@ -218,7 +218,7 @@ fn addresses(pfx: &str, value: &HeaderValue<'_>, sink: &mut Sink) {
         match &a.name {
             Some(name) => {
                 for w in unicode_segmentation::UnicodeSegmentation::unicode_words(name.as_ref()).take(8) {
-                    sink.push(pfx, &format!("name:{}", w.to_lowercase()));
+                    sink.push3(pfx, "name:", &w.to_lowercase());
                 }
             }
             None => sink.push(pfx, "no-name"),
@@ -239,28 +239,24 @@ fn received_tokens(v: &str, sink: &mut Sink) {
             let o: Vec<&str> = ip.split('.').collect();
             sink.push(prefix::RECEIVED, &format!("ip:{}.{}", o[0], o[1]));
             sink.push(prefix::RECEIVED, &format!("ip:{}.{}.{}", o[0], o[1], o[2]));
-            sink.push(prefix::RECEIVED, &ip_token(&ip));
+            sink.push3(prefix::RECEIVED, "ip:", &ip);
             continue;
         }
         if i > 0 && (pieces[i - 1].eq_ignore_ascii_case("from") || lower.starts_with("helo=")) {
             let helo = lower.trim_start_matches("helo=");
             if helo.contains('.') {
-                sink.push(prefix::RECEIVED, &format!("helo:{helo}"));
+                sink.push3(prefix::RECEIVED, "helo:", &helo);
             } else {
                 sink.push(prefix::RECEIVED, "helo-bare");
             }
         }
         if i > 0 && pieces[i - 1].eq_ignore_ascii_case("with") && lower.len() <= 20 {
-            sink.push(prefix::RECEIVED, &format!("with:{lower}"));
+            sink.push3(prefix::RECEIVED, "with:", &lower);
         }
         if is_hostname(&lower) {
-            url::domain_tokens(&format!("{}host:", prefix::RECEIVED), &lower, sink);
+            url::domain_tokens(prefix::RECEIVED, "host:", &lower, sink);
         }
     }
-}
-
-fn ip_token(ip: &str) -> String {
-    format!("ip:{ip}")
 }
 
 /// Returns the dotted quad if `s` is (or ends in, after `=`/`@`) an IPv4 address.

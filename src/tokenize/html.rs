@@ -52,7 +52,7 @@ pub(crate) fn tokenize(html: &str, sink: &mut Sink) -> String {
                     continue;
                 }
                 if name.len() <= 12 && !closing {
-                    sink.push(prefix::HTML, &format!("tag:{name}"));
+                    sink.push3(prefix::HTML, "tag:", &name);
                 }
                 if !closing && (name == "script" || name == "style") {
                     // Drop everything up to the matching close tag.

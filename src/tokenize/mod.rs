@@ -196,11 +196,17 @@ impl Sink {
     /// and never contain line breaks or tabs (they become spaces), so a
     /// hostile header cannot make a huge or multi-line token.
     pub(crate) fn push(&mut self, prefix: &str, word: &str) {
+        self.push3(prefix, "", word);
+    }
+
+    /// [`Sink::push`] with a two-part prefix (`"url:"`, `"host:"`), so callers
+    /// need no `format!` (an allocation per token) to join them.
+    pub(crate) fn push3(&mut self, prefix: &str, prefix2: &str, word: &str) {
         if self.budget == 0 {
             return;
         }
         self.budget -= 1;
-        let mut end = word.len().min(MAX_TOKEN_BYTES.saturating_sub(prefix.len()));
+        let mut end = word.len().min(MAX_TOKEN_BYTES.saturating_sub(prefix.len() + prefix2.len()));
         while !word.is_char_boundary(end) {
             end -= 1;
         }
@@ -208,6 +214,7 @@ impl Sink {
         let mut t = std::mem::take(&mut self.scratch);
         t.clear();
         t.push_str(prefix);
+        t.push_str(prefix2);
         if word.bytes().any(|b| b == b'\n' || b == b'\r' || b == b'\t') {
             t.extend(word.chars().map(|c| if matches!(c, '\n' | '\r' | '\t') { ' ' } else { c }));
         } else {

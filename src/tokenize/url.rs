@@ -59,7 +59,7 @@ pub(crate) fn crack(url: &str, sink: &mut Sink) {
                 sink.push(prefix::URL, "scheme:mailto");
                 if let Some((_, d)) = r.split_once('@') {
                     let d = d.split(['?', '>']).next().unwrap_or("").to_ascii_lowercase();
-                    domain_tokens(&format!("{}mailto:", prefix::URL), &d, sink);
+                    domain_tokens(prefix::URL, "mailto:", &d, sink);
                 }
                 return;
             }
@@ -69,7 +69,7 @@ pub(crate) fn crack(url: &str, sink: &mut Sink) {
     if scheme.len() > 10 || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+') {
         return;
     }
-    sink.push(prefix::URL, &format!("scheme:{scheme}"));
+    sink.push3(prefix::URL, "scheme:", &scheme);
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..end];
     let path = &rest[end..];
@@ -87,18 +87,18 @@ pub(crate) fn crack(url: &str, sink: &mut Sink) {
     };
     let host = host.split_whitespace().next().unwrap_or("").trim_end_matches('.').to_ascii_lowercase();
     if let Some(p) = port {
-        sink.push(prefix::URL, &format!("port:{p}"));
+        sink.push3(prefix::URL, "port:", &p);
     }
     if host.is_empty() {
         return;
     }
     if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') || host.starts_with('[') {
         sink.push(prefix::URL, "ip-host");
-        sink.push(prefix::URL, &format!("host:{host}"));
+        sink.push3(prefix::URL, "host:", &host);
     } else if host.contains('%') {
         sink.push(prefix::URL, "encoded-host");
     } else {
-        domain_tokens(&format!("{}host:", prefix::URL), &host, sink);
+        domain_tokens(prefix::URL, "host:", &host, sink);
     }
     if path.contains('%') {
         sink.push(prefix::URL, "escaped-path");
@@ -107,7 +107,7 @@ pub(crate) fn crack(url: &str, sink: &mut Sink) {
     for piece in path.split(|c: char| !c.is_alphanumeric()) {
         let n = piece.chars().count();
         if (2..=20).contains(&n) {
-            sink.push(prefix::URL, &format!("path:{}", piece.to_lowercase()));
+            sink.push3(prefix::URL, "path:", &piece.to_lowercase());
             pieces += 1;
             if pieces >= 12 {
                 break;
@@ -118,19 +118,19 @@ pub(crate) fn crack(url: &str, sink: &mut Sink) {
 
 /// `host` and each parent domain down to two labels: a.b.example.com gives
 /// a.b.example.com, b.example.com, example.com.
-pub(crate) fn domain_tokens(prefix: &str, host: &str, sink: &mut Sink) {
+pub(crate) fn domain_tokens(prefix: &str, prefix2: &str, host: &str, sink: &mut Sink) {
     let host = host.trim_matches('.');
     if host.is_empty() || host.len() > 253 {
         return;
     }
-    sink.push(prefix, host);
+    sink.push3(prefix, prefix2, host);
     let mut rest = host;
     let mut n = 0;
     while let Some((_, parent)) = rest.split_once('.') {
         if !parent.contains('.') || n >= 6 {
             break;
         }
-        sink.push(prefix, parent);
+        sink.push3(prefix, prefix2, parent);
         rest = parent;
         n += 1;
     }
