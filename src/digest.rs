@@ -22,8 +22,14 @@ impl Digest {
 
 const IDENTITY_HEADERS: [&str; 4] = ["message-id", "date", "from", "subject"];
 
+/// Only this many leading bytes of a message are digested: the same bound
+/// as the tokenizer's, so a path that reads a big message only that far (the
+/// CLI) and one that has all of it (HTTP) agree on its digest.
+pub const DIGEST_BYTES: usize = 1 << 20;
+
 /// Computes the digest of a raw message.
 pub fn digest(raw: &[u8]) -> Digest {
+    let raw = &raw[..raw.len().min(DIGEST_BYTES)];
     let (headers, body) = split(raw);
     let mut h = Sha256::new();
     h.update(b"hamlet-digest-v1\0");
@@ -104,6 +110,15 @@ mod tests {
         let a = digest(b"Subject: hi\n\nbody");
         assert_ne!(a, digest(b"Subject: hi\n\nbodx"));
         assert_ne!(a, digest(b"Subject: ho\n\nbody"));
+    }
+
+    #[test]
+    fn only_the_leading_bytes_count() {
+        let mut a = b"Subject: big\n\n".to_vec();
+        a.resize(DIGEST_BYTES + 10, b'x');
+        let mut b = a.clone();
+        b.truncate(DIGEST_BYTES + 1);
+        assert_eq!(digest(&a), digest(&b));
     }
 
     #[test]

@@ -185,7 +185,8 @@ pub fn online_with<S: TokenStore>(engine: &Engine<S>, messages: &[(Class, Prepar
         };
         let spam = *class == Class::Spam;
         out.push(Judgement { spam, score: score.probability });
-        let wrong = (score.probability > 0.5) != spam;
+        // As in the engine: exactly 0.5 ("no idea") is not wrong.
+        let wrong = if spam { score.probability < 0.5 } else { score.probability > 0.5 };
         let unsure = score.verdict == crate::classify::Verdict::Unsure;
         let train = match mode {
             TrainMode::OnEverything => true,

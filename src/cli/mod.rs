@@ -217,17 +217,11 @@ const LOCK_WAIT: Duration = Duration::from_secs(3);
 
 /// Opens (or creates, with the starter model) the database.
 pub fn open_db(path: &Path, starter: bool) -> Result<RedbStore> {
-    let existed = path.exists();
-    let store = RedbStore::open(path, LOCK_WAIT)?;
-    if !existed && starter {
-        load_starter(&store)?;
+    if !starter || path.exists() {
+        return RedbStore::open(path, LOCK_WAIT);
     }
-    Ok(store)
-}
-
-/// Adds the embedded starter model to a store.
-pub fn load_starter(store: &dyn TokenStore) -> Result<store::DumpStats> {
-    store::load(store, &mut STARTER_MODEL.as_bytes(), "models/starter.dump")
+    let seed = store::parse(&mut STARTER_MODEL.as_bytes(), "models/starter.dump")?;
+    RedbStore::open_seeded(path, LOCK_WAIT, Some(&seed))
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -435,7 +429,8 @@ fn check(db_path: &Path, a: CheckArgs) -> Result<ExitCode> {
                 s.spawn(move || {
                     let max = engine.tokenizer.options.limits.max_parse_bytes + 1;
                     let view = match engine.store().read() {
-                        Ok(v) => store::CachedView::new(v, 2_000_000),
+                        // ~2 M cached tokens in all, shared out between the threads.
+                        Ok(v) => store::CachedView::new(v, 2_000_000 / threads),
                         Err(e) => return vec![(String::new(), Err(e))],
                     };
                     part.iter()

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! # hamlet dump
-//! schema 1
+//! schema 2
 //! tokenizer 1
 //! totals <spam> <ham>                (weighted, as the counts see them)
 //! messages <spam> <ham>              (messages learned)
@@ -18,7 +18,7 @@
 //! totals summed, weights summed, latest day kept), in one transaction: a bad
 //! line anywhere loads nothing.
 
-use super::{JournalEntry, TokenRecord, TokenStore, SCHEMA_VERSION};
+use super::{JournalEntry, TokenRecord, TokenStore, WriteView, SCHEMA_VERSION};
 use crate::digest::Digest;
 use crate::tokenize::TOKENIZER_VERSION;
 use crate::{Class, Error, Result};
@@ -84,7 +84,7 @@ pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, min_count: u32, with_jo
         let Some((last, _)) = chunk.last() else { break };
         after = Some(last.clone());
         for (t, r) in &chunk {
-            if r.spam + r.ham < min_count {
+            if u64::from(r.spam) + u64::from(r.ham) < u64::from(min_count) {
                 continue;
             }
             writeln!(out, "t {} {} {} {} {}", r.spam, r.ham, r.day, r.weight, escape(t)).map_err(io)?;
@@ -110,6 +110,33 @@ pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, min_count: u32, with_jo
 
 /// Reads a dump and adds it to the store in one transaction.
 pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Result<DumpStats> {
+    let parsed = parse(input, what)?;
+    store.write(&mut |w| apply(w, &parsed, what))?;
+    Ok(parsed.stats())
+}
+
+/// A parsed dump, ready to [`apply`].
+pub struct Parsed {
+    tokens: Vec<(String, TokenRecord)>,
+    journal: Vec<(Digest, JournalEntry)>,
+    totals: (u64, u64),
+    messages: (u64, u64),
+    bias: f64,
+    mix: [f64; 3],
+}
+
+impl Parsed {
+    pub fn stats(&self) -> DumpStats {
+        DumpStats { tokens: self.tokens.len() as u64, journal: self.journal.len() as u64 }
+    }
+}
+
+fn finite<T: Into<f64> + Copy>(v: T) -> Option<T> {
+    v.into().is_finite().then_some(v)
+}
+
+/// Parses a dump (nothing is stored).
+pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
     let perr = |line: usize, message: String| Error::Parse { what: what.to_string(), line, message };
     let mut tokens: Vec<(String, TokenRecord)> = Vec::new();
     let mut journal: Vec<(Digest, JournalEntry)> = Vec::new();
@@ -157,9 +184,13 @@ pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Resu
                     messages = pair;
                 }
             }
-            "bias" => bias = rest.trim().parse().map_err(|_| perr(n, "bad bias".into()))?,
+            "bias" => bias = rest.trim().parse().ok().and_then(finite).ok_or_else(|| perr(n, "bad bias".into()))?,
             "mix" => {
-                let v: Vec<f64> = rest.split_whitespace().map(|x| x.parse::<f64>()).collect::<std::result::Result<_, _>>().map_err(|_| perr(n, "bad mix".into()))?;
+                let v: Vec<f64> = rest
+                    .split_whitespace()
+                    .map(|x| x.parse::<f64>().ok().and_then(finite))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| perr(n, "bad mix".into()))?;
                 let [a, b, c] = v.as_slice() else { return Err(perr(n, "expected `mix <a> <b> <c>`".into())) };
                 mix = [*a, *b, *c];
             }
@@ -169,7 +200,8 @@ pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Resu
                 let spam: u32 = num("spam count")?.parse().map_err(|_| perr(n, "bad spam count".into()))?;
                 let ham: u32 = num("ham count")?.parse().map_err(|_| perr(n, "bad ham count".into()))?;
                 let day: u32 = num("day")?.parse().map_err(|_| perr(n, "bad day".into()))?;
-                let weight: f32 = num("weight")?.parse().map_err(|_| perr(n, "bad weight".into()))?;
+                let weight: f32 =
+                    num("weight")?.parse().ok().and_then(finite).ok_or_else(|| perr(n, "bad weight".into()))?;
                 let token = unescape(num("token")?);
                 if token.is_empty() {
                     return Err(perr(n, "empty token".into()));
@@ -185,7 +217,7 @@ pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Resu
                 };
                 let weight: u8 = weight.parse().map_err(|_| perr(n, "bad weight".into()))?;
                 let mut d = [0u8; 32];
-                if hex.len() != 64 {
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(perr(n, "digest must be 64 hex digits".into()));
                 }
                 for (i, b) in d.iter_mut().enumerate() {
@@ -198,19 +230,35 @@ pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Resu
             other => return Err(perr(n, format!("unknown line kind {other:?}"))),
         }
     }
-    let stats = DumpStats { tokens: tokens.len() as u64, journal: journal.len() as u64 };
-    store.write(&mut |w| {
-        let mut st = w.state()?;
-        st.totals.spam += totals.0;
-        st.totals.ham += totals.1;
-        st.messages.spam += messages.0;
-        st.messages.ham += messages.1;
-        st.bias += bias;
-        for (m, v) in st.mix.iter_mut().zip(mix) {
-            *m += v;
+    Ok(Parsed { tokens, journal, totals, messages, bias, mix })
+}
+
+/// Adds a parsed dump to a store inside a write transaction. A journaled
+/// message the store already journals is refused (its counts would be held
+/// twice, and a later unlearn would remove only one copy).
+pub fn apply(w: &mut dyn WriteView, p: &Parsed, what: &str) -> Result<()> {
+    for (d, _) in &p.journal {
+        if w.journal(d)?.is_some() {
+            return Err(Error::Invalid(format!(
+                "{what}: message {} is already learned in this database: load a dump with its journal only into a database without those messages",
+                d.hex()
+            )));
         }
-        w.set_state(st)?;
-        for (t, r) in &tokens {
+    }
+    let overflow = || Error::Invalid(format!("{what}: totals overflow"));
+    let mut st = w.state()?;
+    st.totals.spam = st.totals.spam.checked_add(p.totals.0).ok_or_else(overflow)?;
+    st.totals.ham = st.totals.ham.checked_add(p.totals.1).ok_or_else(overflow)?;
+    st.messages.spam = st.messages.spam.checked_add(p.messages.0).ok_or_else(overflow)?;
+    st.messages.ham = st.messages.ham.checked_add(p.messages.1).ok_or_else(overflow)?;
+    st.bias += p.bias;
+    for (m, v) in st.mix.iter_mut().zip(p.mix) {
+        *m += v;
+    }
+    w.set_state(st)?;
+    {
+        let tokens = &p.tokens;
+        for (t, r) in tokens {
             let rec = match w.get(t)? {
                 Some(old) => TokenRecord {
                     spam: old.spam.saturating_add(r.spam),
@@ -222,12 +270,11 @@ pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Resu
             };
             w.put(t, rec)?;
         }
-        for (d, e) in &journal {
-            w.set_journal(d, Some(*e))?;
-        }
-        Ok(())
-    })?;
-    Ok(stats)
+    }
+    for (d, e) in &p.journal {
+        w.set_journal(d, Some(*e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -252,6 +299,32 @@ mod tests {
         let mut buf2 = Vec::new();
         dump(&b, &mut buf2, 0, true).unwrap();
         assert_eq!(String::from_utf8(buf).unwrap(), String::from_utf8(buf2).unwrap());
+    }
+
+    #[test]
+    fn hostile_lines_are_errors_not_panics() {
+        for bad in [
+            "j \u{20ac}aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa ham 1 1\n",
+            "t 1 0 1 NaN from:x\n",
+            "bias inf\n",
+            "mix 0 NaN 0\n",
+        ] {
+            let s = MemoryStore::new();
+            assert!(load(&s, &mut bad.as_bytes(), "in").is_err(), "accepted {bad:?}");
+        }
+        let s = MemoryStore::new();
+        load(&s, &mut "totals 18446744073709551615 0\n".as_bytes(), "in").unwrap();
+        assert!(load(&s, &mut "totals 1 0\n".as_bytes(), "in").is_err(), "overflow");
+    }
+
+    #[test]
+    fn journaled_messages_are_not_loaded_twice() {
+        let s = MemoryStore::new();
+        let d = crate::digest::digest(b"x").hex();
+        let dump = format!("t 1 0 1 0 tok\nj {d} spam 1 1\n");
+        load(&s, &mut dump.as_bytes(), "in").unwrap();
+        assert!(load(&s, &mut dump.as_bytes(), "in").is_err());
+        assert_eq!(s.read().unwrap().get("tok").unwrap().unwrap().spam, 1);
     }
 
     #[test]

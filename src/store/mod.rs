@@ -14,7 +14,7 @@ mod dump;
 mod memory;
 mod redb_store;
 
-pub use dump::{dump, load, DumpStats};
+pub use dump::{apply, dump, load, parse, DumpStats, Parsed};
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
 
@@ -169,9 +169,14 @@ impl ReadView for CachedView<'_> {
     }
 }
 
-/// A small, fast, non-cryptographic hasher (the Fx hash of rustc) for the
-/// token cache: keys are tokens of mail being scored, not attacker-chosen
-/// table sizes, and the cache is bounded.
+/// A small, fast, non-cryptographic hasher (the Fx hash of rustc) for token
+/// sets, caches and keys.
+///
+/// It is not keyed, so a sender can craft tokens with equal hashes. What
+/// that buys them is bounded: the tokenizer keeps colliding tokens (it
+/// compares texts), a colliding stored token replaces the other's record
+/// (see `redb_store`), and per-message work is capped by the token budget.
+/// A keyed hash with a per-database secret would close it (next step).
 #[derive(Default, Clone, Copy)]
 pub struct FxBuild;
 

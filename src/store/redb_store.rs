@@ -13,8 +13,10 @@
 //! 8-byte keys make the B-tree smaller and a lookup a few integer compares
 //! instead of memcmp over long shared prefixes (`rcvd:host:...`). The text
 //! is kept in the value, for dumps and as a check: a lookup whose stored text
-//! differs (a hash collision, about n²/2⁶⁵ for n tokens) is a miss, and the
-//! later token's write replaces the earlier one's record.
+//! differs (a hash collision: about n²/2⁶⁵ for n tokens by chance, but the
+//! hash is not keyed, so a sender can craft one) is a miss, the later
+//! token's write replaces the earlier one's record, and a remove only
+//! removes a record holding its own text.
 
 use super::{JournalEntry, ModelState, ReadView, SCHEMA_VERSION, TokenRecord, TokenStore, Totals, WriteView};
 use crate::digest::Digest;
@@ -69,6 +71,15 @@ impl RedbStore {
     /// While another process holds the file, retries for up to `wait`, then
     /// fails with [`Error::DatabaseInUse`].
     pub fn open(path: &Path, wait: Duration) -> Result<RedbStore> {
+        RedbStore::open_seeded(path, wait, None)
+    }
+
+    /// [`RedbStore::open`], and if this call creates the database, `seed` (a
+    /// parsed dump: the starter model) is loaded in the same transaction
+    /// that creates its tables. Two processes racing to create it cannot
+    /// both load the seed, and a crash cannot leave a new database without
+    /// it.
+    pub fn open_seeded(path: &Path, wait: Duration, seed: Option<&super::dump::Parsed>) -> Result<RedbStore> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -76,7 +87,7 @@ impl RedbStore {
         }
         let db = retry_open(path, wait, || Database::create(path))?;
         let store = RedbStore { db: Db::ReadWrite(db), path: path.to_path_buf() };
-        store.check_schema()?;
+        store.check_schema(seed)?;
         Ok(store)
     }
 
@@ -87,7 +98,7 @@ impl RedbStore {
     pub fn open_read_only(path: &Path, wait: Duration) -> Result<RedbStore> {
         let db = retry_open(path, wait, || Database::builder().open_read_only(path))?;
         let store = RedbStore { db: Db::ReadOnly(db), path: path.to_path_buf() };
-        store.check_schema()?;
+        store.check_schema(None)?;
         Ok(store)
     }
 
@@ -108,7 +119,7 @@ impl RedbStore {
         }
     }
 
-    fn check_schema(&self) -> Result<()> {
+    fn check_schema(&self, seed: Option<&super::dump::Parsed>) -> Result<()> {
         let txn = self.db.begin_read()?;
         match txn.open_table(META) {
             Ok(meta) => {
@@ -136,8 +147,10 @@ impl RedbStore {
                     meta.insert("schema", u64::from(SCHEMA_VERSION))?;
                     meta.insert("tokenizer", u64::from(TOKENIZER_VERSION))?;
                     meta.insert("created", u64::from(super::today()))?;
-                    w.open_table(TOKENS)?;
-                    w.open_table(JOURNAL)?;
+                    let mut view = RedbWrite { tokens: w.open_table(TOKENS)?, meta, journal: w.open_table(JOURNAL)? };
+                    if let Some(seed) = seed {
+                        super::dump::apply(&mut view, seed, "seed")?;
+                    }
                 }
                 w.commit()?;
                 Ok(())
@@ -296,7 +309,12 @@ impl WriteView for RedbWrite<'_> {
         Ok(())
     }
     fn remove(&mut self, token: &str) -> Result<()> {
-        self.tokens.remove(token_hash(token))?;
+        // Only this token's record: on a hash collision the key holds another's.
+        let h = token_hash(token);
+        let mine = self.tokens.get(h)?.is_some_and(|v| v.value().4 == token);
+        if mine {
+            self.tokens.remove(h)?;
+        }
         Ok(())
     }
     fn set_journal(&mut self, digest: &Digest, entry: Option<JournalEntry>) -> Result<()> {

@@ -161,7 +161,8 @@ pub const MAX_TOKEN_BYTES: usize = 160;
 /// most of its words), so only distinct tokens are allocated and sorted.
 pub(crate) struct Sink {
     tokens: Vec<(u64, String)>,
-    seen: std::collections::HashSet<u64, crate::store::FxBuild>,
+    /// token hash -> index in `tokens` of the first token with that hash.
+    seen: std::collections::HashMap<u64, usize, crate::store::FxBuild>,
     scratch: String,
     budget: usize,
     text_budget: usize,
@@ -171,7 +172,7 @@ impl Sink {
     fn new(limits: &Limits) -> Sink {
         Sink {
             tokens: Vec::with_capacity(512),
-            seen: std::collections::HashSet::with_capacity_and_hasher(1024, crate::store::FxBuild),
+            seen: std::collections::HashMap::with_capacity_and_hasher(1024, crate::store::FxBuild),
             scratch: String::with_capacity(64),
             budget: limits.max_tokens,
             text_budget: limits.max_text_bytes,
@@ -182,6 +183,8 @@ impl Sink {
     fn into_tokens(self) -> Vec<String> {
         let mut t = self.tokens;
         t.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        // Only hash collisions can leave duplicates here (see `push3`).
+        t.dedup();
         t.into_iter().map(|(_, s)| s).collect()
     }
 
@@ -221,8 +224,16 @@ impl Sink {
             t.push_str(word);
         }
         let h = token_hash(&t);
-        if self.seen.insert(h) {
-            self.tokens.push((h, t.clone()));
+        match self.seen.get(&h) {
+            // Seen: the common case, no allocation.
+            Some(&i) if self.tokens[i].1 == t => {}
+            // A different token with the same hash (crafted, or 2⁻⁶⁴ bad
+            // luck): kept too, so no word can be hidden behind another.
+            Some(_) => self.tokens.push((h, t.clone())),
+            None => {
+                self.seen.insert(h, self.tokens.len());
+                self.tokens.push((h, t.clone()));
+            }
         }
         self.scratch = t;
     }
