@@ -95,7 +95,8 @@ pub enum DbCommand {
     Stats,
     /// Write the database as text to stdout.
     Dump {
-        /// Leave out tokens seen in fewer messages than this.
+        /// Leave out tokens whose spam + ham count is below this (counts are
+        /// weighted: a message learned after being misclassified counts twice).
         #[arg(long, default_value_t = 0)]
         min_count: u32,
         /// Include the training journal.
@@ -109,7 +110,7 @@ pub enum DbCommand {
         /// Drop tokens not seen in training for this many days.
         #[arg(long, default_value_t = 180)]
         days: u32,
-        /// Drop tokens seen in only one message and not for this many days.
+        /// Drop tokens with a spam + ham count of 1 not seen for this many days.
         #[arg(long, default_value_t = 30)]
         hapax_days: u32,
         /// Tokens per write transaction.

@@ -224,8 +224,8 @@ pub struct ExpireStats {
     pub removed: u64,
 }
 
-/// Drops tokens unseen for `max_age_days`, and hapaxes (seen in one message)
-/// unseen for `hapax_age_days`, in batches of `batch` tokens per transaction
+/// Drops tokens unseen for `max_age_days`, and hapaxes (spam + ham count of
+/// 1: one message, learned once) unseen for `hapax_age_days`, in batches of `batch` tokens per transaction
 /// so a big database never holds one huge write.
 pub fn expire(
     store: &dyn TokenStore,
