@@ -139,31 +139,39 @@ impl Metrics {
 
 /// Reads and tokenizes labelled entries, in parallel, keeping their order.
 pub fn prepare_all(tokenizer: &Tokenizer, entries: &[Entry], threads: usize) -> Result<Vec<(Class, Prepared)>> {
-    let threads = threads.max(1);
-    let chunk = entries.len().div_ceil(threads).max(1);
+    let labels = entries
+        .iter()
+        .map(|e| e.label.ok_or_else(|| crate::Error::Invalid(format!("{}: no label (use a TREC index)", e.name()))))
+        .collect::<Result<Vec<Class>>>()?;
+    Ok(labels.into_iter().zip(prepare_entries(tokenizer, entries, threads)?).collect())
+}
+
+/// Reads and tokenizes entries across `threads` threads, keeping their order
+/// (tokenizing needs no store, so bulk training and evaluation do it in parallel).
+pub fn prepare_entries(tokenizer: &Tokenizer, entries: &[Entry], threads: usize) -> Result<Vec<Prepared>> {
     let max = tokenizer.options.limits.max_parse_bytes + 1;
-    let results: Vec<Result<Vec<(Class, Prepared)>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = entries
+    let chunk = entries.len().div_ceil(threads.max(1)).max(1);
+    let parts: Vec<Result<Vec<Prepared>>> = std::thread::scope(|s| {
+        let hs: Vec<_> = entries
             .chunks(chunk)
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
                         .map(|e| {
                             let raw = e.read(max)?;
-                            let label = e.label.ok_or_else(|| {
-                                crate::Error::Invalid(format!("{}: no label (use a TREC index)", e.name()))
-                            })?;
-                            Ok((label, Prepared { digest: crate::digest::digest(&raw), tokens: tokenizer.tokenize(&raw) }))
+                            Ok(Prepared { digest: crate::digest::digest(&raw), tokens: tokenizer.tokenize(&raw) })
                         })
                         .collect()
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(crate::Error::Invalid("tokenizer thread panicked".into())))).collect()
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(crate::Error::Invalid("tokenizer thread panicked".into()))))
+            .collect()
     });
     let mut out = Vec::with_capacity(entries.len());
-    for r in results {
-        out.extend(r?);
+    for p in parts {
+        out.extend(p?);
     }
     Ok(out)
 }

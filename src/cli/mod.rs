@@ -269,7 +269,7 @@ fn train(db_path: &Path, a: TrainArgs) -> Result<ExitCode> {
     let tokenizer = &engine.tokenizer;
     let untrain = a.untrain;
     let make_batch = move |chunk: &[Entry]| -> Result<Vec<(crate::engine::Prepared, Action)>> {
-        Ok(prepare_parallel(tokenizer, chunk, threads)?
+        Ok(eval::prepare_entries(tokenizer, chunk, threads)?
             .into_iter()
             .zip(chunk)
             .map(|(p, e)| (p, if untrain { Action::Unlearn } else { Action::Learn(e.label.unwrap_or(Class::Ham)) }))
@@ -350,32 +350,6 @@ fn num_threads(want: Option<usize>) -> usize {
     want.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1)
 }
 
-/// Reads and tokenizes entries across `threads` threads, keeping order.
-fn prepare_parallel(tok: &Tokenizer, entries: &[Entry], threads: usize) -> Result<Vec<crate::engine::Prepared>> {
-    let max = tok.options.limits.max_parse_bytes + 1;
-    let chunk = entries.len().div_ceil(threads).max(1);
-    let parts: Vec<Result<Vec<crate::engine::Prepared>>> = std::thread::scope(|s| {
-        let hs: Vec<_> = entries
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|e| {
-                            let raw = e.read(max)?;
-                            Ok(crate::engine::Prepared { digest: crate::digest::digest(&raw), tokens: tok.tokenize(&raw) })
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Invalid("worker thread panicked".into())))).collect()
-    });
-    let mut out = Vec::with_capacity(entries.len());
-    for p in parts {
-        out.extend(p?);
-    }
-    Ok(out)
-}
 
 /// Formats a probability so that distinct values print distinctly (shortest
 /// round-trip form; scientific below 1e-4), keeping the ranking for tools
