@@ -12,6 +12,7 @@
 //! * [`engine`] is the one entry point every edge (CLI, HTTP, SPAMD, IMAP) calls:
 //!   check a message, learn it, unlearn it.
 //! * [`eval`] runs the TREC on-line protocol in-process and draws ROC curves.
+//! * [`http`] is `hamlet serve`, the HTTP API (see `api.md`).
 //! * [`cli`] is the `hamlet` command line; `main.rs` only calls it.
 //!
 //! # Example
@@ -31,6 +32,7 @@ pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod http;
 pub mod mailbox;
 pub mod store;
 pub mod tokenize;

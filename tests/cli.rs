@@ -201,7 +201,9 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("temp paths are UTF-8")
 }
 
-/// `db stats` as (spam, ham, tokens, journal).
+/// `db stats` as (spam, ham, tokens, journal); spam and ham are the weighted
+/// totals (`spam  <messages> messages (<weighted> weighted)`), the last
+/// number on their lines.
 fn stats(dir: &TempDir) -> (u64, u64, u64, u64) {
     let o = run(dir, &["db", "stats"]).ok();
     let get = |key: &str| -> u64 {
@@ -209,7 +211,9 @@ fn stats(dir: &TempDir) -> (u64, u64, u64, u64) {
             .lines()
             .find_map(|l| {
                 let mut it = l.split_whitespace();
-                (it.next() == Some(key)).then(|| it.next().and_then(|v| v.parse().ok())).flatten()
+                (it.next() == Some(key))
+                    .then(|| it.filter_map(|v| v.trim_start_matches('(').parse().ok()).last())
+                    .flatten()
             })
             .unwrap_or_else(|| panic!("no `{key} <number>` line in db stats\n{}", o.describe()))
     };

@@ -46,6 +46,21 @@ pub enum Command {
     Db(DbCommand),
     /// Evaluate on a labelled TREC index, in-process, on an empty model.
     Eval(EvalArgs),
+    /// Run the HTTP scoring and training service (see api.md).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML configuration file (see examples/hamlet.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:11333].
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Bearer token the learn endpoints require.
+    #[arg(long, env = "HAMLET_LEARN_TOKEN", hide_env_values = true)]
+    pub learn_token: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -232,6 +247,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Check(a) => check(&db_path, a),
         Command::Db(c) => db(&db_path, c),
         Command::Eval(a) => run_eval(a),
+        Command::Serve(a) => serve(cli.db, a),
     }
 }
 
@@ -487,8 +503,8 @@ fn db(db_path: &Path, c: DbCommand) -> Result<ExitCode> {
             let v = store.read()?;
             let st = v.state()?;
             println!("database  {}", db_path.display());
-            println!("spam      {}", st.totals.spam);
-            println!("ham       {}", st.totals.ham);
+            println!("spam      {} messages ({} weighted)", st.messages.spam, st.totals.spam);
+            println!("ham       {} messages ({} weighted)", st.messages.ham, st.totals.ham);
             println!("tokens    {}", v.token_count()?);
             println!("journal   {}", v.journal_count()?);
             println!("bytes     {}", store.size_bytes());
@@ -515,6 +531,35 @@ fn db(db_path: &Path, c: DbCommand) -> Result<ExitCode> {
             println!("examined {} tokens, removed {}", st.examined, st.removed);
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(db: Option<PathBuf>, a: ServeArgs) -> Result<ExitCode> {
+    let mut cfg = match &a.config {
+        Some(p) => crate::http::config::Config::load(p)?,
+        None => crate::http::config::Config::default(),
+    };
+    if let Some(db) = db {
+        cfg.db = db;
+    }
+    if let Some(h) = a.http {
+        cfg.http = h;
+    }
+    if a.learn_token.is_some() {
+        cfg.learn_token = a.learn_token;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(crate::http::serve(cfg))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,0 +1,269 @@
+//! `hamlet serve`: the HTTP scoring and training API (axum on tokio),
+//! documented in `api.md`.
+//!
+//! The service is a thin edge over [`Engine`]: every request's CPU work
+//! (tokenizing, scoring, the write transaction of a learn) runs on tokio's
+//! blocking pool, so the reactor only moves bytes. Scoring reads a redb
+//! snapshot and never waits for a learn; learns are serialized by redb's
+//! single writer, and a learn's transaction is committed before its reply
+//! is sent.
+//!
+//! Errors have one JSON shape, `{"error": {"status": 413, "message": "..."}}`;
+//! 5xx bodies say only "internal error", the detail goes to the log.
+
+pub mod config;
+
+use crate::classify::Score;
+use crate::engine::{Engine, LearnOutcome};
+use crate::store::{RedbStore, TokenStore};
+use crate::Class;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What every handler shares.
+pub struct AppState<S: TokenStore + 'static> {
+    pub engine: Engine<S>,
+    /// Bearer token the learn endpoints require (`None`: learning is open,
+    /// allowed only on loopback, see [`config::Config::check`]).
+    pub learn_token: Option<String>,
+    pub started: Instant,
+    /// Per-request time limit for the engine's work.
+    pub timeout: Duration,
+    pub checks: AtomicU64,
+    pub learns: AtomicU64,
+}
+
+impl<S: TokenStore + 'static> AppState<S> {
+    pub fn new(engine: Engine<S>, learn_token: Option<String>) -> AppState<S> {
+        AppState {
+            engine,
+            learn_token,
+            started: Instant::now(),
+            timeout: Duration::from_secs(30),
+            checks: AtomicU64::new(0),
+            learns: AtomicU64::new(0),
+        }
+    }
+}
+
+/// An API error: status and a one-line message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+
+    fn internal(e: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %e, "request failed");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "status": self.status.as_u16(), "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// The router, with its state. Tests drive it with `tower::ServiceExt::oneshot`.
+pub fn router<S: TokenStore + 'static>(state: Arc<AppState<S>>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/check", post(check::<S>))
+        .route("/v1/learn/spam", post(learn_spam::<S>))
+        .route("/v1/learn/ham", post(learn_ham::<S>))
+        .route("/v1/unlearn", post(unlearn::<S>))
+        .route("/v1/stats", get(stats::<S>))
+        .route("/healthz", get(healthz::<S>))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such endpoint (see api.md)")
+}
+
+/// Runs the engine's (blocking) work off the reactor, within the time limit.
+async fn blocking<S, T, F>(state: &Arc<AppState<S>>, f: F) -> Result<T, ApiError>
+where
+    S: TokenStore + 'static,
+    T: Send + 'static,
+    F: FnOnce(&Engine<S>) -> crate::Result<T> + Send + 'static,
+{
+    let st = state.clone();
+    let job = tokio::task::spawn_blocking(move || f(&st.engine));
+    match tokio::time::timeout(state.timeout, job).await {
+        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(Err(e))) => Err(ApiError::internal(e)),
+        Ok(Err(join)) => Err(ApiError::internal(join)),
+        Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timed out")),
+    }
+}
+
+/// The request body, as the raw message.
+type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
+
+/// A body that arrived is a message; an empty one is a client error, and one
+/// that could not be read (too large: 413) gets the JSON error shape too.
+fn message(body: Body) -> Result<Vec<u8>, ApiError> {
+    let body = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
+    if body.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty body: send the raw RFC 822 message"));
+    }
+    Ok(body.to_vec())
+}
+
+/// The JSON form of a score.
+pub fn score_json(s: &Score, elapsed: Duration) -> Value {
+    let clues: Vec<Value> = s
+        .clues
+        .iter()
+        .take(30)
+        .map(|c| json!({ "token": c.token, "prob": c.prob, "spam": c.spam, "ham": c.ham, "weight": c.weight }))
+        .collect();
+    json!({
+        "verdict": s.verdict.name(),
+        "probability": s.probability,
+        "logit": s.logit,
+        "stages": { "content": { "fisher_logit": s.fisher_logit, "lr_logit": s.lr_logit, "tokens": s.tokens } },
+        "clues": clues,
+        "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
+    })
+}
+
+async fn check<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>, body: Body) -> Result<Json<Value>, ApiError> {
+    let start = Instant::now();
+    let raw = message(body)?;
+    let score = blocking(&state, move |e| e.check(&raw)).await?;
+    state.checks.fetch_add(1, Ordering::Relaxed);
+    Ok(Json(score_json(&score, start.elapsed())))
+}
+
+fn authorize<S: TokenStore>(state: &AppState<S>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(want) = &state.learn_token else { return Ok(()) };
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match got {
+        // Compared without an early exit, so timing says nothing of the token.
+        Some(g) if g.len() == want.len() && g.bytes().zip(want.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0 => Ok(()),
+        _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "learning needs `Authorization: Bearer <learn token>`")),
+    }
+}
+
+async fn learn_as<S: TokenStore + 'static>(
+    state: Arc<AppState<S>>,
+    headers: HeaderMap,
+    body: Body,
+    class: Option<Class>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let raw = message(body)?;
+    let outcome = blocking(&state, move |e| match class {
+        Some(c) => e.learn(&raw, c),
+        None => e.unlearn(&raw),
+    })
+    .await?;
+    if outcome.changed() {
+        state.learns.fetch_add(1, Ordering::Relaxed);
+    }
+    let status = match outcome {
+        LearnOutcome::AlreadyLearned => StatusCode::ALREADY_REPORTED,
+        _ => StatusCode::OK,
+    };
+    Ok((status, Json(json!({ "result": outcome.name() }))).into_response())
+}
+
+async fn learn_spam<S: TokenStore + 'static>(State(s): State<Arc<AppState<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
+    learn_as(s, h, b, Some(Class::Spam)).await
+}
+
+async fn learn_ham<S: TokenStore + 'static>(State(s): State<Arc<AppState<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
+    learn_as(s, h, b, Some(Class::Ham)).await
+}
+
+async fn unlearn<S: TokenStore + 'static>(State(s): State<Arc<AppState<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
+    learn_as(s, h, b, None).await
+}
+
+async fn stats<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>) -> Result<Json<Value>, ApiError> {
+    let (st, tokens, journal) = blocking(&state, |e| {
+        let v = e.store().read()?;
+        Ok((v.state()?, v.token_count()?, v.journal_count()?))
+    })
+    .await?;
+    Ok(Json(json!({
+        "messages": { "spam": st.messages.spam, "ham": st.messages.ham },
+        "tokens": tokens,
+        "journal": journal,
+        "db_bytes": state.engine.store().size_bytes(),
+        "uptime_s": state.started.elapsed().as_secs(),
+        "checks": state.checks.load(Ordering::Relaxed),
+        "learns": state.learns.load(Ordering::Relaxed),
+    })))
+}
+
+async fn healthz<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>) -> Result<Json<Value>, ApiError> {
+    blocking(&state, |e| e.store().read()?.state().map(|_| ())).await.map_err(|_| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database not readable")
+    })?;
+    Ok(Json(json!({ "status": "ok" })))
+}
+
+/// Runs the server until SIGINT or SIGTERM; in-flight requests (learns
+/// included) finish before it returns.
+pub async fn serve(cfg: config::Config) -> crate::Result<()> {
+    cfg.check()?;
+    let store = crate::cli::open_db(&cfg.db, true)?;
+    let mut params = crate::classify::Params::default();
+    params.ham_cutoff = cfg.ham_cutoff;
+    params.spam_cutoff = cfg.spam_cutoff;
+    let engine = Engine::new(store, params);
+    let mut state = AppState::new(engine, cfg.learn_token.clone());
+    state.timeout = Duration::from_secs(cfg.timeout_s);
+    let app = router::<RedbStore>(Arc::new(state), cfg.max_body_bytes);
+    let listener = tokio::net::TcpListener::bind(&cfg.http)
+        .await
+        .map_err(|e| crate::Error::Invalid(format!("cannot listen on {}: {e}", cfg.http)))?;
+    tracing::info!(addr = %cfg.http, db = %cfg.db.display(), "hamlet serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| crate::Error::Invalid(format!("server error: {e}")))?;
+    tracing::info!("hamlet stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,152 @@
+//! The HTTP API (`hamlet serve`), as documented in api.md: each example
+//! there has a test here. Most drive `router(state)` in-process with
+//! `tower::ServiceExt::oneshot`; `real_socket_round_trip` runs the real
+//! binary on a loopback port.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use hamlet::classify::Params;
+use hamlet::engine::Engine;
+use hamlet::http::{AppState, router};
+use hamlet::store::MemoryStore;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const SPAM: &str = "From: deals@offers.example\r\nSubject: Cheap pills now\r\n\r\nBuy cheap pills now, best prices, click here.\r\n";
+const HAM: &str = "From: alice@example.org\r\nSubject: Minutes of Tuesday\r\n\r\nThe meeting minutes are attached, see you Tuesday.\r\n";
+
+fn app(token: Option<&str>, limit: usize) -> axum::Router {
+    let engine = Engine::new(MemoryStore::new(), Params::default());
+    router(Arc::new(AppState::new(engine, token.map(str::to_string))), limit)
+}
+
+async fn call(app: &axum::Router, method: &str, uri: &str, auth: Option<&str>, body: &str) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = auth {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    let resp = app.clone().oneshot(req.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{uri}: not JSON ({e}): {bytes:?}"));
+    (status, json)
+}
+
+#[tokio::test]
+async fn check_returns_verdict_probability_and_clues() {
+    let app = app(None, 1 << 20);
+    for _ in 0..3 {
+        call(&app, "POST", "/v1/learn/spam", None, SPAM).await;
+        call(&app, "POST", "/v1/learn/ham", None, HAM).await;
+    }
+    let (st, v) = call(&app, "POST", "/v1/check", None, SPAM).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["verdict"], "spam", "{v}");
+    assert!(v["probability"].as_f64().unwrap() > 0.9);
+    assert!(v["clues"].as_array().unwrap().iter().any(|c| c["token"] == "pills"), "{v}");
+    assert!(v["elapsed_ms"].as_f64().is_some());
+    assert!(v["stages"]["content"]["tokens"].as_u64().unwrap() > 5);
+}
+
+#[tokio::test]
+async fn learn_statuses_learned_already_relearned_unlearned() {
+    let app = app(Some("s3cret"), 1 << 20);
+    let (st, v) = call(&app, "POST", "/v1/learn/spam", Some("s3cret"), SPAM).await;
+    assert_eq!((st, v["result"].as_str()), (StatusCode::OK, Some("learned")));
+    let (st, v) = call(&app, "POST", "/v1/learn/spam", Some("s3cret"), SPAM).await;
+    assert_eq!((st, v["result"].as_str()), (StatusCode::ALREADY_REPORTED, Some("already learned")));
+    let (st, v) = call(&app, "POST", "/v1/learn/ham", Some("s3cret"), SPAM).await;
+    assert_eq!((st, v["result"].as_str()), (StatusCode::OK, Some("relearned")));
+    let (st, v) = call(&app, "POST", "/v1/unlearn", Some("s3cret"), SPAM).await;
+    assert_eq!((st, v["result"].as_str()), (StatusCode::OK, Some("unlearned")));
+    let (_, v) = call(&app, "GET", "/v1/stats", None, "").await;
+    assert_eq!(v["messages"]["spam"], 0);
+    assert_eq!(v["messages"]["ham"], 0);
+}
+
+#[tokio::test]
+async fn learning_needs_the_token() {
+    let app = app(Some("s3cret"), 1 << 20);
+    for auth in [None, Some("wrong"), Some("s3cre")] {
+        let (st, v) = call(&app, "POST", "/v1/learn/spam", auth, SPAM).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED);
+        assert_eq!(v["error"]["status"], 401);
+    }
+    let (_, v) = call(&app, "GET", "/v1/stats", None, "").await;
+    assert_eq!(v["messages"]["spam"], 0, "nothing was learned");
+}
+
+#[tokio::test]
+async fn errors_have_one_shape() {
+    let app = app(None, 1000);
+    let big = "x".repeat(2000);
+    let (st, v) = call(&app, "POST", "/v1/check", None, &big).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    let (st, v) = call(&app, "POST", "/v1/check", None, "").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(v["error"]["message"].as_str().unwrap().contains("empty"));
+    let (st, v) = call(&app, "GET", "/v2/nothing", None, "").await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(v["error"]["status"], 404);
+}
+
+#[tokio::test]
+async fn stats_and_health() {
+    let app = app(None, 1 << 20);
+    let (st, v) = call(&app, "GET", "/healthz", None, "").await;
+    assert_eq!((st, v["status"].as_str()), (StatusCode::OK, Some("ok")));
+    call(&app, "POST", "/v1/learn/ham", None, HAM).await;
+    let (st, v) = call(&app, "GET", "/v1/stats", None, "").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["messages"]["ham"], 1);
+    assert!(v["tokens"].as_u64().unwrap() > 5);
+    assert!(v["uptime_s"].as_u64().is_some());
+}
+
+/// The real binary on a loopback port: learn, check, SIGTERM, and the learn
+/// is in the database afterwards.
+#[test]
+fn real_socket_round_trip() {
+    use std::io::{Read, Write};
+    let dir = std::env::temp_dir().join(format!("hamlet-http-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("h.redb");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let bin = env!("CARGO_BIN_EXE_hamlet");
+    let init = std::process::Command::new(bin).args(["--db", db.to_str().unwrap(), "db", "init", "--empty"]).output().unwrap();
+    assert!(init.status.success());
+    let mut child = std::process::Command::new(bin)
+        .args(["--db", db.to_str().unwrap(), "serve", "--http", &addr, "--learn-token", "t0ken"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let request = |head: &str, body: &str| -> String {
+        for _ in 0..100 {
+            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+                s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+                write!(s, "{head}\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).unwrap();
+                return out;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("server never listened on {addr}");
+    };
+    let learned = request("POST /v1/learn/spam HTTP/1.1\r\nAuthorization: Bearer t0ken", SPAM);
+    assert!(learned.starts_with("HTTP/1.1 200"), "{learned}");
+    let checked = request("POST /v1/check HTTP/1.1", SPAM);
+    assert!(checked.contains("\"verdict\""), "{checked}");
+    // SIGTERM: graceful shutdown, then the learn is on disk.
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "serve exited with {status}");
+    let stats = std::process::Command::new(bin).args(["--db", db.to_str().unwrap(), "db", "stats"]).output().unwrap();
+    let text = String::from_utf8_lossy(&stats.stdout);
+    assert!(text.contains("spam      1 messages"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
