@@ -150,3 +150,75 @@ fn real_socket_round_trip() {
     assert!(text.contains("spam      1 messages"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// kill -9 during a stream of learns: the database opens afterwards and every
+/// learn that got a 2xx is in it.
+#[test]
+fn kill_9_loses_no_acknowledged_learn() {
+    use std::io::{Read, Write};
+    let dir = std::env::temp_dir().join(format!("hamlet-http-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("msgs")).unwrap();
+    let db = dir.join("h.redb");
+    let bin = env!("CARGO_BIN_EXE_hamlet");
+    let ok = std::process::Command::new(bin).args(["--db", db.to_str().unwrap(), "db", "init", "--empty"]).status().unwrap();
+    assert!(ok.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(bin)
+        .args(["--db", db.to_str().unwrap(), "serve", "--http", &addr])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the listener.
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Two clients stream learns; the server is killed while they do, so the
+    // kill lands in the middle of requests and transactions.
+    let clients: Vec<_> = (0..2)
+        .map(|c| {
+            let addr = addr.clone();
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let learn = |body: &str| -> Option<u16> {
+                    let mut s = std::net::TcpStream::connect(&addr).ok()?;
+                    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok()?;
+                    write!(s, "POST /v1/learn/spam HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).ok()?;
+                    let mut out = String::new();
+                    s.read_to_string(&mut out).ok()?;
+                    out.get(9..12)?.parse().ok()
+                };
+                let mut acked = Vec::new();
+                for i in 0..100_000 {
+                    let body = format!("Message-ID: <m{c}-{i}@kill.example>\r\nSubject: offer {i}\r\n\r\nunique words w{c}x{i}a w{c}x{i}b\r\n");
+                    match learn(&body) {
+                        Some(s) if (200..300).contains(&s) => {
+                            let p = dir.join("msgs").join(format!("{c}-{i}.eml"));
+                            std::fs::write(&p, &body).unwrap();
+                            acked.push(p);
+                        }
+                        _ => break,
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+    let acknowledged: Vec<std::path::PathBuf> = clients.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let _ = child.wait();
+    assert!(acknowledged.len() >= 20, "only {} learns acknowledged before the kill", acknowledged.len());
+    // The database opens, and learning each acknowledged message again is a no-op.
+    let mut args: Vec<String> = vec!["--db".into(), db.to_str().unwrap().into(), "train".into(), "--spam".into()];
+    args.extend(acknowledged.iter().map(|p| p.to_str().unwrap().to_string()));
+    let out = std::process::Command::new(bin).args(&args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("{} already learned", acknowledged.len())), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Load on hamlet serve's /v1/check with wrk (Debian package wrk), on a DB
+# trained on the spamassassin corpus, with a mid-size real message; then the
+# same load while a learn stream (1 learn/s) runs beside it.
+# Usage: bench/http.sh [SECONDS]   (default 60)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-60}
+command -v wrk >/dev/null || { echo "bench: apt-get install -y wrk" >&2; exit 1; }
+cargo build --release --locked -q
+H=$PWD/target/release/hamlet
+work=$(mktemp -d)
+trap 'kill $srv 2>/dev/null || true; rm -rf "$work"' EXIT
+dir=target/corpora/spamassassin
+$H --db "$work/h.redb" db init --empty >/dev/null
+$H --db "$work/h.redb" train "$dir/index" >/dev/null
+# A mid-size message: the one closest to 6 KB among the first 200 of the index.
+msg=$(awk -v d="$dir" 'NR<=200{print d"/"$2}' "$dir/index" | xargs ls -l | awk '{print ($5>6144?$5-6144:6144-$5), $9}' | sort -n | head -1 | cut -d' ' -f2)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+$H --db "$work/h.redb" serve --http "127.0.0.1:$port" --learn-token bench 2>"$work/serve.log" &
+srv=$!
+for _ in $(seq 100); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+cat > "$work/post.lua" <<LUA
+wrk.method = "POST"
+local f = io.open("$msg", "rb"); wrk.body = f:read("*a"); f:close()
+LUA
+rss() { awk '/VmRSS/{print $2" kB"}' /proc/$srv/status; }
+echo "# $(date -u +%F) $(nproc) cores; message $(basename "$msg") ($(stat -c %s "$msg") bytes); wrk -t2 -c16 -d${secs}s --latency"
+echo "RSS before: $(rss)"
+wrk -t2 -c16 -d"${secs}s" --latency -s "$work/post.lua" "http://127.0.0.1:$port/v1/check" | grep -E "Requests/sec|Non-2xx|Socket errors|50%|99%|requests in"
+echo "RSS after check-only run: $(rss)"
+# Learn stream: one message a second from the csdmc2010 corpus (new to this DB).
+( awk -v d=target/corpora/csdmc2010 '{print d"/"$2}' target/corpora/csdmc2010/index | head -"$secs" | while read -r f; do
+    curl -s -o /dev/null -w "%{http_code}\n" -H "Authorization: Bearer bench" --data-binary @"$f" "127.0.0.1:$port/v1/learn/spam"; sleep 1; done > "$work/learns" ) &
+learner=$!
+wrk -t2 -c16 -d"${secs}s" --latency -s "$work/post.lua" "http://127.0.0.1:$port/v1/check" | grep -E "Requests/sec|Non-2xx|Socket errors|50%|99%|requests in"
+wait $learner
+echo "learns during the run: $(grep -c '^200$' "$work/learns") x 200, $(grep -vc '^200$' "$work/learns") other"
+echo "RSS after: $(rss)"
