@@ -222,3 +222,24 @@ fn kill_9_loses_no_acknowledged_learn() {
     assert!(text.contains(&format!("{} already learned", acknowledged.len())), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn metrics_count_requests_verdicts_and_learns() {
+    let app = app(None, 1 << 20);
+    call(&app, "POST", "/v1/learn/spam", None, SPAM).await;
+    call(&app, "POST", "/v1/check", None, SPAM).await;
+    call(&app, "POST", "/v1/check", None, "").await;
+    let resp = app.clone().oneshot(Request::builder().uri("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    for want in [
+        "hamlet_requests_total{endpoint=\"/v1/check\",status=\"200\"} 1",
+        "hamlet_requests_total{endpoint=\"/v1/check\",status=\"400\"} 1",
+        "hamlet_request_duration_seconds_count{endpoint=\"/v1/check\"} 2",
+        "hamlet_learns_total{outcome=\"learned\"} 1",
+        "hamlet_verdicts_total{verdict=",
+        "hamlet_db_bytes ",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+}

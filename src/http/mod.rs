@@ -12,6 +12,7 @@
 //! 5xx bodies say only "internal error", the detail goes to the log.
 
 pub mod config;
+pub mod metrics;
 
 use crate::classify::Score;
 use crate::engine::{Engine, LearnOutcome};
@@ -39,6 +40,7 @@ pub struct AppState<S: TokenStore + 'static> {
     pub timeout: Duration,
     pub checks: AtomicU64,
     pub learns: AtomicU64,
+    pub metrics: metrics::Metrics,
 }
 
 impl<S: TokenStore + 'static> AppState<S> {
@@ -50,6 +52,7 @@ impl<S: TokenStore + 'static> AppState<S> {
             timeout: Duration::from_secs(30),
             checks: AtomicU64::new(0),
             learns: AtomicU64::new(0),
+            metrics: metrics::Metrics::default(),
         }
     }
 }
@@ -88,9 +91,32 @@ pub fn router<S: TokenStore + 'static>(state: Arc<AppState<S>>, max_body_bytes: 
         .route("/v1/unlearn", post(unlearn::<S>))
         .route("/v1/stats", get(stats::<S>))
         .route("/healthz", get(healthz::<S>))
+        .route("/metrics", get(metrics_text::<S>))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::<S>))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// Times every request and counts it by route pattern and status.
+async fn observe<S: TokenStore + 'static>(
+    State(state): State<Arc<AppState<S>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    state.metrics.request(&path, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    resp
+}
+
+async fn metrics_text<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>) -> Response {
+    let body = state.metrics.render(state.engine.store().size_bytes(), state.started.elapsed().as_secs());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -150,6 +176,7 @@ async fn check<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>, b
     let raw = message(body)?;
     let score = blocking(&state, move |e| e.check(&raw)).await?;
     state.checks.fetch_add(1, Ordering::Relaxed);
+    state.metrics.verdict(score.verdict.name());
     Ok(Json(score_json(&score, start.elapsed())))
 }
 
@@ -182,6 +209,7 @@ async fn learn_as<S: TokenStore + 'static>(
     if outcome.changed() {
         state.learns.fetch_add(1, Ordering::Relaxed);
     }
+    state.metrics.learn(outcome.name());
     let status = match outcome {
         LearnOutcome::AlreadyLearned => StatusCode::ALREADY_REPORTED,
         _ => StatusCode::OK,

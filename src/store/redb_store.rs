@@ -28,6 +28,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 type Rec = (u32, u32, u32, f32, &'static str);
+
+/// redb's page cache, bounded so a long-running service's memory stays flat
+/// (redb's default is 1 GiB); 256 MiB holds a model trained on all three
+/// shared corpora several times over.
+const CACHE_BYTES: usize = 256 << 20;
 const TOKENS: TableDefinition<u64, Rec> = TableDefinition::new("tokens");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const JOURNAL: TableDefinition<&[u8], (u8, u32, u8)> = TableDefinition::new("journal");
@@ -85,7 +90,7 @@ impl RedbStore {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             }
         }
-        let db = retry_open(path, wait, || Database::create(path))?;
+        let db = retry_open(path, wait, || Database::builder().set_cache_size(CACHE_BYTES).create(path))?;
         let store = RedbStore { db: Db::ReadWrite(db), path: path.to_path_buf() };
         store.check_schema(seed)?;
         Ok(store)
@@ -96,7 +101,7 @@ impl RedbStore {
     /// number of read-only openers share it, so concurrent `hamlet check`
     /// processes from a mail pipeline don't queue. Writes fail.
     pub fn open_read_only(path: &Path, wait: Duration) -> Result<RedbStore> {
-        let db = retry_open(path, wait, || Database::builder().open_read_only(path))?;
+        let db = retry_open(path, wait, || Database::builder().set_cache_size(CACHE_BYTES).open_read_only(path))?;
         let store = RedbStore { db: Db::ReadOnly(db), path: path.to_path_buf() };
         store.check_schema(None)?;
         Ok(store)
