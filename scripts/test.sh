@@ -8,6 +8,8 @@ need_pkgs=()
 command -v zstd >/dev/null || need_pkgs+=(zstd)
 command -v bogofilter >/dev/null || need_pkgs+=(bogofilter)
 command -v python3 >/dev/null || need_pkgs+=(python3)
+# The HTTP tests signal the server with the kill program (not the shell builtin).
+[[ -x /bin/kill || -x /usr/bin/kill ]] || need_pkgs+=(procps)
 if ((${#need_pkgs[@]})); then
   echo "test.sh: installing ${need_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
