@@ -10,11 +10,13 @@ command -v bogofilter >/dev/null || need_pkgs+=(bogofilter)
 command -v python3 >/dev/null || need_pkgs+=(python3)
 # The HTTP tests signal the server with the kill program (not the shell builtin).
 [[ -x /bin/kill || -x /usr/bin/kill ]] || need_pkgs+=(procps)
+# rspamc (from Debian's rspamd) is a real client of the rspamd-compatible API.
+command -v rspamc >/dev/null || need_pkgs+=(rspamd)
 if ((${#need_pkgs[@]})); then
   echo "test.sh: installing ${need_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
 
 # The shared corpora sit beside the project (../shared); the corpus tests read

@@ -243,3 +243,79 @@ async fn metrics_count_requests_verdicts_and_learns() {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn rspamd_compatible_endpoints() {
+    let app = app(Some("pw"), 1 << 20);
+    let resp = app.clone().oneshot(Request::builder().uri("/ping").body(Body::empty()).unwrap()).await.unwrap();
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&text[..], b"pong\n");
+    // rspamc sends the controller password as `Password:`.
+    let learn = |body: &str, uri: &str| {
+        Request::builder().method("POST").uri(uri).header("Password", "pw").body(Body::from(body.to_string())).unwrap()
+    };
+    for _ in 0..2 {
+        let r = app.clone().oneshot(learn(SPAM, "/learnspam")).await.unwrap();
+        assert!(r.status() == StatusCode::OK || r.status() == StatusCode::ALREADY_REPORTED);
+    }
+    let r = app.clone().oneshot(learn(HAM, "/learnham")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: Value = serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["success"], true);
+    let body = format!("Message-ID: <x1@example.org>\r\n{SPAM}");
+    let (st, v) = call(&app, "POST", "/checkv2", None, &body).await;
+    assert_eq!(st, StatusCode::OK);
+    for key in ["is_skipped", "score", "required_score", "action", "symbols", "messages", "time_real"] {
+        assert!(v.get(key).is_some(), "no {key} in {v}");
+    }
+    assert_eq!(v["message-id"], "x1@example.org");
+    assert_eq!(v["required_score"], 13.5);
+    assert_eq!(v["action"], "add header", "{v}");
+    assert!(v["symbols"]["HAMLET_SPAM"]["score"].as_f64().unwrap() > 13.5);
+}
+
+/// Real rspamc (Debian package rspamd) against hamlet serve: `symbols` and
+/// `learn_spam` work unchanged.
+#[test]
+fn rspamc_works_against_hamlet() {
+    let rspamc = ["/usr/bin/rspamc", "/usr/local/bin/rspamc"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| panic!("rspamc is missing: apt-get install -y --no-install-recommends rspamd (scripts/test.sh does)"));
+    let dir = std::env::temp_dir().join(format!("hamlet-rspamc-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("h.redb");
+    let msg = dir.join("spam.eml");
+    std::fs::write(&msg, format!("Message-ID: <r1@example.org>\r\n{SPAM}")).unwrap();
+    let bin = env!("CARGO_BIN_EXE_hamlet");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = std::process::Command::new(bin)
+        .args(["--db", db.to_str().unwrap(), "serve", "--http", &addr, "--learn-token", "pw"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(rspamc).args(["-h", &addr]).args(args).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+    };
+    let learned = run(&["-P", "pw", "learn_spam", msg.to_str().unwrap()]);
+    let again = run(&["-P", "pw", "learn_spam", msg.to_str().unwrap()]);
+    let denied = run(&["-P", "wrong", "learn_spam", msg.to_str().unwrap()]);
+    let symbols = run(&["symbols", msg.to_str().unwrap()]);
+    child.kill().unwrap();
+    let _ = child.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(learned.contains("success = true"), "{learned}");
+    assert!(again.contains("already learned"), "{again}");
+    assert!(!denied.contains("success = true"), "{denied}");
+    assert!(symbols.contains("Action:") && symbols.contains("Score:") && symbols.contains("HAMLET_"), "{symbols}");
+    assert!(symbols.contains("Message-ID: r1@example.org"), "{symbols}");
+}

@@ -92,6 +92,10 @@ pub fn router<S: TokenStore + 'static>(state: Arc<AppState<S>>, max_body_bytes: 
         .route("/v1/stats", get(stats::<S>))
         .route("/healthz", get(healthz::<S>))
         .route("/metrics", get(metrics_text::<S>))
+        .route("/ping", get(|| async { "pong\n" }))
+        .route("/checkv2", post(checkv2::<S>))
+        .route("/learnspam", post(rspamd_learn_spam::<S>))
+        .route("/learnham", post(rspamd_learn_ham::<S>))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::<S>))
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -182,10 +186,12 @@ async fn check<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>, b
 
 fn authorize<S: TokenStore>(state: &AppState<S>, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(want) = &state.learn_token else { return Ok(()) };
+    // `Authorization: Bearer <token>`, or rspamd's `Password: <token>` (rspamc -P).
     let got = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("password").and_then(|v| v.to_str().ok()));
     match got {
         // Compared without an early exit, so timing says nothing of the token.
         Some(g) if g.len() == want.len() && g.bytes().zip(want.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0 => Ok(()),
@@ -227,6 +233,65 @@ async fn learn_ham<S: TokenStore + 'static>(State(s): State<Arc<AppState<S>>>, h
 
 async fn unlearn<S: TokenStore + 'static>(State(s): State<Arc<AppState<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
     learn_as(s, h, b, None).await
+}
+
+/// rspamd's score scale: `score = 15 · p` (two decimals), so the verdict
+/// cutoffs land at 15 · 0.20 = 3 and 15 · 0.90 = 13.5, and `required_score`
+/// is the spam cutoff on that scale. Actions: spam -> `add header`, unsure and
+/// ham -> `no action` (content alone never rejects; envelope checks may).
+pub const RSPAMD_SCALE: f64 = 15.0;
+
+async fn checkv2<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>, body: Body) -> Result<Json<Value>, ApiError> {
+    let start = Instant::now();
+    let raw = message(body)?;
+    let msgid = crate::digest::split(&raw).0.split(|&b| b == b'\n').find_map(|l| {
+        let l = std::str::from_utf8(l).ok()?;
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case("message-id").then(|| v.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+    });
+    let score = blocking(&state, move |e| e.check(&raw)).await?;
+    state.checks.fetch_add(1, Ordering::Relaxed);
+    state.metrics.verdict(score.verdict.name());
+    let p = score.probability;
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    let (name, desc) = match score.verdict {
+        crate::classify::Verdict::Spam => ("HAMLET_SPAM", "hamlet: spam"),
+        crate::classify::Verdict::Ham => ("HAMLET_HAM", "hamlet: ham"),
+        crate::classify::Verdict::Unsure => ("HAMLET_UNSURE", "hamlet: unsure"),
+    };
+    let options: Vec<String> = score.clues.iter().take(10).map(|c| format!("{}({:.3})", c.token, c.prob)).collect();
+    let sym_score = round(RSPAMD_SCALE * p);
+    let mut reply = json!({
+        "is_skipped": false,
+        "score": sym_score,
+        "required_score": round(RSPAMD_SCALE * state.engine.params.spam_cutoff),
+        "action": if score.verdict == crate::classify::Verdict::Spam { "add header" } else { "no action" },
+        "symbols": { name: { "name": name, "score": sym_score, "metric_score": sym_score, "description": desc, "options": options } },
+        "messages": {},
+        "time_real": start.elapsed().as_secs_f64(),
+    });
+    if let Some(id) = msgid {
+        reply["message-id"] = json!(id);
+    }
+    Ok(Json(reply))
+}
+
+/// rspamd's learn replies: `{"success": true}`, or 208 when already learned.
+async fn rspamd_learn<S: TokenStore + 'static>(state: Arc<AppState<S>>, headers: HeaderMap, body: Body, class: Class) -> Result<Response, ApiError> {
+    let resp = learn_as(state, headers, body, Some(class)).await?;
+    Ok(if resp.status() == StatusCode::ALREADY_REPORTED {
+        (StatusCode::ALREADY_REPORTED, Json(json!({ "error": format!("already learned as {class}"), "success": false }))).into_response()
+    } else {
+        Json(json!({ "success": true })).into_response()
+    })
+}
+
+async fn rspamd_learn_spam<S: TokenStore + 'static>(State(s): State<Arc<AppState<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
+    rspamd_learn(s, h, b, Class::Spam).await
+}
+
+async fn rspamd_learn_ham<S: TokenStore + 'static>(State(s): State<Arc<AppState<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
+    rspamd_learn(s, h, b, Class::Ham).await
 }
 
 async fn stats<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>) -> Result<Json<Value>, ApiError> {
