@@ -71,7 +71,7 @@ pub fn split(raw: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// The first value of header `name` (lower-case), unfolded and trimmed.
-fn header_value(headers: &[u8], name: &str) -> Option<Vec<u8>> {
+pub fn header_value(headers: &[u8], name: &str) -> Option<Vec<u8>> {
     let mut lines = headers.split(|&b| b == b'\n').peekable();
     while let Some(line) = lines.next() {
         let Some(colon) = line.iter().position(|&b| b == b':') else { continue };

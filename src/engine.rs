@@ -200,6 +200,8 @@ fn apply(
         recs.push(cache.get(view, t)?);
     }
     let mut weight: u8 = 1;
+    // The regression's z before this message, when the score above computed it.
+    let mut z_before = None;
     if let Some(c) = add {
         let evidence: Vec<Evidence<'_>> = p
             .tokens
@@ -208,6 +210,7 @@ fn apply(
             .map(|(t, r)| Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight })
             .collect();
         let before = classify::score(params, state, &evidence);
+        z_before = Some(before.lr_logit);
         let y = if c == Class::Spam { 1.0 } else { 0.0 };
         // Misclassified: on the wrong side of 0.5 (exactly 0.5, "no idea", is not wrong).
         let wrong = match c {
@@ -234,7 +237,7 @@ fn apply(
         Some(Class::Ham) => 0.0,
         None => 0.5,
     };
-    let z = classify::lr_z(params, state.bias, recs.iter().map(|r| r.weight), recs.len());
+    let z = z_before.unwrap_or_else(|| classify::lr_z(params, state.bias, recs.iter().map(|r| r.weight), recs.len()));
     let (dw, db) = classify::lr_step(params, z, target, recs.len());
     let (dw, db) = (dw * f64::from(weight), db * f64::from(weight));
     state.bias += db;

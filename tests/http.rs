@@ -105,6 +105,26 @@ async fn stats_and_health() {
     assert!(v["uptime_s"].as_u64().is_some());
 }
 
+/// Starts `hamlet --db DB serve` on a free loopback port with `extra` flags
+/// and waits until it listens; returns the child and its address.
+fn start_server(db: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hamlet"))
+        .args(["--db", db.to_str().unwrap(), "serve", "--http", &addr])
+        .args(extra)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            return (child, addr);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("hamlet serve never listened on {addr}");
+}
+
 /// The real binary on a loopback port: learn, check, SIGTERM, and the learn
 /// is in the database afterwards.
 #[test]
@@ -114,16 +134,10 @@ fn real_socket_round_trip() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("h.redb");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
     let bin = env!("CARGO_BIN_EXE_hamlet");
     let init = std::process::Command::new(bin).args(["--db", db.to_str().unwrap(), "db", "init", "--empty"]).output().unwrap();
     assert!(init.status.success());
-    let mut child = std::process::Command::new(bin)
-        .args(["--db", db.to_str().unwrap(), "serve", "--http", &addr, "--learn-token", "t0ken"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut child, addr) = start_server(&db, &["--learn-token", "t0ken"]);
     let request = |head: &str, body: &str| -> String {
         for _ in 0..100 {
             if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
@@ -163,20 +177,7 @@ fn kill_9_loses_no_acknowledged_learn() {
     let bin = env!("CARGO_BIN_EXE_hamlet");
     let ok = std::process::Command::new(bin).args(["--db", db.to_str().unwrap(), "db", "init", "--empty"]).status().unwrap();
     assert!(ok.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = std::process::Command::new(bin)
-        .args(["--db", db.to_str().unwrap(), "serve", "--http", &addr])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait for the listener.
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (mut child, addr) = start_server(&db, &[]);
     // Two clients stream learns; the server is killed while they do, so the
     // kill lands in the middle of requests and transactions.
     let clients: Vec<_> = (0..2)
@@ -288,20 +289,7 @@ fn rspamc_works_against_hamlet() {
     let db = dir.join("h.redb");
     let msg = dir.join("spam.eml");
     std::fs::write(&msg, format!("Message-ID: <r1@example.org>\r\n{SPAM}")).unwrap();
-    let bin = env!("CARGO_BIN_EXE_hamlet");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = std::process::Command::new(bin)
-        .args(["--db", db.to_str().unwrap(), "serve", "--http", &addr, "--learn-token", "pw"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (mut child, addr) = start_server(&db, &["--learn-token", "pw"]);
     let run = |args: &[&str]| {
         let o = std::process::Command::new(rspamc).args(["-h", &addr]).args(args).output().unwrap();
         String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)

@@ -244,11 +244,8 @@ pub const RSPAMD_SCALE: f64 = 15.0;
 async fn checkv2<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>, body: Body) -> Result<Json<Value>, ApiError> {
     let start = Instant::now();
     let raw = message(body)?;
-    let msgid = crate::digest::split(&raw).0.split(|&b| b == b'\n').find_map(|l| {
-        let l = std::str::from_utf8(l).ok()?;
-        let (n, v) = l.split_once(':')?;
-        n.eq_ignore_ascii_case("message-id").then(|| v.trim().trim_start_matches('<').trim_end_matches('>').to_string())
-    });
+    let msgid = crate::digest::header_value(crate::digest::split(&raw).0, "message-id")
+        .map(|v| String::from_utf8_lossy(&v).trim_start_matches('<').trim_end_matches('>').to_string());
     let score = blocking(&state, move |e| e.check(&raw)).await?;
     state.checks.fetch_add(1, Ordering::Relaxed);
     state.metrics.verdict(score.verdict.name());
