@@ -12,6 +12,8 @@ command -v python3 >/dev/null || need_pkgs+=(python3)
 [[ -x /bin/kill || -x /usr/bin/kill ]] || need_pkgs+=(procps)
 # rspamc (from Debian's rspamd) is a real client of the rspamd-compatible API.
 command -v rspamc >/dev/null || need_pkgs+=(rspamd)
+# spamc (Debian's spamc) is the real client of the SPAMD listener.
+command -v spamc >/dev/null || need_pkgs+=(spamc)
 if ((${#need_pkgs[@]})); then
   echo "test.sh: installing ${need_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -124,12 +124,35 @@ impl<S: TokenStore> Engine<S> {
         Ok(self.train(&[(p, Action::Unlearn)])?[0])
     }
 
+    /// Scores a raw message with a per-user model layered over this
+    /// engine's (see [`crate::store::Layered`]); `None`: the shared model alone.
+    pub fn check_layered(&self, user: Option<&dyn TokenStore>, raw: &[u8]) -> Result<Score> {
+        let Some(user) = user else { return self.check(raw) };
+        let p = self.prepare(raw);
+        let (base, top) = (self.store.read()?, user.read()?);
+        self.score(&crate::store::Layered { base: &*base, top: &*top }, &p.tokens)
+    }
+
     /// Applies a batch of learns and unlearns in one write transaction.
     pub fn train(&self, batch: &[(Prepared, Action)]) -> Result<Vec<LearnOutcome>> {
+        self.train_with(&self.store, &self.params, batch)
+    }
+
+    /// Trains a per-user model (its own journal, so learn/relearn/unlearn
+    /// work per user). It keeps counts only: no error boost (judged on the
+    /// user's few counts alone, every early message would look
+    /// misclassified) and no use of its regression weights, which
+    /// [`Engine::check_layered`] ignores.
+    pub fn train_in(&self, user: &dyn TokenStore, batch: &[(Prepared, Action)]) -> Result<Vec<LearnOutcome>> {
+        let mut params = self.params.clone();
+        params.boost_errors = false;
+        self.train_with(user, &params, batch)
+    }
+
+    fn train_with(&self, store: &dyn TokenStore, params: &Params, batch: &[(Prepared, Action)]) -> Result<Vec<LearnOutcome>> {
         let day = self.today();
-        let params = &self.params;
         let mut outcomes = Vec::with_capacity(batch.len());
-        self.store.write(&mut |view| {
+        store.write(&mut |view| {
             outcomes.clear();
             let mut cache = Cache { records: HashMap::with_hasher(crate::store::FxBuild) };
             let mut state = view.state()?;
@@ -363,5 +386,23 @@ mod tests {
         let (va, vb) = (a.store().read().unwrap(), b.store().read().unwrap());
         assert_eq!(va.scan(None, 1000).unwrap(), vb.scan(None, 1000).unwrap());
         assert_eq!(va.state().unwrap(), vb.state().unwrap());
+    }
+
+    #[test]
+    fn per_user_layer() {
+        let e = Engine::new(MemoryStore::new(), Params::default());
+        e.learn(SPAM, Class::Spam).unwrap();
+        e.learn(HAM, Class::Ham).unwrap();
+        let user = MemoryStore::new();
+        let msg: &[u8] = b"Subject: weekly digest\r\n\r\nthe weekly digest of listings";
+        let shared = e.check(msg).unwrap().probability;
+        assert_eq!(e.check_layered(Some(&user), msg).unwrap().probability, shared, "an empty layer changes nothing");
+        let p = e.prepare(msg);
+        assert_eq!(e.train_in(&user, &[(p.clone(), Action::Learn(Class::Spam))]).unwrap()[0], LearnOutcome::Learned);
+        assert_eq!(e.train_in(&user, &[(p, Action::Learn(Class::Spam))]).unwrap()[0], LearnOutcome::AlreadyLearned);
+        assert!(e.check_layered(Some(&user), msg).unwrap().probability > shared);
+        assert_eq!(e.check(msg).unwrap().probability, shared, "the shared model is untouched");
+        let st = user.read().unwrap().state().unwrap();
+        assert_eq!((st.totals.spam, st.messages.spam), (1, 1), "no error boost in a user's model");
     }
 }

@@ -12,7 +12,9 @@
 //! * [`engine`] is the one entry point every edge (CLI, HTTP, SPAMD, IMAP) calls:
 //!   check a message, learn it, unlearn it.
 //! * [`eval`] runs the TREC on-line protocol in-process and draws ROC curves.
-//! * [`http`] is `hamlet serve`, the HTTP API (see `api.md`).
+//! * [`service`] is `hamlet serve`: one engine shared by its edges, [`http`]
+//!   (the HTTP API, see `api.md`) and [`spamd`] (the SPAMD listener real
+//!   `spamc` talks to).
 //! * [`cli`] is the `hamlet` command line; `main.rs` only calls it.
 //!
 //! # Example
@@ -28,14 +30,19 @@
 
 pub mod classify;
 pub mod cli;
+pub mod config;
 pub mod digest;
 pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod http;
 pub mod mailbox;
+pub mod metrics;
+pub mod service;
+pub mod spamd;
 pub mod store;
 pub mod tokenize;
+pub mod users;
 
 pub use error::{Error, Result};
 

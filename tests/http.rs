@@ -7,7 +7,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use hamlet::classify::Params;
 use hamlet::engine::Engine;
-use hamlet::http::{AppState, router};
+use hamlet::http::router;
+use hamlet::service::Service;
 use hamlet::store::MemoryStore;
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -19,7 +20,7 @@ const HAM: &str = "From: alice@example.org\r\nSubject: Minutes of Tuesday\r\n\r\
 
 fn app(token: Option<&str>, limit: usize) -> axum::Router {
     let engine = Engine::new(MemoryStore::new(), Params::default());
-    router(Arc::new(AppState::new(engine, token.map(str::to_string))), limit)
+    router(Arc::new(Service::new(engine, token.map(str::to_string))), limit)
 }
 
 async fn call(app: &axum::Router, method: &str, uri: &str, auth: Option<&str>, body: &str) -> (StatusCode, Value) {

@@ -15,6 +15,8 @@ use crate::mailbox::{self, Entry};
 use crate::store::{self, RedbStore, TokenStore};
 use crate::tokenize::{Options, Tokenizer};
 use crate::{Class, Error, Result};
+pub mod client;
+
 use clap::{Args, Parser, Subcommand};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -46,8 +48,12 @@ pub enum Command {
     Db(DbCommand),
     /// Evaluate on a labelled TREC index, in-process, on an empty model.
     Eval(EvalArgs),
-    /// Run the HTTP scoring and training service (see api.md).
+    /// Run the service: the HTTP API (see api.md) and, if configured, the
+    /// SPAMD listener.
     Serve(ServeArgs),
+    /// The spamc-like pipe command: check or learn the message on stdin
+    /// through a running `hamlet serve`.
+    Client(client::ClientArgs),
 }
 
 #[derive(Args, Debug)]
@@ -61,6 +67,12 @@ pub struct ServeArgs {
     /// Bearer token the learn endpoints require.
     #[arg(long, env = "HAMLET_LEARN_TOKEN", hide_env_values = true)]
     pub learn_token: Option<String>,
+    /// SPAMD listen address: IP:PORT, or a UNIX socket path.
+    #[arg(long)]
+    pub spamd: Option<String>,
+    /// Allow SPAMD TELL (spamc -L) from spamd_tell_from networks.
+    #[arg(long)]
+    pub spamd_allow_tell: bool,
 }
 
 #[derive(Args, Debug)]
@@ -248,6 +260,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Db(c) => db(&db_path, c),
         Command::Eval(a) => run_eval(a),
         Command::Serve(a) => serve(cli.db, a),
+        Command::Client(a) => client::run(a),
     }
 }
 
@@ -536,8 +549,8 @@ fn db(db_path: &Path, c: DbCommand) -> Result<ExitCode> {
 
 fn serve(db: Option<PathBuf>, a: ServeArgs) -> Result<ExitCode> {
     let mut cfg = match &a.config {
-        Some(p) => crate::http::config::Config::load(p)?,
-        None => crate::http::config::Config::default(),
+        Some(p) => crate::config::Config::load(p)?,
+        None => crate::config::Config::default(),
     };
     if let Some(db) = db {
         cfg.db = db;
@@ -547,6 +560,12 @@ fn serve(db: Option<PathBuf>, a: ServeArgs) -> Result<ExitCode> {
     }
     if a.learn_token.is_some() {
         cfg.learn_token = a.learn_token;
+    }
+    if a.spamd.is_some() {
+        cfg.spamd = a.spamd;
+    }
+    if a.spamd_allow_tell {
+        cfg.spamd_allow_tell = true;
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
@@ -559,7 +578,7 @@ fn serve(db: Option<PathBuf>, a: ServeArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .map_err(|e| Error::Invalid(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(crate::http::serve(cfg))?;
+    rt.block_on(crate::service::run(cfg))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1,22 +1,14 @@
-//! `hamlet serve`: the HTTP scoring and training API (axum on tokio),
-//! documented in `api.md`.
-//!
-//! The service is a thin edge over [`Engine`]: every request's CPU work
-//! (tokenizing, scoring, the write transaction of a learn) runs on tokio's
-//! blocking pool, so the reactor only moves bytes. Scoring reads a redb
-//! snapshot and never waits for a learn; learns are serialized by redb's
-//! single writer, and a learn's transaction is committed before its reply
-//! is sent.
+//! The HTTP scoring and training API of `hamlet serve` (axum on tokio),
+//! documented in `api.md`: a thin edge over the shared [`Service`], whose
+//! [`Service::blocking`] runs the engine's work off the reactor.
 //!
 //! Errors have one JSON shape, `{"error": {"status": 413, "message": "..."}}`;
 //! 5xx bodies say only "internal error", the detail goes to the log.
 
-pub mod config;
-pub mod metrics;
-
 use crate::classify::Score;
 use crate::engine::{Engine, LearnOutcome};
-use crate::store::{RedbStore, TokenStore};
+use crate::service::{JobError, Service};
+use crate::store::TokenStore;
 use crate::Class;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -26,36 +18,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// What every handler shares.
-pub struct AppState<S: TokenStore + 'static> {
-    pub engine: Engine<S>,
-    /// Bearer token the learn endpoints require (`None`: learning is open,
-    /// allowed only on loopback, see [`config::Config::check`]).
-    pub learn_token: Option<String>,
-    pub started: Instant,
-    /// Per-request time limit for the engine's work.
-    pub timeout: Duration,
-    pub checks: AtomicU64,
-    pub learns: AtomicU64,
-    pub metrics: metrics::Metrics,
-}
-
-impl<S: TokenStore + 'static> AppState<S> {
-    pub fn new(engine: Engine<S>, learn_token: Option<String>) -> AppState<S> {
-        AppState {
-            engine,
-            learn_token,
-            started: Instant::now(),
-            timeout: Duration::from_secs(30),
-            checks: AtomicU64::new(0),
-            learns: AtomicU64::new(0),
-            metrics: metrics::Metrics::default(),
-        }
-    }
-}
 
 /// An API error: status and a one-line message.
 #[derive(Debug)]
@@ -83,7 +47,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The router, with its state. Tests drive it with `tower::ServiceExt::oneshot`.
-pub fn router<S: TokenStore + 'static>(state: Arc<AppState<S>>, max_body_bytes: usize) -> Router {
+pub fn router<S: TokenStore + 'static>(state: Arc<Service<S>>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/check", post(check::<S>))
         .route("/v1/learn/spam", post(learn_spam::<S>))
@@ -104,7 +68,7 @@ pub fn router<S: TokenStore + 'static>(state: Arc<AppState<S>>, max_body_bytes: 
 
 /// Times every request and counts it by route pattern and status.
 async fn observe<S: TokenStore + 'static>(
-    State(state): State<Arc<AppState<S>>>,
+    State(state): State<Arc<Service<S>>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -118,7 +82,7 @@ async fn observe<S: TokenStore + 'static>(
     resp
 }
 
-async fn metrics_text<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>) -> Response {
+async fn metrics_text<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) -> Response {
     let body = state.metrics.render(state.engine.store().size_bytes(), state.started.elapsed().as_secs());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
@@ -128,20 +92,16 @@ async fn not_found() -> ApiError {
 }
 
 /// Runs the engine's (blocking) work off the reactor, within the time limit.
-async fn blocking<S, T, F>(state: &Arc<AppState<S>>, f: F) -> Result<T, ApiError>
+async fn blocking<S, T, F>(state: &Arc<Service<S>>, f: F) -> Result<T, ApiError>
 where
     S: TokenStore + 'static,
     T: Send + 'static,
     F: FnOnce(&Engine<S>) -> crate::Result<T> + Send + 'static,
 {
-    let st = state.clone();
-    let job = tokio::task::spawn_blocking(move || f(&st.engine));
-    match tokio::time::timeout(state.timeout, job).await {
-        Ok(Ok(Ok(v))) => Ok(v),
-        Ok(Ok(Err(e))) => Err(ApiError::internal(e)),
-        Ok(Err(join)) => Err(ApiError::internal(join)),
-        Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timed out")),
-    }
+    state.blocking(f).await.map_err(|e| match e {
+        JobError::TimedOut => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timed out"),
+        JobError::Failed(e) => ApiError::internal(e),
+    })
 }
 
 /// The request body, as the raw message.
@@ -175,16 +135,35 @@ pub fn score_json(s: &Score, elapsed: Duration) -> Value {
     })
 }
 
-async fn check<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>, body: Body) -> Result<Json<Value>, ApiError> {
-    let start = Instant::now();
-    let raw = message(body)?;
-    let score = blocking(&state, move |e| e.check(&raw)).await?;
-    state.checks.fetch_add(1, Ordering::Relaxed);
-    state.metrics.verdict(score.verdict.name());
-    Ok(Json(score_json(&score, start.elapsed())))
+/// The request's user (`X-Hamlet-User`, or rspamd's `User`), for per-user
+/// models.
+fn user(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("x-hamlet-user").or_else(|| headers.get("user")) else { return Ok(None) };
+    match v.to_str() {
+        Ok(u) if crate::users::valid_name(u) => Ok(Some(u.to_string())),
+        _ => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad user name: letters, digits and -_.@+ only")),
+    }
 }
 
-fn authorize<S: TokenStore>(state: &AppState<S>, headers: &HeaderMap) -> Result<(), ApiError> {
+fn job(e: JobError) -> ApiError {
+    match e {
+        JobError::TimedOut => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timed out"),
+        JobError::Failed(e) => ApiError::internal(e),
+    }
+}
+
+async fn check<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+    let start = Instant::now();
+    let user = user(&headers)?;
+    let raw = message(body)?;
+    let score = state.check(user, raw).await.map_err(job)?;
+    let mut v = score_json(&score, start.elapsed());
+    v["ham_cutoff"] = json!(state.engine.params.ham_cutoff);
+    v["spam_cutoff"] = json!(state.engine.params.spam_cutoff);
+    Ok(Json(v))
+}
+
+fn authorize<S: TokenStore>(state: &Service<S>, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(want) = &state.learn_token else { return Ok(()) };
     // `Authorization: Bearer <token>`, or rspamd's `Password: <token>` (rspamc -P).
     let got = headers
@@ -200,22 +179,15 @@ fn authorize<S: TokenStore>(state: &AppState<S>, headers: &HeaderMap) -> Result<
 }
 
 async fn learn_as<S: TokenStore + 'static>(
-    state: Arc<AppState<S>>,
+    state: Arc<Service<S>>,
     headers: HeaderMap,
     body: Body,
     class: Option<Class>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
+    let user = user(&headers)?;
     let raw = message(body)?;
-    let outcome = blocking(&state, move |e| match class {
-        Some(c) => e.learn(&raw, c),
-        None => e.unlearn(&raw),
-    })
-    .await?;
-    if outcome.changed() {
-        state.learns.fetch_add(1, Ordering::Relaxed);
-    }
-    state.metrics.learn(outcome.name());
+    let outcome = state.train(user, raw, class).await.map_err(job)?;
     let status = match outcome {
         LearnOutcome::AlreadyLearned => StatusCode::ALREADY_REPORTED,
         _ => StatusCode::OK,
@@ -223,15 +195,15 @@ async fn learn_as<S: TokenStore + 'static>(
     Ok((status, Json(json!({ "result": outcome.name() }))).into_response())
 }
 
-async fn learn_spam<S: TokenStore + 'static>(State(s): State<Arc<AppState<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
+async fn learn_spam<S: TokenStore + 'static>(State(s): State<Arc<Service<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
     learn_as(s, h, b, Some(Class::Spam)).await
 }
 
-async fn learn_ham<S: TokenStore + 'static>(State(s): State<Arc<AppState<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
+async fn learn_ham<S: TokenStore + 'static>(State(s): State<Arc<Service<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
     learn_as(s, h, b, Some(Class::Ham)).await
 }
 
-async fn unlearn<S: TokenStore + 'static>(State(s): State<Arc<AppState<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
+async fn unlearn<S: TokenStore + 'static>(State(s): State<Arc<Service<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
     learn_as(s, h, b, None).await
 }
 
@@ -241,14 +213,13 @@ async fn unlearn<S: TokenStore + 'static>(State(s): State<Arc<AppState<S>>>, h: 
 /// ham -> `no action` (content alone never rejects; envelope checks may).
 pub const RSPAMD_SCALE: f64 = 15.0;
 
-async fn checkv2<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>, body: Body) -> Result<Json<Value>, ApiError> {
+async fn checkv2<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     let start = Instant::now();
+    let user = user(&headers)?;
     let raw = message(body)?;
     let msgid = crate::digest::header_value(crate::digest::split(&raw).0, "message-id")
         .map(|v| String::from_utf8_lossy(&v).trim_start_matches('<').trim_end_matches('>').to_string());
-    let score = blocking(&state, move |e| e.check(&raw)).await?;
-    state.checks.fetch_add(1, Ordering::Relaxed);
-    state.metrics.verdict(score.verdict.name());
+    let score = state.check(user, raw).await.map_err(job)?;
     let p = score.probability;
     let round = |x: f64| (x * 100.0).round() / 100.0;
     let (name, desc) = match score.verdict {
@@ -274,7 +245,7 @@ async fn checkv2<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>,
 }
 
 /// rspamd's learn replies: `{"success": true}`, or 208 when already learned.
-async fn rspamd_learn<S: TokenStore + 'static>(state: Arc<AppState<S>>, headers: HeaderMap, body: Body, class: Class) -> Result<Response, ApiError> {
+async fn rspamd_learn<S: TokenStore + 'static>(state: Arc<Service<S>>, headers: HeaderMap, body: Body, class: Class) -> Result<Response, ApiError> {
     let resp = learn_as(state, headers, body, Some(class)).await?;
     Ok(if resp.status() == StatusCode::ALREADY_REPORTED {
         (StatusCode::ALREADY_REPORTED, Json(json!({ "error": format!("already learned as {class}"), "success": false }))).into_response()
@@ -283,15 +254,15 @@ async fn rspamd_learn<S: TokenStore + 'static>(state: Arc<AppState<S>>, headers:
     })
 }
 
-async fn rspamd_learn_spam<S: TokenStore + 'static>(State(s): State<Arc<AppState<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
+async fn rspamd_learn_spam<S: TokenStore + 'static>(State(s): State<Arc<Service<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
     rspamd_learn(s, h, b, Class::Spam).await
 }
 
-async fn rspamd_learn_ham<S: TokenStore + 'static>(State(s): State<Arc<AppState<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
+async fn rspamd_learn_ham<S: TokenStore + 'static>(State(s): State<Arc<Service<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
     rspamd_learn(s, h, b, Class::Ham).await
 }
 
-async fn stats<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>) -> Result<Json<Value>, ApiError> {
+async fn stats<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) -> Result<Json<Value>, ApiError> {
     let (st, tokens, journal) = blocking(&state, |e| {
         let v = e.store().read()?;
         Ok((v.state()?, v.token_count()?, v.journal_count()?))
@@ -308,52 +279,9 @@ async fn stats<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>) -
     })))
 }
 
-async fn healthz<S: TokenStore + 'static>(State(state): State<Arc<AppState<S>>>) -> Result<Json<Value>, ApiError> {
+async fn healthz<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) -> Result<Json<Value>, ApiError> {
     blocking(&state, |e| e.store().read()?.state().map(|_| ())).await.map_err(|_| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database not readable")
     })?;
     Ok(Json(json!({ "status": "ok" })))
-}
-
-/// Runs the server until SIGINT or SIGTERM; in-flight requests (learns
-/// included) finish before it returns.
-pub async fn serve(cfg: config::Config) -> crate::Result<()> {
-    cfg.check()?;
-    let store = crate::cli::open_db(&cfg.db, true)?;
-    let mut params = crate::classify::Params::default();
-    params.ham_cutoff = cfg.ham_cutoff;
-    params.spam_cutoff = cfg.spam_cutoff;
-    let engine = Engine::new(store, params);
-    let mut state = AppState::new(engine, cfg.learn_token.clone());
-    state.timeout = Duration::from_secs(cfg.timeout_s);
-    let app = router::<RedbStore>(Arc::new(state), cfg.max_body_bytes);
-    let listener = tokio::net::TcpListener::bind(&cfg.http)
-        .await
-        .map_err(|e| crate::Error::Invalid(format!("cannot listen on {}: {e}", cfg.http)))?;
-    tracing::info!(addr = %cfg.http, db = %cfg.db.display(), "hamlet serving");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| crate::Error::Invalid(format!("server error: {e}")))?;
-    tracing::info!("hamlet stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
 }

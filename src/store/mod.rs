@@ -16,7 +16,7 @@ mod redb_store;
 
 pub use dump::{apply, dump, load, parse, DumpStats, Parsed};
 pub use memory::MemoryStore;
-pub use redb_store::RedbStore;
+pub use redb_store::{RedbStore, USER_CACHE_BYTES};
 
 use crate::digest::Digest;
 use crate::{Class, Result};
@@ -85,6 +85,60 @@ pub trait ReadView {
     fn journal_count(&self) -> Result<u64>;
     /// Up to `limit` journal entries in digest order, starting after `after`.
     fn journal_scan(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, JournalEntry)>>;
+}
+
+/// A per-user model over the shared one, for scoring: token counts and
+/// totals are the sums of both (DSPAM's "merged" groups), so a user's own
+/// corrections count beside everyone's, and on tokens only that user sees
+/// (their correspondents, their lists) they are all the evidence there is.
+/// The logistic regression and the combiner stay the shared model's: the
+/// user's store keeps counts only (see `Engine::train_in`).
+///
+/// Listing (`scan`, counts) shows the shared model.
+pub struct Layered<'a> {
+    pub base: &'a dyn ReadView,
+    pub top: &'a dyn ReadView,
+}
+
+impl ReadView for Layered<'_> {
+    fn state(&self) -> Result<ModelState> {
+        let (b, t) = (self.base.state()?, self.top.state()?);
+        Ok(ModelState {
+            totals: Totals { spam: b.totals.spam + t.totals.spam, ham: b.totals.ham + t.totals.ham },
+            messages: Totals { spam: b.messages.spam + t.messages.spam, ham: b.messages.ham + t.messages.ham },
+            ..b
+        })
+    }
+    fn get(&self, token: &str) -> Result<Option<TokenRecord>> {
+        Ok(match (self.base.get(token)?, self.top.get(token)?) {
+            (b, None) => b,
+            (None, Some(t)) => Some(TokenRecord { weight: 0.0, ..t }),
+            (Some(b), Some(t)) => Some(TokenRecord {
+                spam: b.spam.saturating_add(t.spam),
+                ham: b.ham.saturating_add(t.ham),
+                day: b.day.max(t.day),
+                weight: b.weight,
+            }),
+        })
+    }
+    fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
+        match self.top.journal(digest)? {
+            Some(e) => Ok(Some(e)),
+            None => self.base.journal(digest),
+        }
+    }
+    fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>> {
+        self.base.scan(after, limit)
+    }
+    fn token_count(&self) -> Result<u64> {
+        self.base.token_count()
+    }
+    fn journal_count(&self) -> Result<u64> {
+        self.base.journal_count()
+    }
+    fn journal_scan(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, JournalEntry)>> {
+        self.base.journal_scan(after, limit)
+    }
 }
 
 /// A view inside a write transaction.

@@ -33,6 +33,9 @@ type Rec = (u32, u32, u32, f32, &'static str);
 /// (redb's default is 1 GiB); 256 MiB holds a model trained on all three
 /// shared corpora several times over.
 const CACHE_BYTES: usize = 256 << 20;
+/// The cache of a per-user model: users' models are small (their own
+/// corrections), and a server keeps dozens open.
+pub const USER_CACHE_BYTES: usize = 8 << 20;
 const TOKENS: TableDefinition<u64, Rec> = TableDefinition::new("tokens");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const JOURNAL: TableDefinition<&[u8], (u8, u32, u8)> = TableDefinition::new("journal");
@@ -85,12 +88,21 @@ impl RedbStore {
     /// both load the seed, and a crash cannot leave a new database without
     /// it.
     pub fn open_seeded(path: &Path, wait: Duration, seed: Option<&super::dump::Parsed>) -> Result<RedbStore> {
+        RedbStore::create(path, wait, seed, CACHE_BYTES)
+    }
+
+    /// [`RedbStore::open`] with a page cache of `cache_bytes`.
+    pub fn open_with_cache(path: &Path, wait: Duration, cache_bytes: usize) -> Result<RedbStore> {
+        RedbStore::create(path, wait, None, cache_bytes)
+    }
+
+    fn create(path: &Path, wait: Duration, seed: Option<&super::dump::Parsed>, cache_bytes: usize) -> Result<RedbStore> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             }
         }
-        let db = retry_open(path, wait, || Database::builder().set_cache_size(CACHE_BYTES).create(path))?;
+        let db = retry_open(path, wait, || Database::builder().set_cache_size(cache_bytes).create(path))?;
         let store = RedbStore { db: Db::ReadWrite(db), path: path.to_path_buf() };
         store.check_schema(seed)?;
         Ok(store)

@@ -1,0 +1,190 @@
+//! `hamlet.toml`: the service's configuration. Every key is optional; flags
+//! override the file, the file overrides the defaults. See
+//! `examples/hamlet.toml` for a commented sample.
+
+use crate::{Error, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The service configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP listen address.
+    pub http: String,
+    /// Token database.
+    pub db: PathBuf,
+    /// Bearer token for the learn endpoints (also `HAMLET_LEARN_TOKEN`).
+    pub learn_token: Option<String>,
+    /// Largest request body accepted (bytes); larger gets 413.
+    pub max_body_bytes: usize,
+    /// Per-request time limit (seconds).
+    pub timeout_s: u64,
+    pub ham_cutoff: f64,
+    pub spam_cutoff: f64,
+    /// Log filter (`info`, `hamlet=debug`, ...; `RUST_LOG` overrides).
+    pub log: String,
+    /// SPAMD listener: `IP:PORT`, or a UNIX socket path (starts with `/`);
+    /// `None`: off.
+    pub spamd: Option<String>,
+    /// Whether SPAMD `TELL` (spamc -L / -C) may learn.
+    pub spamd_allow_tell: bool,
+    /// Client networks (CIDR) allowed to `TELL` over TCP; UNIX-socket
+    /// clients are governed by the socket's file permissions.
+    pub spamd_tell_from: Vec<String>,
+    /// Most SPAMD connections served at once; more wait in the kernel's
+    /// accept queue.
+    pub spamd_max_connections: usize,
+    /// Per-user models: a folder for their files; `None`: off (everyone
+    /// shares the one model).
+    pub users_dir: Option<PathBuf>,
+    /// User names that mean "no one in particular" (spamc sends the Unix
+    /// user it runs as): they use the shared model.
+    pub users_ignore: Vec<String>,
+    /// Most per-user models open at once.
+    pub users_max_open: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http: "127.0.0.1:11333".into(),
+            db: crate::cli::default_db_path(),
+            learn_token: None,
+            max_body_bytes: 20 << 20,
+            timeout_s: 30,
+            ham_cutoff: 0.20,
+            spam_cutoff: 0.90,
+            log: "info".into(),
+            spamd: None,
+            spamd_allow_tell: false,
+            spamd_tell_from: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            spamd_max_connections: 256,
+            users_dir: None,
+            users_ignore: vec!["root".into(), "nobody".into()],
+            users_max_open: 64,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        toml::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {}", path.display(), e.message())))
+    }
+
+    /// Refuses settings that would be unsafe or cannot work.
+    pub fn check(&self) -> Result<()> {
+        let addr: std::net::SocketAddr = self
+            .http
+            .parse()
+            .map_err(|_| Error::Invalid(format!("http address {:?} is not IP:PORT", self.http)))?;
+        if self.learn_token.is_none() && !addr.ip().is_loopback() {
+            return Err(Error::Invalid(format!(
+                "refusing to serve learning on {} without a learn token: set learn_token in the config, \
+                 --learn-token or HAMLET_LEARN_TOKEN",
+                self.http
+            )));
+        }
+        if self.learn_token.as_deref().is_some_and(str::is_empty) {
+            return Err(Error::Invalid("learn token is empty".into()));
+        }
+        if let Some(s) = &self.spamd {
+            if !s.starts_with('/') && s.parse::<std::net::SocketAddr>().is_err() {
+                return Err(Error::Invalid(format!("spamd address {s:?} is neither IP:PORT nor a socket path")));
+            }
+        }
+        for n in &self.spamd_tell_from {
+            Cidr::parse(n)?;
+        }
+        if self.spamd_max_connections == 0 {
+            return Err(Error::Invalid("spamd_max_connections must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.ham_cutoff) || !(0.0..=1.0).contains(&self.spam_cutoff) || self.ham_cutoff > self.spam_cutoff {
+            return Err(Error::Invalid("cutoffs must satisfy 0 <= ham_cutoff <= spam_cutoff <= 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// An IP network, `addr/len` (a bare address is a host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: std::net::IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Result<Cidr> {
+        let bad = || Error::Invalid(format!("{s:?} is not an IP network (like 192.0.2.0/24 or ::1/128)"));
+        let (a, l) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let net: std::net::IpAddr = a.trim().parse().map_err(|_| bad())?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let len = match l {
+            Some(l) => l.trim().parse::<u8>().map_err(|_| bad())?,
+            None => max,
+        };
+        if len > max {
+            return Err(bad());
+        }
+        Ok(Cidr { net, len })
+    }
+
+    /// Whether `ip` is inside; an IPv4-mapped IPv6 address counts as IPv4.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map_or(ip, V4),
+            v4 => v4,
+        };
+        let (a, b, bits) = match (self.net, ip) {
+            (V4(n), V4(i)) => (u128::from(u32::from(n)), u128::from(u32::from(i)), 32),
+            (V6(n), V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.len);
+        shift >= bits || (a >> shift) == (b >> shift)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_checks() {
+        let c: Config = toml::from_str("http = \"0.0.0.0:8080\"\nlearn_token = \"s3cret\"\n").unwrap();
+        assert_eq!(c.http, "0.0.0.0:8080");
+        assert!(c.check().is_ok());
+        let open: Config = toml::from_str("http = \"0.0.0.0:8080\"\n").unwrap();
+        assert!(open.check().unwrap_err().to_string().contains("learn token"));
+        assert!(Config::default().check().is_ok(), "loopback without a token is fine");
+        assert!(toml::from_str::<Config>("htp = \"x\"").is_err(), "unknown keys are errors");
+        let bad: Config = toml::from_str("spamd = \"localhost\"\n").unwrap();
+        assert!(bad.check().is_err());
+        let bad: Config = toml::from_str("spamd_tell_from = [\"10.0.0.0/33\"]\n").unwrap();
+        assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn cidr_matching() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let lo = Cidr::parse("127.0.0.0/8").unwrap();
+        assert!(lo.contains(ip("127.1.2.3")));
+        assert!(lo.contains(ip("::ffff:127.0.0.1")), "IPv4-mapped counts as IPv4");
+        assert!(!lo.contains(ip("128.0.0.1")));
+        assert!(!lo.contains(ip("::1")));
+        assert!(Cidr::parse("::1").unwrap().contains(ip("::1")));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("203.0.113.9")));
+        assert!(Cidr::parse("192.0.2.7").unwrap().contains(ip("192.0.2.7")));
+        assert!(!Cidr::parse("192.0.2.7").unwrap().contains(ip("192.0.2.8")));
+        assert!(Cidr::parse("2001:db8::/32").unwrap().contains(ip("2001:db8:1::5")));
+        for bad in ["", "x", "1.2.3.4/", "1.2.3.4/40", "::/129"] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! `hamlet serve`: one process, one database, one [`Engine`], and the edges
+//! that share it: the HTTP API ([`crate::http`]) and the SPAMD listener
+//! ([`crate::spamd`]). A redb file can be opened by one process only, so
+//! the edges must share the engine rather than each open the database.
+//!
+//! Every request's CPU work (tokenizing, scoring, the write transaction of
+//! a learn) runs on tokio's blocking pool through [`Service::blocking`], so
+//! the reactor only moves bytes. Scoring reads a redb snapshot and never
+//! waits for a learn; learns are serialized by redb's single writer, and a
+//! learn's transaction is committed before its reply is sent.
+
+use crate::Class;
+use crate::classify::Score;
+use crate::config::Config;
+use crate::engine::{Action, Engine, LearnOutcome};
+use crate::metrics::Metrics;
+use crate::store::{RedbStore, TokenStore};
+use crate::users::Users;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// What every request handler, of every edge, shares.
+pub struct Service<S: TokenStore + 'static> {
+    pub engine: Engine<S>,
+    /// Bearer token the HTTP learn endpoints require (`None`: learning is
+    /// open, allowed only on loopback, see [`Config::check`]).
+    pub learn_token: Option<String>,
+    pub started: Instant,
+    /// Per-request time limit for the engine's work.
+    pub timeout: Duration,
+    pub checks: AtomicU64,
+    pub learns: AtomicU64,
+    pub metrics: Metrics,
+    /// Per-user models, when configured.
+    pub users: Option<Users>,
+}
+
+/// Why [`Service::blocking`] gave no value.
+#[derive(Debug)]
+pub enum JobError {
+    /// The time limit passed (the job may still finish; a learn may commit).
+    TimedOut,
+    /// The engine failed, or the job panicked.
+    Failed(String),
+}
+
+impl<S: TokenStore + 'static> Service<S> {
+    pub fn new(engine: Engine<S>, learn_token: Option<String>) -> Service<S> {
+        Service {
+            engine,
+            learn_token,
+            started: Instant::now(),
+            timeout: Duration::from_secs(30),
+            checks: AtomicU64::new(0),
+            learns: AtomicU64::new(0),
+            metrics: Metrics::default(),
+            users: None,
+        }
+    }
+
+    /// The user's model to layer over the shared one: `None` without a
+    /// name, without per-user models, or for an ignored name.
+    fn user_store(&self, user: Option<&str>) -> crate::Result<Option<Arc<RedbStore>>> {
+        match (user, &self.users) {
+            (Some(u), Some(users)) => users.get(u),
+            _ => Ok(None),
+        }
+    }
+
+    /// Scores a message, for `user` if per-user models are on.
+    pub async fn check(self: &Arc<Self>, user: Option<String>, raw: Vec<u8>) -> Result<Score, JobError> {
+        let me = self.clone();
+        let score = self
+            .blocking(move |e| {
+                let u = me.user_store(user.as_deref())?;
+                e.check_layered(u.as_deref().map(|s| s as &dyn TokenStore), &raw)
+            })
+            .await?;
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        self.metrics.verdict(score.verdict.name());
+        Ok(score)
+    }
+
+    /// Learns (`Some(class)`) or unlearns (`None`) a message: into `user`'s
+    /// model if per-user models are on and the name is not ignored, else
+    /// into the shared model.
+    pub async fn train(self: &Arc<Self>, user: Option<String>, raw: Vec<u8>, class: Option<Class>) -> Result<LearnOutcome, JobError> {
+        let me = self.clone();
+        let outcome = self
+            .blocking(move |e| {
+                let p = e.prepare(&raw);
+                let action = class.map_or(Action::Unlearn, Action::Learn);
+                let batch = [(p, action)];
+                let out = match me.user_store(user.as_deref())? {
+                    Some(u) => e.train_in(&*u, &batch)?,
+                    None => e.train(&batch)?,
+                };
+                Ok(out[0])
+            })
+            .await?;
+        if outcome.changed() {
+            self.learns.fetch_add(1, Ordering::Relaxed);
+        }
+        self.metrics.learn(outcome.name());
+        Ok(outcome)
+    }
+
+    /// Runs the engine's (blocking) work off the reactor, within the time limit.
+    pub async fn blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T, JobError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Engine<S>) -> crate::Result<T> + Send + 'static,
+    {
+        let me = self.clone();
+        let job = tokio::task::spawn_blocking(move || f(&me.engine));
+        match tokio::time::timeout(self.timeout, job).await {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(JobError::Failed(e.to_string())),
+            Ok(Err(join)) => Err(JobError::Failed(join.to_string())),
+            Err(_) => Err(JobError::TimedOut),
+        }
+    }
+}
+
+/// Runs the service until SIGINT or SIGTERM; in-flight requests (learns
+/// included) finish before it returns.
+pub async fn run(cfg: Config) -> crate::Result<()> {
+    cfg.check()?;
+    let store = crate::cli::open_db(&cfg.db, true)?;
+    let mut params = crate::classify::Params::default();
+    params.ham_cutoff = cfg.ham_cutoff;
+    params.spam_cutoff = cfg.spam_cutoff;
+    let mut service = Service::new(Engine::new(store, params), cfg.learn_token.clone());
+    service.timeout = Duration::from_secs(cfg.timeout_s);
+    service.users = cfg.users_dir.clone().map(|d| Users::new(d, cfg.users_ignore.clone(), cfg.users_max_open));
+    let service: Arc<Service<RedbStore>> = Arc::new(service);
+
+    let listener = tokio::net::TcpListener::bind(&cfg.http)
+        .await
+        .map_err(|e| crate::Error::Invalid(format!("cannot listen on {}: {e}", cfg.http)))?;
+    let spamd = match &cfg.spamd {
+        Some(addr) => Some(crate::spamd::Listener::bind(addr).await?),
+        None => None,
+    };
+    tracing::info!(http = %cfg.http, spamd = cfg.spamd.as_deref().unwrap_or("off"), db = %cfg.db.display(), "hamlet serving");
+
+    // One shutdown signal, fanned out to every edge.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let app = crate::http::router(service.clone(), cfg.max_body_bytes);
+    let http = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
+    let spamd = spamd.map(|l| {
+        let opts = crate::spamd::Options::from_config(&cfg);
+        tokio::spawn(crate::spamd::serve(l, service.clone(), opts, stopped(stop_rx.clone())))
+    });
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    let http = http.await.map_err(|e| crate::Error::Invalid(format!("server task failed: {e}")))?;
+    http.map_err(|e| crate::Error::Invalid(format!("server error: {e}")))?;
+    if let Some(s) = spamd {
+        s.await.map_err(|e| crate::Error::Invalid(format!("spamd task failed: {e}")))?;
+    }
+    tracing::info!("hamlet stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

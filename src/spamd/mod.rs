@@ -1,0 +1,385 @@
+//! The SPAMD listener of `hamlet serve`: SpamAssassin's spamc/spamd protocol
+//! (versions 1.2–1.5) over TCP or a UNIX socket, so real `spamc` and
+//! everything that speaks to spamd (Exim's `spam =` condition, milters,
+//! MIMEDefang) use hamlet unchanged. The wire format is in [`proto`].
+//!
+//! One request per connection, as spamc does: read the head line by line
+//! (each line at most [`proto::MAX_LINE`] bytes), then exactly
+//! `Content-length` body bytes (at most `max_body_bytes`), answer, close.
+//! A bad request gets its sysexits status line and the connection closes;
+//! nothing else is affected. Reading the request has the service's time
+//! limit, and so does the engine's work.
+
+pub mod proto;
+
+use crate::Class;
+use crate::config::{Cidr, Config};
+use crate::engine::LearnOutcome;
+use crate::service::{JobError, Service};
+use crate::store::TokenStore;
+use proto::{Command, Outcome, ProtoError, Request, Status};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+/// The listener's settings (from [`Config`]).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub allow_tell: bool,
+    pub tell_from: Vec<Cidr>,
+    pub max_body_bytes: usize,
+    pub max_connections: usize,
+    /// Time limit for reading a request.
+    pub timeout: Duration,
+}
+
+impl Options {
+    /// The listener's part of the configuration (already [`Config::check`]ed).
+    pub fn from_config(cfg: &Config) -> Options {
+        Options {
+            allow_tell: cfg.spamd_allow_tell,
+            tell_from: cfg.spamd_tell_from.iter().filter_map(|c| Cidr::parse(c).ok()).collect(),
+            max_body_bytes: cfg.max_body_bytes,
+            max_connections: cfg.spamd_max_connections,
+            timeout: Duration::from_secs(cfg.timeout_s),
+        }
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::from_config(&Config::default())
+    }
+}
+
+/// A bound listening socket.
+pub enum Listener {
+    Tcp(tokio::net::TcpListener),
+    /// The socket and its path (removed when the listener stops).
+    Unix(tokio::net::UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds `IP:PORT`, or a UNIX socket when `addr` starts with `/` (a
+    /// stale socket file left by a previous run is replaced; any other file
+    /// there is an error). The socket's permissions follow the umask: they
+    /// decide who may connect, and so who may TELL.
+    pub async fn bind(addr: &str) -> crate::Result<Listener> {
+        let fail = |e: std::io::Error| crate::Error::Invalid(format!("cannot listen for spamd on {addr}: {e}"));
+        if addr.starts_with('/') {
+            let path = PathBuf::from(addr);
+            if let Ok(meta) = std::fs::symlink_metadata(&path) {
+                use std::os::unix::fs::FileTypeExt;
+                if !meta.file_type().is_socket() {
+                    return Err(crate::Error::Invalid(format!("cannot listen for spamd on {addr}: a file that is not a socket is there")));
+                }
+                std::fs::remove_file(&path).map_err(fail)?;
+            }
+            Ok(Listener::Unix(tokio::net::UnixListener::bind(&path).map_err(fail)?, path))
+        } else {
+            Ok(Listener::Tcp(tokio::net::TcpListener::bind(addr).await.map_err(fail)?))
+        }
+    }
+
+    /// The bound TCP address (tests bind port 0).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Unix(..) => None,
+        }
+    }
+}
+
+/// Serves until `shutdown` completes, then waits (up to the time limit plus
+/// five seconds) for connections in flight to finish.
+pub async fn serve<S: TokenStore + 'static>(
+    listener: Listener,
+    service: Arc<Service<S>>,
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let opts = Arc::new(opts);
+    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        // A free slot first, so a flood of connections waits in the accept
+        // queue instead of piling up tasks.
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            a = accept(&listener) => a,
+        };
+        match accepted {
+            Ok((conn, peer)) => {
+                let (service, opts) = (service.clone(), opts.clone());
+                tokio::spawn(async move {
+                    match conn {
+                        Conn::Tcp(s) => {
+                            let _ = s.set_nodelay(true);
+                            handle(&service, &opts, s, peer).await
+                        }
+                        Conn::Unix(s) => handle(&service, &opts, s, peer).await,
+                    }
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: log, breathe, go on.
+                tracing::warn!(error = %e, "spamd accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let all = u32::try_from(opts.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(opts.timeout + Duration::from_secs(5), slots.acquire_many(all)).await;
+    if let Listener::Unix(_, path) = &listener {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(l: &Listener) -> std::io::Result<(Conn, Option<IpAddr>)> {
+    match l {
+        Listener::Tcp(l) => l.accept().await.map(|(s, a)| (Conn::Tcp(s), Some(a.ip()))),
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| (Conn::Unix(s), None)),
+    }
+}
+
+/// Serves one connection: one request, one reply.
+async fn handle<S: TokenStore + 'static, T: AsyncRead + AsyncWrite + Unpin>(
+    service: &Arc<Service<S>>,
+    opts: &Options,
+    stream: T,
+    peer: Option<IpAddr>,
+) {
+    let start = Instant::now();
+    let (r, mut w) = tokio::io::split(stream);
+    let mut r = BufReader::new(r);
+    let (label, reply) = match respond(service, opts, &mut r, peer).await {
+        Ok((cmd, reply)) => (cmd.name(), Ok(reply)),
+        Err((cmd, e)) => (cmd.map_or("unparsed", Command::name), Err(e)),
+    };
+    let (status, bytes) = match reply {
+        Ok(b) => (Status::Ok, b),
+        Err(e) => {
+            tracing::info!(peer = ?peer, command = label, error = %e, "spamd request refused");
+            (e.status, e.reply())
+        }
+    };
+    service.metrics.request(&format!("spamd {label}"), u16::from(status.code()), start.elapsed().as_secs_f64());
+    let _ = tokio::time::timeout(opts.timeout, async {
+        w.write_all(&bytes).await?;
+        w.shutdown().await
+    })
+    .await;
+    // Read what the client may still be sending (a refused oversize body),
+    // briefly, so closing does not reset the connection under our reply.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut sink = [0u8; 16 << 10];
+        let mut left = opts.max_body_bytes + (64 << 10);
+        while left > 0 {
+            match r.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
+
+type Failure = (Option<Command>, ProtoError);
+
+/// Reads one request and computes its reply.
+async fn respond<S: TokenStore + 'static, R: AsyncRead + Unpin>(
+    service: &Arc<Service<S>>,
+    opts: &Options,
+    r: &mut BufReader<R>,
+    peer: Option<IpAddr>,
+) -> Result<(Command, Vec<u8>), Failure> {
+    let read = tokio::time::timeout(opts.timeout, read_request(r, opts.max_body_bytes));
+    let (req, body) = match read.await {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err((None, ProtoError::new(Status::IoErr, "timed out reading the request"))),
+    };
+    let cmd = req.command;
+    let fail = |e: ProtoError| (Some(cmd), e);
+    match cmd {
+        Command::Ping => return Ok((cmd, b"SPAMD/1.5 0 PONG\r\n".to_vec())),
+        Command::Skip => return Ok((cmd, Vec::new())),
+        _ => {}
+    }
+    let raw = if req.compress { inflate(&body, opts.max_body_bytes).map_err(fail)? } else { body };
+    if raw.is_empty() {
+        return Err(fail(ProtoError::new(Status::DataErr, "empty message")));
+    }
+    if cmd == Command::Tell {
+        return tell(service, opts, &req, raw, peer).await.map(|b| (cmd, b)).map_err(fail);
+    }
+    let cutoff = service.engine.params.spam_cutoff;
+    let score = service.check(req.user.clone(), raw.clone()).await.map_err(job_error).map_err(fail)?;
+    let out = Outcome::from_score(&score, cutoff);
+    let spam_line = out.spam_line();
+    let reply = match cmd {
+        Command::Check => proto::reply(Some(&spam_line), &[], None),
+        Command::Symbols => proto::reply(Some(&spam_line), &[], Some(out.symbols.join(",").as_bytes())),
+        Command::Report => proto::reply(Some(&spam_line), &[], Some(out.report.as_bytes())),
+        Command::ReportIfSpam => proto::reply(Some(&spam_line), &[], Some(if out.spam { out.report.as_bytes() } else { b"" })),
+        Command::Process | Command::Headers => {
+            let msg = proto::add_headers(&raw, &out.headers(proto::line_ending(&raw)));
+            let body = if cmd == Command::Headers { proto::header_section(&msg) } else { &msg };
+            proto::reply(Some(&spam_line), &[], Some(body))
+        }
+        Command::Ping | Command::Skip | Command::Tell => unreachable!("answered above"),
+    };
+    tracing::debug!(peer = ?peer, command = cmd.name(), user = req.user.as_deref().unwrap_or("-"), verdict = %out.verdict, probability = out.probability, "spamd");
+    Ok((cmd, reply))
+}
+
+/// TELL: learn (`Set: local` with a class) or forget (`Remove: local`).
+/// `remote` targets (Razor, Pyzor reporting) are accepted and ignored:
+/// hamlet has no remote network to report to.
+async fn tell<S: TokenStore + 'static>(
+    service: &Arc<Service<S>>,
+    opts: &Options,
+    req: &Request,
+    raw: Vec<u8>,
+    peer: Option<IpAddr>,
+) -> Result<Vec<u8>, ProtoError> {
+    if !opts.allow_tell {
+        return Err(ProtoError::new(Status::Unavailable, "TELL commands are not enabled, set spamd_allow_tell"));
+    }
+    if let Some(ip) = peer {
+        if !opts.tell_from.iter().any(|n| n.contains(ip)) {
+            return Err(ProtoError::new(Status::NoPerm, format!("TELL is not allowed from {ip} (spamd_tell_from)")));
+        }
+    }
+    let action = match (req.set.local, req.message_class, req.remove.local) {
+        (true, Some(class), _) => Some(Some(class)),
+        (false, _, true) => Some(None),
+        _ => None,
+    };
+    let Some(action) = action else {
+        return Ok(proto::reply(None, &[], None));
+    };
+    let outcome = service.train(req.user.clone(), raw, action).await.map_err(job_error)?;
+    tracing::info!(peer = ?peer, user = req.user.as_deref().unwrap_or("-"), class = action.map_or("forget", Class::name), result = outcome.name(), "spamd TELL");
+    // spamc prints "successfully un/learned" when DidSet/DidRemove comes
+    // back, "already un/learned" when neither does.
+    let did: &[&str] = match outcome {
+        LearnOutcome::Learned | LearnOutcome::Relearned => &["DidSet: local"],
+        LearnOutcome::Unlearned => &["DidRemove: local"],
+        LearnOutcome::AlreadyLearned | LearnOutcome::NotLearned => &[],
+    };
+    Ok(proto::reply(None, did, None))
+}
+
+fn job_error(e: JobError) -> ProtoError {
+    match e {
+        JobError::TimedOut => ProtoError::new(Status::TempFail, "timed out"),
+        JobError::Failed(e) => {
+            tracing::error!(error = %e, "spamd request failed");
+            ProtoError::new(Status::Software, "internal error")
+        }
+    }
+}
+
+/// Reads the head (line by line) and the body.
+async fn read_request<R: AsyncRead + Unpin>(r: &mut BufReader<R>, max_body: usize) -> Result<(Request, Vec<u8>), Failure> {
+    let first = read_line(r).await.map_err(|e| (None, e))?;
+    if first.is_empty() {
+        return Err((None, ProtoError::new(Status::Protocol, "no request")));
+    }
+    let mut req = proto::parse_request_line(&first).map_err(|e| (None, e))?;
+    let cmd = req.command;
+    let fail = |e: ProtoError| (Some(cmd), e);
+    // PING and SKIP are answered without waiting for headers, as spamd does.
+    if !cmd.has_body() {
+        return Ok((req, Vec::new()));
+    }
+    let mut n = 0;
+    loop {
+        let line = read_line(r).await.map_err(fail)?;
+        if line.is_empty() {
+            return Err(fail(ProtoError::new(Status::Protocol, "connection closed inside the request head")));
+        }
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        n += 1;
+        if n > proto::MAX_HEADERS {
+            return Err(fail(ProtoError::new(Status::Protocol, "too many header lines")));
+        }
+        proto::parse_header_line(&mut req, &line).map_err(fail)?;
+    }
+    proto::validate(&req).map_err(fail)?;
+    let body = match req.content_length {
+        Some(len) if len > max_body => {
+            return Err(fail(ProtoError::new(Status::DataErr, format!("message of {len} bytes is over the limit of {max_body}"))));
+        }
+        Some(len) => {
+            let mut body = vec![0u8; len];
+            let mut got = 0;
+            while got < len {
+                match r.read(&mut body[got..]).await {
+                    Ok(0) => {
+                        return Err(fail(ProtoError::new(Status::Protocol, format!("body truncated: Content-length {len}, got {got} bytes"))));
+                    }
+                    Ok(k) => got += k,
+                    Err(e) => return Err(fail(ProtoError::new(Status::IoErr, format!("read error: {e}")))),
+                }
+            }
+            body
+        }
+        // Protocol 1.0/1.1: the body runs to the end of the stream.
+        None => {
+            let mut body = Vec::new();
+            (&mut *r).take(max_body as u64 + 1).read_to_end(&mut body).await.map_err(|e| fail(ProtoError::new(Status::IoErr, format!("read error: {e}"))))?;
+            if body.len() > max_body {
+                return Err(fail(ProtoError::new(Status::DataErr, format!("message over the limit of {max_body} bytes"))));
+            }
+            body
+        }
+    };
+    Ok((req, body))
+}
+
+/// One line including its `\n`; empty at end of stream. Longer than
+/// [`proto::MAX_LINE`] is an error.
+async fn read_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<Vec<u8>, ProtoError> {
+    let mut line = Vec::new();
+    let n = (&mut *r)
+        .take(proto::MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(|e| ProtoError::new(Status::IoErr, format!("read error: {e}")))?;
+    if n > 0 && !line.ends_with(b"\n") {
+        let why = if n > proto::MAX_LINE { "request line too long" } else { "connection closed inside the request head" };
+        return Err(ProtoError::new(Status::Protocol, why));
+    }
+    Ok(line)
+}
+
+/// `Compress: zlib` bodies, inflated to at most `max` bytes (a small
+/// compressed body must not become an unbounded one).
+pub fn inflate(body: &[u8], max: usize) -> Result<Vec<u8>, ProtoError> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::ZlibDecoder::new(body)
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ProtoError::new(Status::DataErr, format!("cannot inflate the zlib body: {e}")))?;
+    if out.len() > max {
+        return Err(ProtoError::new(Status::DataErr, format!("inflated message over the limit of {max} bytes")));
+    }
+    Ok(out)
+}

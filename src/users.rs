@@ -1,0 +1,116 @@
+//! Per-user models: each user's own corrections in a redb file of their own
+//! (`<users_dir>/<name>.redb`), layered over the shared model when that
+//! user's mail is scored ([`crate::store::Layered`]).
+//!
+//! A user is named by the SPAMD `User:` header (spamc `-u`) or the HTTP
+//! `X-Hamlet-User` header. Names in `users_ignore` (spamc sends the Unix
+//! user running it, `root` or `nobody` from an MTA pipe) use the shared
+//! model. Learning with a user name trains that user's model only; the
+//! shared model is trained without one.
+//!
+//! Files are opened on first use and kept open, at most `max_open` of them;
+//! past that the least recently used one not in use is closed. Redis-backed
+//! per-user state (several nodes) would be another [`crate::store::TokenStore`]
+//! behind this same lookup.
+
+use crate::store::RedbStore;
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// See the module documentation.
+pub struct Users {
+    dir: PathBuf,
+    ignore: Vec<String>,
+    max_open: usize,
+    open: Mutex<HashMap<String, (Arc<RedbStore>, u64)>>,
+    tick: AtomicU64,
+}
+
+/// Accepted user names: spamd's `[-A-Za-z0-9_]` plus `.`, `@` and `+`
+/// (mail systems pass addresses), 1–128 bytes, not starting with `.` or
+/// `-`. They name files, so nothing else gets through.
+pub fn valid_name(u: &str) -> bool {
+    !u.is_empty()
+        && u.len() <= 128
+        && !u.starts_with(['.', '-'])
+        && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@+".contains(&b))
+}
+
+impl Users {
+    pub fn new(dir: PathBuf, ignore: Vec<String>, max_open: usize) -> Users {
+        Users { dir, ignore, max_open: max_open.max(1), open: Mutex::new(HashMap::new()), tick: AtomicU64::new(0) }
+    }
+
+    /// The user's model, opened (created empty) if need be; `None` for an
+    /// ignored name. Names are case-insensitive (`Bob@Example.org` is
+    /// `bob@example.org`).
+    pub fn get(&self, name: &str) -> Result<Option<Arc<RedbStore>>> {
+        if !valid_name(name) {
+            return Err(Error::Invalid(format!("bad user name {name:?}")));
+        }
+        let name = name.to_ascii_lowercase();
+        if self.ignore.iter().any(|i| i.eq_ignore_ascii_case(&name)) {
+            return Ok(None);
+        }
+        let now = self.tick.fetch_add(1, Ordering::Relaxed);
+        // Held while opening: one process may open a redb file only once.
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((store, used)) = open.get_mut(&name) {
+            *used = now;
+            return Ok(Some(store.clone()));
+        }
+        if open.len() >= self.max_open {
+            let idle = open.iter().filter(|(_, (s, _))| Arc::strong_count(s) == 1).min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
+            if let Some(k) = idle {
+                open.remove(&k);
+            }
+        }
+        let path = self.dir.join(format!("{name}.redb"));
+        let store = Arc::new(RedbStore::open_with_cache(&path, Duration::from_secs(3), crate::store::USER_CACHE_BYTES)?);
+        open.insert(name, (store.clone(), now));
+        Ok(Some(store))
+    }
+
+    /// Models open now.
+    pub fn open_count(&self) -> usize {
+        self.open.lock().map_or(0, |o| o.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["bob", "bob@example.org", "a.b+tag@x-y.org", "x_1"] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in ["", ".hidden", "-x", "../etc", "a/b", "a b", "ü", &"x".repeat(129)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn opens_ignores_and_evicts() {
+        let dir = std::env::temp_dir().join(format!("hamlet-users-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let users = Users::new(dir.clone(), vec!["root".into()], 2);
+        assert!(users.get("root").unwrap().is_none());
+        assert!(users.get("../x").is_err());
+        let a = users.get("Alice").unwrap().unwrap();
+        assert!(Arc::ptr_eq(&a, &users.get("alice").unwrap().unwrap()), "case-insensitive, opened once");
+        assert!(dir.join("alice.redb").exists());
+        users.get("bob").unwrap();
+        users.get("carol").unwrap();
+        assert_eq!(users.open_count(), 2, "bob (idle, oldest) was closed; alice is in use");
+        drop(a);
+        users.get("bob").unwrap();
+        assert_eq!(users.open_count(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
