@@ -61,9 +61,9 @@ impl<S: TokenStore + 'static> Service<S> {
 
     /// The user's model to layer over the shared one: `None` without a
     /// name, without per-user models, or for an ignored name.
-    fn user_store(&self, user: Option<&str>) -> crate::Result<Option<Arc<RedbStore>>> {
+    fn user_store(&self, user: Option<&str>, create: bool) -> crate::Result<Option<Arc<RedbStore>>> {
         match (user, &self.users) {
-            (Some(u), Some(users)) => users.get(u),
+            (Some(u), Some(users)) => users.get(u, create),
             _ => Ok(None),
         }
     }
@@ -73,7 +73,12 @@ impl<S: TokenStore + 'static> Service<S> {
         let me = self.clone();
         let score = self
             .blocking(move |e| {
-                let u = me.user_store(user.as_deref())?;
+                // A user's model that cannot be opened must not stop mail
+                // being scored: the shared model alone, and a warning.
+                let u = me.user_store(user.as_deref(), false).unwrap_or_else(|err| {
+                    tracing::warn!(user = user.as_deref().unwrap_or(""), error = %err, "per-user model unavailable; scoring with the shared model");
+                    None
+                });
                 e.check_layered(u.as_deref().map(|s| s as &dyn TokenStore), &raw)
             })
             .await?;
@@ -92,7 +97,7 @@ impl<S: TokenStore + 'static> Service<S> {
                 let p = e.prepare(&raw);
                 let action = class.map_or(Action::Unlearn, Action::Learn);
                 let batch = [(p, action)];
-                let out = match me.user_store(user.as_deref())? {
+                let out = match me.user_store(user.as_deref(), true)? {
                     Some(u) => e.train_in(&*u, &batch)?,
                     None => e.train(&batch)?,
                 };
@@ -167,7 +172,8 @@ pub async fn run(cfg: Config) -> crate::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -45,10 +45,12 @@ impl Users {
         Users { dir, ignore, max_open: max_open.max(1), open: Mutex::new(HashMap::new()), tick: AtomicU64::new(0) }
     }
 
-    /// The user's model, opened (created empty) if need be; `None` for an
-    /// ignored name. Names are case-insensitive (`Bob@Example.org` is
-    /// `bob@example.org`).
-    pub fn get(&self, name: &str) -> Result<Option<Arc<RedbStore>>> {
+    /// The user's model, opened if need be; `None` for an ignored name, or
+    /// when the user has no model yet and `create` is false. Only learning
+    /// creates a model: a check naming a user never creates a file (so
+    /// requests with made-up names cannot fill the disk). Names are
+    /// case-insensitive (`Bob@Example.org` is `bob@example.org`).
+    pub fn get(&self, name: &str, create: bool) -> Result<Option<Arc<RedbStore>>> {
         if !valid_name(name) {
             return Err(Error::Invalid(format!("bad user name {name:?}")));
         }
@@ -70,7 +72,11 @@ impl Users {
             }
         }
         let path = self.dir.join(format!("{name}.redb"));
-        let store = Arc::new(RedbStore::open_with_cache(&path, Duration::from_secs(3), crate::store::USER_CACHE_BYTES)?);
+        if !create && !path.exists() {
+            return Ok(None);
+        }
+        // No waiting for a file another process holds: the lock is held here.
+        let store = Arc::new(RedbStore::open_with_cache(&path, Duration::ZERO, crate::store::USER_CACHE_BYTES)?);
         open.insert(name, (store.clone(), now));
         Ok(Some(store))
     }
@@ -100,16 +106,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hamlet-users-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let users = Users::new(dir.clone(), vec!["root".into()], 2);
-        assert!(users.get("root").unwrap().is_none());
-        assert!(users.get("../x").is_err());
-        let a = users.get("Alice").unwrap().unwrap();
-        assert!(Arc::ptr_eq(&a, &users.get("alice").unwrap().unwrap()), "case-insensitive, opened once");
+        assert!(users.get("root", true).unwrap().is_none());
+        assert!(users.get("../x", true).is_err());
+        assert!(users.get("alice", false).unwrap().is_none(), "a check creates nothing");
+        assert!(!dir.join("alice.redb").exists());
+        let a = users.get("Alice", true).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&a, &users.get("alice", false).unwrap().unwrap()), "case-insensitive, opened once");
         assert!(dir.join("alice.redb").exists());
-        users.get("bob").unwrap();
-        users.get("carol").unwrap();
+        users.get("bob", true).unwrap();
+        users.get("carol", true).unwrap();
         assert_eq!(users.open_count(), 2, "bob (idle, oldest) was closed; alice is in use");
         drop(a);
-        users.get("bob").unwrap();
+        users.get("bob", false).unwrap();
         assert_eq!(users.open_count(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -344,6 +344,31 @@ fn safe_fallback_is_byte_identical() {
     assert_eq!(out.status.code(), Some(75), "silent server with -x: EX_TEMPFAIL");
     drop(keep);
 
+    // A config that cannot be read, and broken replies: still the message.
+    let out = client(&["--config", "/nonexistent/hamlet.toml"], &msg);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout == msg, "unreadable config: message unchanged");
+    for bad in [
+        &b"SPAMD/1.1 0 EX_OK\r\nSpam: True ; 9.0 / 5.0\r\n\r\n"[..],
+        b"SPAMD/1.1 0 EX_OK\r\nContent-length: 20\r\nSpam: True ; 9.0 / 5.0\r\n\r\nX-Spam-Flag: YES\n\nxx",
+        b"SPAMD/1.1 0 EX_OK\r\nContent-length: 999999\r\nSpam: True ; 9.0 / 5.0\r\n\r\ntruncated",
+        b"HTTP/1.1 500 Oops\r\n\r\n",
+    ] {
+        let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+        let fport = fake.local_addr().unwrap().port().to_string();
+        let reply = bad.to_vec();
+        let t = std::thread::spawn(move || {
+            let (mut c, _) = fake.accept().unwrap();
+            let mut sink = Vec::new();
+            let _ = c.read_to_end(&mut sink);
+            let _ = c.write_all(&reply);
+        });
+        let out = client(&["-p", &fport], SPAM.as_bytes());
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(text(&out), SPAM, "broken reply {:?}: message unchanged", String::from_utf8_lossy(bad));
+        t.join().unwrap();
+    }
+
     // Over -s: passed through without asking the (running) service.
     let s = Server::start("size", &[], false);
     let out = client(&["-p", &s.port(), "-s", "1000"], &msg);

@@ -164,9 +164,11 @@ enum Failure {
 }
 
 impl Failure {
+    /// With `-X` every failure is EX_TEMPFAIL: the MTA defers and retries,
+    /// never bounces because hamlet was down or broken.
     fn exit_code(&self, tempfail: bool) -> u8 {
         match self {
-            Failure::Unavailable(_) if tempfail => EX_TEMPFAIL,
+            _ if tempfail => EX_TEMPFAIL,
             Failure::Unavailable(_) => EX_UNAVAILABLE,
             Failure::TimedOut => EX_TEMPFAIL,
             Failure::Refused(c, _) => *c,
@@ -187,7 +189,8 @@ impl std::fmt::Display for Failure {
 /// The service's answer, reduced to what the output needs.
 #[derive(Debug)]
 enum Answer {
-    Checked { outcome: Outcome, message: Option<Vec<u8>> },
+    /// `threshold`: the server's required score (SPAMD `Spam:` line).
+    Checked { outcome: Outcome, message: Option<Vec<u8>>, threshold: f64 },
     Learned(bool),
     Pong,
 }
@@ -265,12 +268,14 @@ fn spamd_target(s: &str) -> Result<Target> {
 /// Runs `hamlet client`.
 pub fn run(a: ClientArgs) -> Result<ExitCode> {
     let mode = a.mode();
-    let target = a.target()?;
+    // A bad address or an unreadable config is a failure like any other:
+    // the message still passes through.
+    let target = a.target().map_err(|e| Failure::Unavailable(e.to_string()));
     let deadline = (a.timeout > 0).then(|| Instant::now() + Duration::from_secs(a.timeout));
     if mode == Mode::Ping {
-        return Ok(match request(&target, &a, mode, &[], deadline) {
+        return Ok(match target.and_then(|t| guarded(&t, &a, mode, &[], deadline)) {
             Ok(_) => {
-                println!("SPAMD/1.5 0 PONG");
+                let _ = writeln!(std::io::stdout(), "SPAMD/1.5 0 PONG");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -290,7 +295,7 @@ pub fn run(a: ClientArgs) -> Result<ExitCode> {
     let result = if raw.len() > a.max_size {
         Err(None)
     } else {
-        request(&target, &a, mode, &raw, deadline).map_err(Some)
+        target.and_then(|t| guarded(&t, &a, mode, &raw, deadline)).map_err(Some)
     };
     let mut out = Vec::new();
     let code = match result {
@@ -311,7 +316,8 @@ pub fn run(a: ClientArgs) -> Result<ExitCode> {
             }
             match mode {
                 Mode::Check | Mode::Report | Mode::ReportIfSpam => out.extend_from_slice(b"0/0\n"),
-                Mode::Symbols => {}
+                // spamc prints an empty line here (its bug 4991).
+                Mode::Symbols => out.push(b'\n'),
                 _ => out.extend_from_slice(&raw),
             }
             0
@@ -333,9 +339,9 @@ fn render(a: &ClientArgs, mode: Mode, raw: &[u8], answer: Answer, out: &mut Vec<
             out.extend_from_slice(if changed { b"Message successfully un/learned\n" } else { b"Message was already un/learned\n" });
             0
         }
-        Answer::Checked { outcome, message } => {
+        Answer::Checked { outcome, message, threshold } => {
             let spam_exit = u8::from(outcome.spam);
-            let score_line = format!("{:.1}/{:.1}\n", outcome.score, proto::THRESHOLD);
+            let score_line = format!("{:.1}/{:.1}\n", outcome.score, threshold);
             match mode {
                 Mode::Check => {
                     out.extend_from_slice(score_line.as_bytes());
@@ -407,12 +413,23 @@ fn remaining(deadline: Option<Instant>) -> std::result::Result<Option<Duration>,
     }
 }
 
+/// Runs a blocking call that has no time limit of its own (a name lookup, a
+/// UNIX-socket connect into a full backlog) on a thread, waiting at most
+/// until the deadline.
+fn within<T: Send + 'static>(deadline: Option<Instant>, f: impl FnOnce() -> T + Send + 'static) -> std::result::Result<T, Failure> {
+    let Some(left) = remaining(deadline)? else { return Ok(f()) };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(left).map_err(|_| Failure::TimedOut)
+}
+
 fn connect(target: &Target, deadline: Option<Instant>) -> std::result::Result<Box<dyn Stream>, Failure> {
     let tcp = |host: &str, port: u16| -> std::result::Result<Box<dyn Stream>, Failure> {
-        let addrs: Vec<_> = (host, port)
-            .to_socket_addrs()
-            .map_err(|e| Failure::Unavailable(format!("cannot resolve {host}: {e}")))?
-            .collect();
+        let h = host.to_string();
+        let addrs: Vec<_> = within(deadline, move || (h.as_str(), port).to_socket_addrs().map(Iterator::collect::<Vec<_>>))?
+            .map_err(|e| Failure::Unavailable(format!("cannot resolve {host}: {e}")))?;
         let mut last = format!("{host} has no address");
         for addr in addrs {
             let t = remaining(deadline)?;
@@ -433,8 +450,11 @@ fn connect(target: &Target, deadline: Option<Instant>) -> std::result::Result<Bo
     };
     match target {
         Target::Spamd { host, port } => tcp(host, *port),
-        Target::Socket(p) => UnixStream::connect(p)
-            .map(|s| Box::new(s) as Box<dyn Stream>)
+        Target::Socket(p) => within(deadline, {
+            let p = p.clone();
+            move || UnixStream::connect(p)
+        })?
+        .map(|s| Box::new(s) as Box<dyn Stream>)
             .map_err(|e| Failure::Unavailable(format!("{}: {e}", p.display()))),
         Target::Http(addr) => {
             let (host, port) = match spamd_target(addr) {
@@ -450,6 +470,9 @@ fn connect(target: &Target, deadline: Option<Instant>) -> std::result::Result<Bo
 /// a half-close for a client gone away), reads the whole reply until the
 /// server closes, all within the deadline.
 fn exchange(target: &Target, req: &[u8], deadline: Option<Instant>) -> std::result::Result<Vec<u8>, Failure> {
+    // No honest reply is much larger than the request (the message plus
+    // added headers): a server streaming more is broken.
+    let cap = 2 * req.len() + (1 << 20);
     let mut s = connect(target, deadline)?;
     let io = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => Failure::TimedOut,
@@ -466,12 +489,24 @@ fn exchange(target: &Target, req: &[u8], deadline: Option<Instant>) -> std::resu
         s.set_timeouts(remaining(deadline)?).map_err(io)?;
         match s.read(&mut chunk) {
             Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.len() > cap {
+                    return Err(Failure::Refused(EX_PROTOCOL, format!("reply over {cap} bytes")));
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(io(e)),
         }
     }
     Ok(buf)
+}
+
+/// [`request`], with a panic (a bug) turned into a failure, so that even
+/// then the message passes through.
+fn guarded(target: &Target, a: &ClientArgs, mode: Mode, raw: &[u8], deadline: Option<Instant>) -> std::result::Result<Answer, Failure> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| request(target, a, mode, raw, deadline)))
+        .unwrap_or_else(|_| Err(Failure::Refused(EX_PROTOCOL, "internal error in hamlet client".into())))
 }
 
 fn request(target: &Target, a: &ClientArgs, mode: Mode, raw: &[u8], deadline: Option<Instant>) -> std::result::Result<Answer, Failure> {
@@ -529,7 +564,7 @@ fn spamd_request(target: &Target, a: &ClientArgs, mode: Mode, raw: &[u8], deadli
         Mode::Ping => Ok(Answer::Pong),
         Mode::Learn(_) => Ok(Answer::Learned(reply.did_set || reply.did_remove)),
         _ => {
-            let (spam, score, _thr) = reply.spam.ok_or_else(|| Failure::Refused(EX_PROTOCOL, "reply has no Spam: line".into()))?;
+            let (spam, score, thr) = reply.spam.ok_or_else(|| Failure::Refused(EX_PROTOCOL, "reply has no Spam: line".into()))?;
             let body = reply.body;
             let mut outcome = Outcome {
                 spam,
@@ -540,7 +575,18 @@ fn spamd_request(target: &Target, a: &ClientArgs, mode: Mode, raw: &[u8], deadli
                 report: String::new(),
             };
             let message = match mode {
-                Mode::Process | Mode::Headers => Some(body),
+                Mode::Process | Mode::Headers => {
+                    // A rewritten message must say its length, and PROCESS
+                    // must give back the body it was sent, untouched.
+                    if !reply.has_length {
+                        return Err(Failure::Refused(EX_PROTOCOL, "reply has no Content-length".into()));
+                    }
+                    let original_body = &raw[proto::header_section(raw).len()..];
+                    if mode == Mode::Process && !body.ends_with(original_body) {
+                        return Err(Failure::Refused(EX_PROTOCOL, "reply does not carry the message body unchanged".into()));
+                    }
+                    Some(body)
+                }
                 Mode::Symbols => {
                     outcome.symbols = String::from_utf8_lossy(&body).trim().split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
                     None
@@ -550,7 +596,7 @@ fn spamd_request(target: &Target, a: &ClientArgs, mode: Mode, raw: &[u8], deadli
                     None
                 }
             };
-            Ok(Answer::Checked { outcome, message })
+            Ok(Answer::Checked { outcome, message, threshold: thr })
         }
     }
 }
@@ -597,7 +643,7 @@ fn http_request(target: &Target, a: &ClientArgs, mode: Mode, raw: &[u8], deadlin
         _ => {
             let score = score_from_json(&json).ok_or_else(|| Failure::Refused(EX_PROTOCOL, "check reply lacks a score".into()))?;
             let cutoff = json["spam_cutoff"].as_f64().unwrap_or(0.9);
-            Ok(Answer::Checked { outcome: Outcome::from_score(&score, cutoff), message: None })
+            Ok(Answer::Checked { outcome: Outcome::from_score(&score, cutoff), message: None, threshold: proto::THRESHOLD })
         }
     }
 }
@@ -640,7 +686,7 @@ fn score_from_json(v: &serde_json::Value) -> Option<Score> {
 
 /// Status and body of an HTTP/1.1 response read to the end of the
 /// connection (Content-Length or chunked).
-fn parse_http(buf: &[u8]) -> std::result::Result<(u16, Vec<u8>), String> {
+pub(crate) fn parse_http(buf: &[u8]) -> std::result::Result<(u16, Vec<u8>), String> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers")?;
     let head = String::from_utf8_lossy(&buf[..end]);
     let mut lines = head.split("\r\n");
@@ -665,16 +711,17 @@ fn parse_http(buf: &[u8]) -> std::result::Result<(u16, Vec<u8>), String> {
         let mut body = Vec::new();
         let mut pos = 0;
         loop {
-            let nl = rest[pos..].windows(2).position(|w| w == b"\r\n").ok_or("bad chunk")? + pos;
+            let nl = rest.get(pos..).ok_or("truncated chunk")?.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk")? + pos;
             let size_text = String::from_utf8_lossy(&rest[pos..nl]);
             let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).map_err(|_| "bad chunk size")?;
             pos = nl + 2;
             if size == 0 {
                 return Ok((status, body));
             }
-            let chunk = rest.get(pos..pos + size).ok_or("truncated chunk")?;
+            let end = pos.checked_add(size).ok_or("bad chunk size")?;
+            let chunk = rest.get(pos..end).ok_or("truncated chunk")?;
             body.extend_from_slice(chunk);
-            pos += size + 2;
+            pos = end + 2;
         }
     }
     match length {
@@ -707,5 +754,7 @@ mod tests {
         assert_eq!(parse_http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n1\r\n!\r\n0\r\n\r\n").unwrap(), (200, b"hi!".to_vec()));
         assert!(parse_http(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhi").is_err());
         assert!(parse_http(b"garbage").is_err());
+        assert!(parse_http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello").is_err(), "truncated: an error, no panic");
+        assert!(parse_http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n").is_err());
     }
 }

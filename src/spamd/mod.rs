@@ -31,8 +31,14 @@ pub struct Options {
     pub tell_from: Vec<Cidr>,
     pub max_body_bytes: usize,
     pub max_connections: usize,
-    /// Time limit for reading a request.
+    /// Time limit for reading a request's body (and the engine's work).
     pub timeout: Duration,
+    /// Time limit for the request line and headers: short, so clients that
+    /// connect and dawdle cannot hold every connection slot for long.
+    pub head_timeout: Duration,
+    /// Message bytes all connections together may hold at once; a body
+    /// waits for room (see [`serve`]).
+    pub memory_budget: usize,
 }
 
 impl Options {
@@ -44,6 +50,9 @@ impl Options {
             max_body_bytes: cfg.max_body_bytes,
             max_connections: cfg.spamd_max_connections,
             timeout: Duration::from_secs(cfg.timeout_s),
+            head_timeout: Duration::from_secs(cfg.timeout_s.min(10)),
+            // Each body is held about three times (request, rewrite, reply).
+            memory_budget: (256usize << 20).max(4 * cfg.max_body_bytes),
         }
     }
 }
@@ -75,6 +84,9 @@ impl Listener {
                 if !meta.file_type().is_socket() {
                     return Err(crate::Error::Invalid(format!("cannot listen for spamd on {addr}: a file that is not a socket is there")));
                 }
+                if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                    return Err(crate::Error::Invalid(format!("cannot listen for spamd on {addr}: another server is listening there")));
+                }
                 std::fs::remove_file(&path).map_err(fail)?;
             }
             Ok(Listener::Unix(tokio::net::UnixListener::bind(&path).map_err(fail)?, path))
@@ -102,6 +114,7 @@ pub async fn serve<S: TokenStore + 'static>(
 ) {
     let opts = Arc::new(opts);
     let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
+    let memory = Arc::new(tokio::sync::Semaphore::new(kib(opts.memory_budget)));
     tokio::pin!(shutdown);
     loop {
         // A free slot first, so a flood of connections waits in the accept
@@ -116,14 +129,14 @@ pub async fn serve<S: TokenStore + 'static>(
         };
         match accepted {
             Ok((conn, peer)) => {
-                let (service, opts) = (service.clone(), opts.clone());
+                let (service, opts, memory) = (service.clone(), opts.clone(), memory.clone());
                 tokio::spawn(async move {
                     match conn {
                         Conn::Tcp(s) => {
                             let _ = s.set_nodelay(true);
-                            handle(&service, &opts, s, peer).await
+                            handle(&service, &opts, &memory, s, peer).await
                         }
-                        Conn::Unix(s) => handle(&service, &opts, s, peer).await,
+                        Conn::Unix(s) => handle(&service, &opts, &memory, s, peer).await,
                     }
                     drop(permit);
                 });
@@ -155,16 +168,22 @@ async fn accept(l: &Listener) -> std::io::Result<(Conn, Option<IpAddr>)> {
 }
 
 /// Serves one connection: one request, one reply.
+/// Memory budget units: KiB, rounded up.
+fn kib(bytes: usize) -> usize {
+    bytes.div_ceil(1024).min(tokio::sync::Semaphore::MAX_PERMITS)
+}
+
 async fn handle<S: TokenStore + 'static, T: AsyncRead + AsyncWrite + Unpin>(
     service: &Arc<Service<S>>,
     opts: &Options,
+    memory: &Arc<tokio::sync::Semaphore>,
     stream: T,
     peer: Option<IpAddr>,
 ) {
     let start = Instant::now();
     let (r, mut w) = tokio::io::split(stream);
     let mut r = BufReader::new(r);
-    let (label, reply) = match respond(service, opts, &mut r, peer).await {
+    let (label, reply) = match respond(service, opts, memory, &mut r, peer).await {
         Ok((cmd, reply)) => (cmd.name(), Ok(reply)),
         Err((cmd, e)) => (cmd.map_or("unparsed", Command::name), Err(e)),
     };
@@ -202,14 +221,14 @@ type Failure = (Option<Command>, ProtoError);
 async fn respond<S: TokenStore + 'static, R: AsyncRead + Unpin>(
     service: &Arc<Service<S>>,
     opts: &Options,
+    memory: &Arc<tokio::sync::Semaphore>,
     r: &mut BufReader<R>,
     peer: Option<IpAddr>,
 ) -> Result<(Command, Vec<u8>), Failure> {
-    let read = tokio::time::timeout(opts.timeout, read_request(r, opts.max_body_bytes));
-    let (req, body) = match read.await {
+    let req = match tokio::time::timeout(opts.head_timeout, read_head(r)).await {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => return Err(e),
-        Err(_) => return Err((None, ProtoError::new(Status::IoErr, "timed out reading the request"))),
+        Err(_) => return Err((None, ProtoError::new(Status::IoErr, "timed out reading the request head"))),
     };
     let cmd = req.command;
     let fail = |e: ProtoError| (Some(cmd), e);
@@ -218,7 +237,25 @@ async fn respond<S: TokenStore + 'static, R: AsyncRead + Unpin>(
         Command::Skip => return Ok((cmd, Vec::new())),
         _ => {}
     }
-    let raw = if req.compress { inflate(&body, opts.max_body_bytes).map_err(fail)? } else { body };
+    // Room in the memory budget for this body (a compressed one may grow to
+    // max_body_bytes), before reading it.
+    let want = if req.compress { opts.max_body_bytes } else { req.content_length.unwrap_or(opts.max_body_bytes).min(opts.max_body_bytes) };
+    let permits = u32::try_from(kib(want.saturating_mul(3)).min(kib(opts.memory_budget))).unwrap_or(u32::MAX);
+    let _room = memory.acquire_many(permits).await.map_err(|_| fail(ProtoError::new(Status::Software, "shutting down")))?;
+    let body = match tokio::time::timeout(opts.timeout, read_body(r, &req, opts.max_body_bytes)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return Err(fail(e)),
+        Err(_) => return Err(fail(ProtoError::new(Status::IoErr, "timed out reading the message"))),
+    };
+    let raw = if req.compress {
+        let max = opts.max_body_bytes;
+        tokio::task::spawn_blocking(move || inflate(&body, max))
+            .await
+            .map_err(|e| fail(ProtoError::new(Status::Software, e.to_string())))?
+            .map_err(fail)?
+    } else {
+        body
+    };
     if raw.is_empty() {
         return Err(fail(ProtoError::new(Status::DataErr, "empty message")));
     }
@@ -226,7 +263,12 @@ async fn respond<S: TokenStore + 'static, R: AsyncRead + Unpin>(
         return tell(service, opts, &req, raw, peer).await.map(|b| (cmd, b)).map_err(fail);
     }
     let cutoff = service.engine.params.spam_cutoff;
-    let score = service.check(req.user.clone(), raw.clone()).await.map_err(job_error).map_err(fail)?;
+    // Only a rewrite needs the message again after scoring.
+    let (scored, raw) = match cmd {
+        Command::Process | Command::Headers => (raw.clone(), raw),
+        _ => (raw, Vec::new()),
+    };
+    let score = service.check(req.user.clone(), scored).await.map_err(job_error).map_err(fail)?;
     let out = Outcome::from_score(&score, cutoff);
     let spam_line = out.spam_line();
     let reply = match cmd {
@@ -293,8 +335,8 @@ fn job_error(e: JobError) -> ProtoError {
     }
 }
 
-/// Reads the head (line by line) and the body.
-async fn read_request<R: AsyncRead + Unpin>(r: &mut BufReader<R>, max_body: usize) -> Result<(Request, Vec<u8>), Failure> {
+/// Reads the request line and headers, line by line.
+async fn read_head<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<Request, Failure> {
     let first = read_line(r).await.map_err(|e| (None, e))?;
     if first.is_empty() {
         return Err((None, ProtoError::new(Status::Protocol, "no request")));
@@ -304,7 +346,7 @@ async fn read_request<R: AsyncRead + Unpin>(r: &mut BufReader<R>, max_body: usiz
     let fail = |e: ProtoError| (Some(cmd), e);
     // PING and SKIP are answered without waiting for headers, as spamd does.
     if !cmd.has_body() {
-        return Ok((req, Vec::new()));
+        return Ok(req);
     }
     let mut n = 0;
     loop {
@@ -322,35 +364,41 @@ async fn read_request<R: AsyncRead + Unpin>(r: &mut BufReader<R>, max_body: usiz
         proto::parse_header_line(&mut req, &line).map_err(fail)?;
     }
     proto::validate(&req).map_err(fail)?;
-    let body = match req.content_length {
-        Some(len) if len > max_body => {
-            return Err(fail(ProtoError::new(Status::DataErr, format!("message of {len} bytes is over the limit of {max_body}"))));
-        }
+    Ok(req)
+}
+
+/// Reads exactly `Content-length` bytes (protocol 1.0/1.1 without one: to
+/// the end of the stream), at most `max_body`.
+async fn read_body<R: AsyncRead + Unpin>(r: &mut BufReader<R>, req: &Request, max_body: usize) -> Result<Vec<u8>, ProtoError> {
+    match req.content_length {
+        Some(len) if len > max_body => Err(ProtoError::new(Status::DataErr, format!("message of {len} bytes is over the limit of {max_body}"))),
         Some(len) => {
             let mut body = vec![0u8; len];
             let mut got = 0;
             while got < len {
                 match r.read(&mut body[got..]).await {
                     Ok(0) => {
-                        return Err(fail(ProtoError::new(Status::Protocol, format!("body truncated: Content-length {len}, got {got} bytes"))));
+                        return Err(ProtoError::new(Status::Protocol, format!("body truncated: Content-length {len}, got {got} bytes")));
                     }
                     Ok(k) => got += k,
-                    Err(e) => return Err(fail(ProtoError::new(Status::IoErr, format!("read error: {e}")))),
+                    Err(e) => return Err(ProtoError::new(Status::IoErr, format!("read error: {e}"))),
                 }
             }
-            body
+            Ok(body)
         }
-        // Protocol 1.0/1.1: the body runs to the end of the stream.
         None => {
             let mut body = Vec::new();
-            (&mut *r).take(max_body as u64 + 1).read_to_end(&mut body).await.map_err(|e| fail(ProtoError::new(Status::IoErr, format!("read error: {e}"))))?;
+            (&mut *r)
+                .take(max_body as u64 + 1)
+                .read_to_end(&mut body)
+                .await
+                .map_err(|e| ProtoError::new(Status::IoErr, format!("read error: {e}")))?;
             if body.len() > max_body {
-                return Err(fail(ProtoError::new(Status::DataErr, format!("message over the limit of {max_body} bytes"))));
+                return Err(ProtoError::new(Status::DataErr, format!("message over the limit of {max_body} bytes")));
             }
-            body
+            Ok(body)
         }
-    };
-    Ok((req, body))
+    }
 }
 
 /// One line including its `\n`; empty at end of stream. Longer than

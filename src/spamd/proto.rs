@@ -540,6 +540,8 @@ pub struct Reply {
     pub spam: Option<(bool, f64, f64)>,
     pub did_set: bool,
     pub did_remove: bool,
+    /// Whether the reply said its body's length.
+    pub has_length: bool,
     pub body: Vec<u8>,
 }
 
@@ -563,6 +565,7 @@ pub fn parse_reply(buf: &[u8]) -> Result<Reply, String> {
         spam: None,
         did_set: false,
         did_remove: false,
+        has_length: false,
         body: Vec::new(),
     };
     let mut pos = nl + 1;
@@ -597,6 +600,7 @@ pub fn parse_reply(buf: &[u8]) -> Result<Reply, String> {
         }
     }
     let rest = &buf[pos.min(buf.len())..];
+    reply.has_length = length.is_some();
     match length {
         Some(n) if rest.len() < n => return Err(format!("reply body truncated: {} of {n} bytes", rest.len())),
         Some(n) => reply.body = rest[..n].to_vec(),
