@@ -14,11 +14,18 @@ command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v rspamc >/dev/null || need_pkgs+=(rspamd)
 # spamc (Debian's spamc) is the real client of the SPAMD listener.
 command -v spamc >/dev/null || need_pkgs+=(spamc)
+# Dovecot is the real IMAP server of the imap-train tests.
+[[ -x /usr/sbin/dovecot ]] || need_pkgs+=(dovecot-imapd)
 if ((${#need_pkgs[@]})); then
   echo "test.sh: installing ${need_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+
+# Dovecot runs mail processes as an unprivileged user (uid >= 500).
+if ! id -u vmail >/dev/null 2>&1; then
+  useradd --system --no-create-home --shell /usr/sbin/nologin vmail
 fi
 
 # The shared corpora sit beside the project (../shared); the corpus tests read

@@ -43,6 +43,8 @@ pub struct Config {
     pub users_ignore: Vec<String>,
     /// Most per-user models open at once.
     pub users_max_open: usize,
+    /// `hamlet imap-train`: its settings and accounts.
+    pub imap: crate::imap::config::ImapConfig,
 }
 
 impl Default for Config {
@@ -61,8 +63,13 @@ impl Default for Config {
             spamd_tell_from: vec!["127.0.0.0/8".into(), "::1/128".into()],
             spamd_max_connections: 256,
             users_dir: None,
-            users_ignore: vec!["root".into(), "nobody".into()],
+            // spamc sends the Unix user it runs as: the usual MTA, delivery
+            // and filter accounts mean "no one in particular".
+            users_ignore: ["root", "nobody", "mail", "postfix", "Debian-exim", "exim", "vmail", "dovecot", "dovenull", "amavis", "debian-spamd", "spamd", "_rspamd"]
+                .map(String::from)
+                .to_vec(),
             users_max_open: 64,
+            imap: Default::default(),
         }
     }
 }

@@ -11,6 +11,8 @@
 //!   [`store::TokenStore`] trait: a redb file for real use, memory for tests.
 //! * [`engine`] is the one entry point every edge (CLI, HTTP, SPAMD, IMAP) calls:
 //!   check a message, learn it, unlearn it.
+//! * [`imap`] is `hamlet imap-train`: learning from users' Junk and ham
+//!   folders.
 //! * [`eval`] runs the TREC on-line protocol in-process and draws ROC curves.
 //! * [`service`] is `hamlet serve`: one engine shared by its edges, [`http`]
 //!   (the HTTP API, see `api.md`) and [`spamd`] (the SPAMD listener real
@@ -36,6 +38,7 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod http;
+pub mod imap;
 pub mod mailbox;
 pub mod metrics;
 pub mod service;

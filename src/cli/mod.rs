@@ -54,6 +54,26 @@ pub enum Command {
     /// The spamc-like pipe command: check or learn the message on stdin
     /// through a running `hamlet serve`.
     Client(client::ClientArgs),
+    /// Learn from IMAP folders: Junk as spam, ham folders as ham (accounts
+    /// in the config's [[imap.account]]).
+    ImapTrain(ImapArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ImapArgs {
+    /// TOML configuration file with [imap] and [[imap.account]].
+    #[arg(long, env = "HAMLET_CONFIG")]
+    pub config: PathBuf,
+    /// Keep running: IMAP IDLE on the spam folder where the server has it,
+    /// else poll every [imap] poll_s seconds.
+    #[arg(long)]
+    pub watch: bool,
+    /// Only this account.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Stop after this many messages (the next run resumes).
+    #[arg(long)]
+    pub max_messages: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -261,6 +281,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(a) => run_eval(a),
         Command::Serve(a) => serve(cli.db, a),
         Command::Client(a) => client::run(a),
+        Command::ImapTrain(a) => imap_train(cli.db, a),
     }
 }
 
@@ -567,19 +588,80 @@ fn serve(db: Option<PathBuf>, a: ServeArgs) -> Result<ExitCode> {
     if a.spamd_allow_tell {
         cfg.spamd_allow_tell = true;
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+    init_logging(&cfg.log);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::Invalid(format!("cannot start the runtime: {e}")))?;
     rt.block_on(crate::service::run(cfg))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+fn imap_train(db: Option<PathBuf>, a: ImapArgs) -> Result<ExitCode> {
+    use crate::imap;
+    let mut cfg = crate::config::Config::load(&a.config)?;
+    if let Some(db) = db {
+        cfg.db = db;
+    }
+    let accounts = imap::accounts(&cfg.imap, a.account.as_deref())?;
+    init_logging(&cfg.log);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(async {
+        let learner = imap::learner(&cfg)?;
+        if let imap::Learner::Http { addr, .. } = &learner {
+            eprintln!("hamlet serve holds {}: learning through its HTTP API at {addr}", cfg.db.display());
+        }
+        let state = imap::State::open(&imap::state_path(&cfg))?;
+        let opts = imap::RunOptions { batch: cfg.imap.batch, max_messages: a.max_messages, progress: true };
+        if a.watch {
+            let poll = Duration::from_secs(cfg.imap.poll_s.max(10));
+            let runs = accounts.iter().map(|acct| imap::watch(acct, &learner, &state, &opts, poll));
+            futures_util::future::join_all(runs).await;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let bar = if std::io::stderr().is_terminal() {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} messages {per_sec} {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let start = Instant::now();
+        let mut budget = a.max_messages;
+        let mut total = 0;
+        for acct in accounts {
+            let folders = imap::train_account(acct, &learner, &state, &opts, &mut budget, &bar).await?;
+            for (folder, s) in folders {
+                total += s.fetched;
+                let reset = if s.uidvalidity_reset { " (UIDVALIDITY changed: read afresh)" } else { "" };
+                bar.suspend(|| {
+                    println!(
+                        "{}/{folder}: fetched {}, learned {}, relearned {}, skipped {}{reset}",
+                        acct.name, s.fetched, s.learned, s.relearned, s.skipped
+                    )
+                });
+            }
+        }
+        bar.finish_and_clear();
+        let secs = start.elapsed().as_secs_f64();
+        println!("imap-train: {total} messages in {secs:.1} s ({:.0} messages/s)", total as f64 / secs.max(1e-9));
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn run_eval(a: EvalArgs) -> Result<ExitCode> {

@@ -1,0 +1,503 @@
+//! `hamlet imap-train`: learn from users' IMAP folders. Mail the user put in
+//! Junk is learned as spam; mail in their ham folders (and, optionally, what
+//! they sent) as ham.
+//!
+//! * **Idempotent.** For each (account, folder) the job remembers the
+//!   folder's UIDVALIDITY and the highest UID it has read, in its own small
+//!   redb file ([`State`]), and reads only newer UIDs. The engine's journal,
+//!   keyed by message digest, does the rest: a message seen again (a re-run
+//!   after a crash, a folder whose UIDVALIDITY changed and is read afresh)
+//!   is "already learned" and changes nothing.
+//! * **Move-aware.** A message moved from Junk to a ham folder gets a new UID
+//!   there, is read as ham, and the journal relearns it: its spam counts
+//!   are removed and ham counts added. Folders not listed (Trash) are never
+//!   read, so a message deleted from Junk is not learned as ham.
+//! * **Resumable.** Each batch is fetched, learned, then committed to the
+//!   state; an interrupted run goes on from the last batch.
+//! * **One learning path.** Directly into the redb database when no one
+//!   holds it; through `hamlet serve`'s HTTP learn endpoint (with its token)
+//!   when the service has it open.
+
+pub mod config;
+
+use crate::engine::{Action, Engine, LearnOutcome, Prepared};
+use crate::store::{RedbStore, TokenStore};
+use crate::users::Users;
+use crate::{Class, Error, Result};
+use config::{Account, After, ImapConfig, Tls};
+use futures_util::TryStreamExt;
+use redb::{ReadableDatabase, TableDefinition};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A connection: plain TCP or TLS, behind one type for async-imap.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
+type Session = async_imap::Session<Box<dyn Io>>;
+
+const FOLDERS: TableDefinition<&str, (u32, u32)> = TableDefinition::new("folders");
+
+/// What the job remembers: per (account, folder), UIDVALIDITY and the
+/// highest UID read.
+pub struct State {
+    db: redb::Database,
+}
+
+impl State {
+    pub fn open(path: &Path) -> Result<State> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let db = redb::Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Invalid(format!(
+                "{} is in use: another hamlet imap-train is running",
+                path.display()
+            )),
+            e => Error::Storage(format!("{}: {e}", path.display())),
+        })?;
+        let tx = db.begin_write()?;
+        tx.open_table(FOLDERS)?;
+        tx.commit()?;
+        Ok(State { db })
+    }
+
+    fn key(account: &str, folder: &str) -> String {
+        format!("{account}\0{folder}")
+    }
+
+    /// (UIDVALIDITY, highest UID read).
+    pub fn get(&self, account: &str, folder: &str) -> Result<Option<(u32, u32)>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(FOLDERS)?;
+        Ok(t.get(State::key(account, folder).as_str())?.map(|v| v.value()))
+    }
+
+    pub fn set(&self, account: &str, folder: &str, validity: u32, last: u32) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(FOLDERS)?;
+            t.insert(State::key(account, folder).as_str(), (validity, last))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Where learning goes.
+pub enum Learner {
+    /// Straight into the database.
+    Direct { engine: Engine<RedbStore>, users: Option<Users> },
+    /// Through `hamlet serve`'s HTTP API.
+    Http { addr: String, token: Option<String> },
+}
+
+impl Learner {
+    /// Learns `messages` as `class`, into `user`'s model if given.
+    async fn learn(&self, messages: Vec<Vec<u8>>, class: Class, user: Option<&str>) -> Result<Vec<LearnOutcome>> {
+        match self {
+            Learner::Direct { engine, users } => tokio::task::block_in_place(|| {
+                let batch: Vec<(Prepared, Action)> = prepare_parallel(engine, &messages).into_iter().map(|p| (p, Action::Learn(class))).collect();
+                match user {
+                    None => engine.train(&batch),
+                    Some(u) => {
+                        let users = users.as_ref().ok_or_else(|| {
+                            Error::Invalid("model = \"user\" needs users_dir in the configuration".into())
+                        })?;
+                        match users.get(u, true)? {
+                            Some(store) => engine.train_in(&*store as &dyn TokenStore, &batch),
+                            None => engine.train(&batch),
+                        }
+                    }
+                }
+            }),
+            Learner::Http { addr, token } => {
+                let mut out = Vec::with_capacity(messages.len());
+                for m in &messages {
+                    out.push(http_learn(addr, token.as_deref(), &m[..], class, user).await?);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// Tokenizes on all cores: tokenizing is most of learning's cost.
+fn prepare_parallel(engine: &Engine<RedbStore>, messages: &[Vec<u8>]) -> Vec<Prepared> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(messages.len().max(1));
+    let chunk = messages.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = messages.chunks(chunk).map(|c| s.spawn(move || c.iter().map(|m| engine.prepare(m)).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    })
+}
+
+/// One learn over HTTP/1.1 (`Connection: close`).
+async fn http_learn(addr: &str, token: Option<&str>, raw: &[u8], class: Class, user: Option<&str>) -> Result<LearnOutcome> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fail = |m: String| Error::Invalid(format!("learning through hamlet serve at {addr}: {m}"));
+    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| fail(e.to_string()))?;
+    let mut head = format!(
+        "POST /v1/learn/{class} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: message/rfc822\r\nContent-Length: {}\r\n",
+        raw.len()
+    );
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(u) = user {
+        head.push_str(&format!("X-Hamlet-User: {u}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.map_err(|e| fail(e.to_string()))?;
+    s.write_all(raw).await.map_err(|e| fail(e.to_string()))?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.map_err(|e| fail(e.to_string()))?;
+    let (status, body) = crate::cli::client::parse_http(&buf).map_err(fail)?;
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    match (status, v["result"].as_str()) {
+        (200, Some("learned")) => Ok(LearnOutcome::Learned),
+        (200, Some("relearned")) => Ok(LearnOutcome::Relearned),
+        (208, _) => Ok(LearnOutcome::AlreadyLearned),
+        (401, _) => Err(fail("401: set learn_token in the configuration (or HAMLET_LEARN_TOKEN)".into())),
+        _ => Err(fail(format!("HTTP {status} {}", v["error"]["message"].as_str().unwrap_or("")))),
+    }
+}
+
+/// What one folder's pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FolderSummary {
+    pub fetched: u64,
+    pub learned: u64,
+    pub relearned: u64,
+    /// Already learned as this class, or not a message (no body).
+    pub skipped: u64,
+    /// The folder's UIDVALIDITY changed since the last run: read afresh.
+    pub uidvalidity_reset: bool,
+}
+
+/// Options of one run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub batch: usize,
+    /// Stop after this many messages in all (resume on the next run).
+    pub max_messages: Option<u64>,
+    pub progress: bool,
+}
+
+/// Connects, secures and logs in, with clear errors for each step.
+pub async fn connect(acct: &Account) -> Result<Session> {
+    let addr = format!("{}:{}", acct.host, acct.port());
+    let fail = |m: String| Error::Invalid(format!("account {}: {m}", acct.name));
+    let tcp = tokio::time::timeout(Duration::from_secs(30), tokio::net::TcpStream::connect(&addr))
+        .await
+        .map_err(|_| fail(format!("cannot connect to {addr}: timed out")))?
+        .map_err(|e| fail(format!("cannot connect to {addr}: {e}")))?;
+    let stream: Box<dyn Io> = match acct.tls {
+        Tls::Plain => Box::new(tcp),
+        Tls::Implicit => Box::new(tls_wrap(acct, tcp).await?),
+        Tls::Starttls => {
+            let mut c = async_imap::Client::new(tcp);
+            c.read_response().await.map_err(|e| fail(format!("no IMAP greeting from {addr}: {e}")))?;
+            c.run_command_and_check_ok("STARTTLS", None).await.map_err(|e| fail(format!("STARTTLS refused by {addr}: {e}")))?;
+            Box::new(tls_wrap(acct, c.into_inner()).await?)
+        }
+    };
+    let mut client = async_imap::Client::new(stream);
+    if acct.tls != Tls::Starttls {
+        match client.read_response().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(fail(format!("{addr} closed the connection before greeting"))),
+            Err(e) => return Err(fail(format!("no IMAP greeting from {addr}: {e}"))),
+        }
+    }
+    let password = acct.password()?;
+    client
+        .login(&acct.user, &password)
+        .await
+        .map_err(|(e, _)| fail(format!("login as {} failed: {e}", acct.user)))
+}
+
+async fn tls_wrap(acct: &Account, tcp: tokio::net::TcpStream) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use tokio_rustls::rustls;
+    let fail = |m: String| Error::Invalid(format!("account {}: TLS with {}: {m}", acct.name, acct.host));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(ca) = &acct.ca_file {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| fail(format!("{}: {e}", ca.display())))?;
+        for c in certs {
+            roots.add(c.map_err(|e| fail(format!("{}: {e}", ca.display())))?).map_err(|e| fail(format!("{}: {e}", ca.display())))?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(fail("no trusted CA certificates (install ca-certificates, or set ca_file)".into()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(acct.host.clone()).map_err(|e| fail(e.to_string()))?;
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| fail(format!("handshake failed: {e}")))
+}
+
+/// `1:5,7,9:12` from sorted UIDs.
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
+            i += 1;
+            end = uids[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Reads one folder's new mail and learns it.
+#[allow(clippy::too_many_arguments)]
+async fn train_folder(
+    sess: &mut Session,
+    acct: &Account,
+    folder: &str,
+    class: Class,
+    learner: &Learner,
+    state: &State,
+    opts: &RunOptions,
+    budget: &mut Option<u64>,
+    bar: &indicatif::ProgressBar,
+) -> Result<FolderSummary> {
+    let fail = |m: String| Error::Invalid(format!("account {}, folder {folder:?}: {m}", acct.name));
+    let mbox = if acct.after == After::Leave { sess.examine(folder).await } else { sess.select(folder).await }
+        .map_err(|e| fail(format!("cannot open the folder (does it exist?): {e}")))?;
+    let validity = mbox.uid_validity.unwrap_or(0);
+    let mut summary = FolderSummary::default();
+    let mut last = match state.get(&acct.name, folder)? {
+        Some((v, last)) if v == validity => last,
+        Some(_) => {
+            summary.uidvalidity_reset = true;
+            0
+        }
+        None => 0,
+    };
+    if mbox.exists == 0 {
+        state.set(&acct.name, folder, validity, last)?;
+        return Ok(summary);
+    }
+    let found = sess.uid_search(format!("UID {}:*", last.saturating_add(1))).await.map_err(|e| fail(format!("SEARCH failed: {e}")))?;
+    let mut uids: Vec<u32> = found.into_iter().filter(|&u| u > last).collect();
+    uids.sort_unstable();
+    if let Some(b) = budget {
+        uids.truncate(usize::try_from(*b).unwrap_or(usize::MAX));
+    }
+    bar.inc_length(uids.len() as u64);
+    for chunk in uids.chunks(opts.batch.max(1)) {
+        let set = uid_set(chunk);
+        let fetched: Vec<async_imap::types::Fetch> = sess
+            .uid_fetch(&set, "(UID BODY.PEEK[])")
+            .await
+            .map_err(|e| fail(format!("FETCH failed: {e}")))?
+            .try_collect()
+            .await
+            .map_err(|e| fail(format!("FETCH failed: {e}")))?;
+        let mut messages: Vec<(u32, Vec<u8>)> =
+            fetched.iter().filter_map(|f| Some((f.uid?, f.body()?.to_vec()))).filter(|(u, _)| chunk.contains(u)).collect();
+        messages.sort_unstable_by_key(|(u, _)| *u);
+        summary.fetched += messages.len() as u64;
+        summary.skipped += (chunk.len() - messages.len()) as u64;
+        let outcomes = learner.learn(messages.iter().map(|(_, m)| m.clone()).collect(), class, acct.model_user()).await?;
+        for o in &outcomes {
+            match o {
+                LearnOutcome::Learned => summary.learned += 1,
+                LearnOutcome::Relearned => summary.relearned += 1,
+                _ => summary.skipped += 1,
+            }
+        }
+        after_learning(sess, acct, &set).await.map_err(|e| fail(e.to_string()))?;
+        last = *chunk.last().unwrap_or(&last);
+        state.set(&acct.name, folder, validity, last)?;
+        bar.inc(chunk.len() as u64);
+        if let Some(b) = budget {
+            *b = b.saturating_sub(chunk.len() as u64);
+        }
+    }
+    if acct.after == After::Delete || acct.after == After::Move {
+        // MOVE expunges by itself; COPY+delete and delete need this.
+        let _: Vec<_> = sess.expunge().await.map_err(|e| fail(format!("EXPUNGE failed: {e}")))?.try_collect().await.map_err(|e| fail(format!("EXPUNGE failed: {e}")))?;
+    }
+    Ok(summary)
+}
+
+/// The configured action on the UIDs just learned.
+async fn after_learning(sess: &mut Session, acct: &Account, set: &str) -> std::result::Result<(), async_imap::error::Error> {
+    match acct.after {
+        After::Leave => Ok(()),
+        After::Flag => {
+            let _: Vec<_> = sess.uid_store(set, format!("+FLAGS.SILENT ({})", acct.keyword)).await?.try_collect().await?;
+            Ok(())
+        }
+        After::Delete => {
+            let _: Vec<_> = sess.uid_store(set, "+FLAGS.SILENT (\\Deleted)").await?.try_collect().await?;
+            Ok(())
+        }
+        After::Move => {
+            let to = acct.move_to.as_deref().unwrap_or("Trash");
+            if sess.capabilities().await?.has_str("MOVE") {
+                sess.uid_mv(set, to).await
+            } else {
+                sess.uid_copy(set, to).await?;
+                let _: Vec<_> = sess.uid_store(set, "+FLAGS.SILENT (\\Deleted)").await?.try_collect().await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One pass over an account's folders; returns each folder's summary.
+pub async fn train_account(
+    acct: &Account,
+    learner: &Learner,
+    state: &State,
+    opts: &RunOptions,
+    budget: &mut Option<u64>,
+    bar: &indicatif::ProgressBar,
+) -> Result<Vec<(String, FolderSummary)>> {
+    let mut sess = connect(acct).await?;
+    let mut out = Vec::new();
+    for (folder, class) in acct.folders() {
+        if budget.is_some_and(|b| b == 0) {
+            break;
+        }
+        let s = train_folder(&mut sess, acct, &folder, class, learner, state, opts, budget, bar).await?;
+        out.push((folder, s));
+    }
+    let _ = sess.logout().await;
+    Ok(out)
+}
+
+/// Opens the learning path: the database itself, or, when `hamlet serve`
+/// holds it, the service's HTTP API.
+pub fn learner(cfg: &crate::config::Config) -> Result<Learner> {
+    match crate::cli::open_db(&cfg.db, true) {
+        Ok(store) => {
+            let mut params = crate::classify::Params::default();
+            params.ham_cutoff = cfg.ham_cutoff;
+            params.spam_cutoff = cfg.spam_cutoff;
+            let users = cfg.users_dir.clone().map(|d| Users::new(d, cfg.users_ignore.clone(), cfg.users_max_open));
+            Ok(Learner::Direct { engine: Engine::new(store, params), users })
+        }
+        Err(Error::DatabaseInUse { .. }) => Ok(Learner::Http { addr: cfg.http.clone(), token: cfg.learn_token.clone() }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Where the job's state lives: `[imap] state`, else beside the database.
+pub fn state_path(cfg: &crate::config::Config) -> PathBuf {
+    cfg.imap.state.clone().unwrap_or_else(|| {
+        let stem = cfg.db.file_stem().map_or_else(|| "hamlet".into(), |s| s.to_string_lossy().into_owned());
+        cfg.db.with_file_name(format!("{stem}.imap-state.redb"))
+    })
+}
+
+/// The accounts selected (all, or the one named).
+pub fn accounts<'a>(cfg: &'a ImapConfig, only: Option<&str>) -> Result<Vec<&'a Account>> {
+    if cfg.account.is_empty() {
+        return Err(Error::Invalid("no [[imap.account]] in the configuration (see examples/hamlet.toml)".into()));
+    }
+    for a in &cfg.account {
+        a.check()?;
+    }
+    let picked: Vec<&Account> = cfg.account.iter().filter(|a| only.is_none_or(|n| a.name == n)).collect();
+    if picked.is_empty() {
+        return Err(Error::Invalid(format!("no account named {:?}", only.unwrap_or(""))));
+    }
+    Ok(picked)
+}
+
+/// `--watch`: a pass, then wait for news (IDLE on the first spam folder,
+/// where the server has IDLE) or `poll_s`, and again, until SIGINT/SIGTERM.
+/// Errors (a server down) are logged and retried after a pause.
+pub async fn watch(acct: &Account, learner: &Learner, state: &State, opts: &RunOptions, poll: Duration) {
+    let hidden = indicatif::ProgressBar::hidden();
+    loop {
+        let start = Instant::now();
+        match train_account(acct, learner, state, opts, &mut None, &hidden).await {
+            Ok(folders) => {
+                for (f, s) in folders.iter().filter(|(_, s)| s.fetched > 0 || s.uidvalidity_reset) {
+                    tracing::info!(account = %acct.name, folder = %f, fetched = s.fetched, learned = s.learned, relearned = s.relearned, skipped = s.skipped, "imap pass");
+                }
+            }
+            Err(e) => tracing::warn!(account = %acct.name, error = %e, "imap pass failed; retrying later"),
+        }
+        let wait = wait_for_news(acct, poll);
+        tokio::select! {
+            () = wait => {},
+            () = crate::service::shutdown_signal() => return,
+        }
+        // Never spin: at least a few seconds between passes.
+        if start.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+async fn wait_for_news(acct: &Account, poll: Duration) {
+    let idle = async {
+        let mut sess = connect(acct).await.ok()?;
+        if !sess.capabilities().await.ok()?.has_str("IDLE") {
+            return None;
+        }
+        let folder = acct.folders().into_iter().find(|(_, c)| *c == Class::Spam).map(|(f, _)| f)?;
+        sess.examine(&folder).await.ok()?;
+        let mut h = sess.idle();
+        h.init().await.ok()?;
+        let (fut, _stop) = h.wait_with_timeout(poll);
+        let _ = fut.await;
+        drop(_stop);
+        if let Ok(mut s) = h.done().await {
+            let _ = s.logout().await;
+        }
+        Some(())
+    };
+    if tokio::time::timeout(poll + Duration::from_secs(30), idle).await.ok().flatten().is_none() {
+        tokio::time::sleep(poll).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets() {
+        assert_eq!(uid_set(&[]), "");
+        assert_eq!(uid_set(&[4]), "4");
+        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+    }
+
+    #[test]
+    fn state_round_trip() {
+        let dir = std::env::temp_dir().join(format!("hamlet-imap-state-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = State::open(&dir.join("s.redb")).unwrap();
+        assert_eq!(s.get("a", "Junk").unwrap(), None);
+        s.set("a", "Junk", 7, 42).unwrap();
+        assert_eq!(s.get("a", "Junk").unwrap(), Some((7, 42)));
+        assert_eq!(s.get("a\0Junk", "").unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
