@@ -16,6 +16,8 @@ command -v rspamc >/dev/null || need_pkgs+=(rspamd)
 command -v spamc >/dev/null || need_pkgs+=(spamc)
 # Dovecot is the real IMAP server of the imap-train tests.
 [[ -x /usr/sbin/dovecot ]] || need_pkgs+=(dovecot-imapd)
+# openssl makes the private CA of the IMAP TLS tests.
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 if ((${#need_pkgs[@]})); then
   echo "test.sh: installing ${need_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -21,10 +21,18 @@ fn free_port() -> u16 {
 struct Dovecot {
     dir: PathBuf,
     port: u16,
+    /// Implicit-TLS port, when started with TLS.
+    imaps: Option<u16>,
 }
 
 impl Dovecot {
     fn start(name: &str) -> Dovecot {
+        Dovecot::start_with(name, false)
+    }
+
+    /// With `tls`: a private CA (`ca.pem`) signs a certificate for
+    /// 127.0.0.1; STARTTLS on the IMAP port, implicit TLS on another.
+    fn start_with(name: &str, tls: bool) -> Dovecot {
         assert!(
             Path::new("/usr/sbin/dovecot").exists(),
             "dovecot is not installed: run scripts/test.sh, or `apt-get install -y dovecot-imapd`"
@@ -45,17 +53,25 @@ impl Dovecot {
         std::fs::create_dir_all(dir.join("run")).unwrap();
         let port = free_port();
         let d = dir.to_str().unwrap();
+        let imaps = tls.then(free_port);
+        let ssl = if tls {
+            make_certificates(&dir);
+            format!("ssl = required\nssl_cert = <{d}/server.pem\nssl_key = <{d}/server.key\n")
+        } else {
+            "ssl = no\n".to_string()
+        };
         let conf = format!(
             "protocols = imap\nlisten = 127.0.0.1\nbase_dir = {d}/run\nstate_dir = {d}/run/state\nlog_path = {d}/dovecot.log\n\
-             ssl = no\ndisable_plaintext_auth = no\nauth_mechanisms = plain login\nmail_location = maildir:{d}/mail/%u\n\
+             {ssl}disable_plaintext_auth = no\nauth_mechanisms = plain login\nmail_location = maildir:{d}/mail/%u\n\
              passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {d}/users\n}}\n\
              userdb {{\n  driver = static\n  args = uid=vmail gid=vmail home={d}/mail/%u\n}}\n\
-             service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n  inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
-             namespace inbox {{\n  inbox = yes\n  separator = /\n  mailbox Junk {{\n    special_use = \\Junk\n  }}\n  mailbox Trash {{\n    special_use = \\Trash\n  }}\n}}\n"
+             service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n  inet_listener imaps {{\n    address = 127.0.0.1\n    port = {}\n    ssl = yes\n  }}\n}}\n\
+             namespace inbox {{\n  inbox = yes\n  separator = /\n  mailbox Junk {{\n    special_use = \\Junk\n  }}\n  mailbox Trash {{\n    special_use = \\Trash\n  }}\n}}\n",
+            imaps.unwrap_or(0)
         );
         std::fs::write(dir.join("dovecot.conf"), conf).unwrap();
         std::fs::write(dir.join("users"), format!("tester:{{PLAIN}}{PASSWORD}::::::\n")).unwrap();
-        Dovecot { dir, port }
+        Dovecot { dir, port, imaps }
     }
 
     /// Puts messages into a folder's maildir (before the server starts, or
@@ -156,6 +172,19 @@ impl Drop for Dovecot {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A throw-away CA and a server certificate for 127.0.0.1 it signed.
+fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl is not installed: apt-get install -y openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=hamlet test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+    openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf"]);
 }
 
 /// Made-up mail, distinct per index.
@@ -378,4 +407,33 @@ fn watch_learns_new_mail_through_idle() {
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM: clean exit");
     assert_eq!(learned(&db), (3, 0));
+}
+
+/// Implicit TLS and STARTTLS against a server whose certificate a private CA
+/// signed: trusted with `ca_file`, refused (a clear TLS error) without it.
+#[test]
+fn tls_and_starttls() {
+    let d = Dovecot::start_with("tls", true);
+    d.seed("Junk", &[message(true, 0), message(true, 1)]);
+    d.run();
+    let db = empty_db(&d.dir);
+    let ca = d.dir.join("ca.pem");
+    let imaps = d.imaps.unwrap();
+    let cfg = d.config("", &format!("ca_file = \"{}\"\n", ca.display()));
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let implicit = text.replace("tls = \"plain\"", "tls = \"implicit\"").replace(&format!("port = {}", d.port), &format!("port = {imaps}"));
+    std::fs::write(&cfg, &implicit).unwrap();
+    let out = train(&db, &cfg, &[]);
+    assert!(out.contains("tester/Junk: fetched 2, learned 2"), "implicit TLS: {out}");
+    let starttls = text.replace("tls = \"plain\"", "tls = \"starttls\"");
+    std::fs::write(&cfg, &starttls).unwrap();
+    d.seed("Junk", &[message(true, 2)]);
+    let out = train(&db, &cfg, &[]);
+    assert!(out.contains("tester/Junk: fetched 1, learned 1"), "STARTTLS: {out}");
+    // Without the CA the certificate is not trusted.
+    std::fs::write(&cfg, implicit.replace(&format!("ca_file = \"{}\"\n", ca.display()), "")).unwrap();
+    let out = hamlet(&db, &["imap-train", "--config", cfg.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(err.contains("TLS with 127.0.0.1") && err.contains("handshake failed"), "{err}");
 }
