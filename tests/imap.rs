@@ -437,3 +437,20 @@ fn tls_and_starttls() {
     assert_eq!(out.status.code(), Some(3));
     assert!(err.contains("TLS with 127.0.0.1") && err.contains("handshake failed"), "{err}");
 }
+
+/// `after = "delete"` removes exactly the learned messages.
+#[test]
+fn delete_after_learning() {
+    let d = Dovecot::start("delete");
+    d.seed("Junk", &(0..3).map(|i| message(true, i)).collect::<Vec<_>>());
+    d.run();
+    let db = empty_db(&d.dir);
+    let cfg = d.config("", "after = \"delete\"\n");
+    let out = train(&db, &cfg, &[]);
+    assert!(out.contains("tester/Junk: fetched 3, learned 3"), "{out}");
+    let status = d.imap(&["STATUS Junk (MESSAGES)"]);
+    assert!(status.contains("(MESSAGES 0)"), "{status}");
+    d.seed("Junk", &[message(true, 9)]);
+    assert!(train(&db, &cfg, &[]).contains("tester/Junk: fetched 1, learned 1"));
+    assert_eq!(learned(&db).0, 4);
+}

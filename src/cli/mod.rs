@@ -72,7 +72,7 @@ pub struct ImapArgs {
     #[arg(long)]
     pub account: Option<String>,
     /// Stop after this many messages (the next run resumes).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     pub max_messages: Option<u64>,
 }
 
@@ -599,6 +599,9 @@ fn serve(db: Option<PathBuf>, a: ServeArgs) -> Result<ExitCode> {
 
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // async-imap traces every command it sends, LOGIN and its password
+    // included: never below warnings, whatever the filter says.
+    let filter = filter.add_directive("async_imap=warn".parse().expect("a valid directive"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -619,17 +622,23 @@ fn imap_train(db: Option<PathBuf>, a: ImapArgs) -> Result<ExitCode> {
         .build()
         .map_err(|e| Error::Invalid(format!("cannot start the runtime: {e}")))?;
     rt.block_on(async {
-        let learner = imap::learner(&cfg)?;
-        if let imap::Learner::Http { addr, .. } = &learner {
-            eprintln!("hamlet serve holds {}: learning through its HTTP API at {addr}", cfg.db.display());
-        }
         let state = imap::State::open(&imap::state_path(&cfg))?;
         let opts = imap::RunOptions { batch: cfg.imap.batch, max_messages: a.max_messages, progress: true };
         if a.watch {
             let poll = Duration::from_secs(cfg.imap.poll_s.max(10));
-            let runs = accounts.iter().map(|acct| imap::watch(acct, &learner, &state, &opts, poll));
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            tokio::spawn(async move {
+                crate::service::shutdown_signal().await;
+                let _ = stop_tx.send(true);
+            });
+            let lock = tokio::sync::Mutex::new(());
+            let runs = accounts.iter().map(|acct| imap::watch(acct, &cfg, &state, &opts, poll, &lock, stop_rx.clone()));
             futures_util::future::join_all(runs).await;
             return Ok(ExitCode::SUCCESS);
+        }
+        let learner = imap::learner(&cfg)?;
+        if let imap::Learner::Http { addr, .. } = &learner {
+            eprintln!("hamlet serve holds {}: learning through its HTTP API at {addr}", cfg.db.display());
         }
         let bar = if std::io::stderr().is_terminal() {
             let b = indicatif::ProgressBar::new(0);
@@ -644,8 +653,17 @@ fn imap_train(db: Option<PathBuf>, a: ImapArgs) -> Result<ExitCode> {
         let start = Instant::now();
         let mut budget = a.max_messages;
         let mut total = 0;
+        let mut failed = Vec::new();
         for acct in accounts {
-            let folders = imap::train_account(acct, &learner, &state, &opts, &mut budget, &bar).await?;
+            // One broken account does not keep the others from learning.
+            let folders = match imap::train_account(acct, &learner, &state, &opts, &mut budget, &bar).await {
+                Ok(f) => f,
+                Err(e) => {
+                    bar.suspend(|| eprintln!("hamlet: {e}"));
+                    failed.push(acct.name.clone());
+                    continue;
+                }
+            };
             for (folder, s) in folders {
                 total += s.fetched;
                 let reset = if s.uidvalidity_reset { " (UIDVALIDITY changed: read afresh)" } else { "" };
@@ -660,7 +678,11 @@ fn imap_train(db: Option<PathBuf>, a: ImapArgs) -> Result<ExitCode> {
         bar.finish_and_clear();
         let secs = start.elapsed().as_secs_f64();
         println!("imap-train: {total} messages in {secs:.1} s ({:.0} messages/s)", total as f64 / secs.max(1e-9));
-        Ok(ExitCode::SUCCESS)
+        if failed.is_empty() {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            Err(Error::Invalid(format!("failed accounts: {}", failed.join(", "))))
+        }
     })
 }
 

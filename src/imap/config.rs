@@ -184,8 +184,19 @@ impl Account {
                 return bad(format!("folder {f:?} is both a spam and a ham folder"));
             }
         }
-        if self.after == After::Move && self.move_to.is_none() {
-            return bad("after = \"move\" needs move_to".into());
+        if self.after == After::Move {
+            match &self.move_to {
+                None => return bad("after = \"move\" needs move_to".into()),
+                Some(m) if self.folders().iter().any(|(f, _)| f == m) => {
+                    return bad(format!("move_to {m:?} is a folder the job reads: it would learn its own moves"));
+                }
+                Some(_) => {}
+            }
+        }
+        let atom_ok = !self.keyword.is_empty()
+            && self.keyword.bytes().all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b));
+        if !atom_ok {
+            return bad(format!("keyword {:?} is not an IMAP keyword (an atom: no spaces, parentheses, quotes or backslash)", self.keyword));
         }
         if let Some(u) = self.model_user() {
             if !crate::users::valid_name(u) {
@@ -221,6 +232,10 @@ mod tests {
         assert!(account("").check().is_err(), "no folders");
         assert!(account("spam_folders = [\"J\"]\nham_folders = [\"J\"]\n").check().is_err());
         assert!(account("spam_folders = [\"J\"]\nafter = \"move\"\n").check().is_err());
+        assert!(account("spam_folders = [\"J\"]\nham_folders = [\"A\"]\nafter = \"move\"\nmove_to = \"A\"\n").check().is_err(), "move into a read folder");
+        assert!(account("spam_folders = [\"J\"]\nafter = \"move\"\nmove_to = \"Learned\"\n").check().is_ok());
+        assert!(account("spam_folders = [\"J\"]\nkeyword = \"\\\\Deleted\"\n").check().is_err());
+        assert!(account("spam_folders = [\"J\"]\nkeyword = \"two words\"\n").check().is_err());
         assert!(toml::from_str::<Account>("name = \"a\"\nhost = \"h\"\nuser = \"u\"\npassword = \"x\"\n").is_err(), "no inline passwords");
         let u = account("spam_folders = [\"J\"]\nmodel = \"user\"\n");
         assert_eq!(u.model_user(), Some("u"));

@@ -115,7 +115,11 @@ impl Learner {
             Learner::Http { addr, token } => {
                 let mut out = Vec::with_capacity(messages.len());
                 for m in &messages {
-                    out.push(http_learn(addr, token.as_deref(), &m[..], class, user).await?);
+                    // The digest and the tokenizer read the first MiB only,
+                    // so this learns exactly what the direct path learns,
+                    // and no message is too large for the service.
+                    let part = &m[..m.len().min(crate::digest::DIGEST_BYTES)];
+                    out.push(http_learn(addr, token.as_deref(), part, class, user).await?);
                 }
                 Ok(out)
             }
@@ -129,7 +133,7 @@ fn prepare_parallel(engine: &Engine<RedbStore>, messages: &[Vec<u8>]) -> Vec<Pre
     let chunk = messages.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = messages.chunks(chunk).map(|c| s.spawn(move || c.iter().map(|m| engine.prepare(m)).collect::<Vec<_>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
     })
 }
 
@@ -251,7 +255,7 @@ pub fn uid_set(uids: &[u32]) -> String {
     while i < uids.len() {
         let start = uids[i];
         let mut end = start;
-        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
+        while i + 1 < uids.len() && end.checked_add(1) == Some(uids[i + 1]) {
             i += 1;
             end = uids[i];
         }
@@ -315,10 +319,24 @@ async fn train_folder(
             .await
             .map_err(|e| fail(format!("FETCH failed: {e}")))?;
         let mut messages: Vec<(u32, Vec<u8>)> =
-            fetched.iter().filter_map(|f| Some((f.uid?, f.body()?.to_vec()))).filter(|(u, _)| chunk.contains(u)).collect();
+            fetched.iter().filter_map(|f| Some((f.uid?, f.body()?.to_vec()))).filter(|(u, _)| chunk.binary_search(u).is_ok()).collect();
         messages.sort_unstable_by_key(|(u, _)| *u);
-        summary.fetched += messages.len() as u64;
-        summary.skipped += (chunk.len() - messages.len()) as u64;
+        messages.dedup_by_key(|(u, _)| *u);
+        // A UID that came back without a body: expunged since the SEARCH
+        // (fine, pass over it), or a failed FETCH (async-imap does not
+        // report a NO): then stop before it, so the next run retries it.
+        let missing: Vec<u32> = chunk.iter().copied().filter(|u| messages.binary_search_by_key(u, |(m, _)| *m).is_err()).collect();
+        let mut stop_before = None;
+        if !missing.is_empty() {
+            let still = sess.uid_search(format!("UID {}", uid_set(&missing))).await.map_err(|e| fail(format!("SEARCH failed: {e}")))?;
+            stop_before = missing.iter().copied().filter(|u| still.contains(u)).min();
+        }
+        if let Some(u) = stop_before {
+            messages.retain(|(m, _)| *m < u);
+        }
+        let (empty, messages): (Vec<_>, Vec<_>) = messages.into_iter().partition(|(_, m)| m.is_empty());
+        summary.fetched += (messages.len() + empty.len()) as u64;
+        summary.skipped += empty.len() as u64;
         let outcomes = learner.learn(messages.iter().map(|(_, m)| m.clone()).collect(), class, acct.model_user()).await?;
         for o in &outcomes {
             match o {
@@ -327,17 +345,19 @@ async fn train_folder(
                 _ => summary.skipped += 1,
             }
         }
-        after_learning(sess, acct, &set).await.map_err(|e| fail(e.to_string()))?;
-        last = *chunk.last().unwrap_or(&last);
-        state.set(&acct.name, folder, validity, last)?;
+        let done: Vec<u32> = chunk.iter().copied().filter(|u| stop_before.is_none_or(|s| *u < s)).collect();
+        if !done.is_empty() {
+            after_learning(sess, acct, &uid_set(&done)).await.map_err(|e| fail(e.to_string()))?;
+            last = *done.last().unwrap_or(&last);
+            state.set(&acct.name, folder, validity, last)?;
+        }
+        if let Some(u) = stop_before {
+            return Err(fail(format!("the server sent no body for UID {u}; it is retried on the next run")));
+        }
         bar.inc(chunk.len() as u64);
         if let Some(b) = budget {
             *b = b.saturating_sub(chunk.len() as u64);
         }
-    }
-    if acct.after == After::Delete || acct.after == After::Move {
-        // MOVE expunges by itself; COPY+delete and delete need this.
-        let _: Vec<_> = sess.expunge().await.map_err(|e| fail(format!("EXPUNGE failed: {e}")))?.try_collect().await.map_err(|e| fail(format!("EXPUNGE failed: {e}")))?;
     }
     Ok(summary)
 }
@@ -350,21 +370,28 @@ async fn after_learning(sess: &mut Session, acct: &Account, set: &str) -> std::r
             let _: Vec<_> = sess.uid_store(set, format!("+FLAGS.SILENT ({})", acct.keyword)).await?.try_collect().await?;
             Ok(())
         }
-        After::Delete => {
-            let _: Vec<_> = sess.uid_store(set, "+FLAGS.SILENT (\\Deleted)").await?.try_collect().await?;
-            Ok(())
-        }
+        After::Delete => delete(sess, set).await,
         After::Move => {
             let to = acct.move_to.as_deref().unwrap_or("Trash");
             if sess.capabilities().await?.has_str("MOVE") {
                 sess.uid_mv(set, to).await
             } else {
                 sess.uid_copy(set, to).await?;
-                let _: Vec<_> = sess.uid_store(set, "+FLAGS.SILENT (\\Deleted)").await?.try_collect().await?;
-                Ok(())
+                delete(sess, set).await
             }
         }
     }
+}
+
+/// Marks the learned UIDs deleted and expunges exactly those (UIDPLUS's
+/// UID EXPUNGE). Without UIDPLUS they stay marked: a plain EXPUNGE would
+/// also remove whatever the user had marked deleted.
+async fn delete(sess: &mut Session, set: &str) -> std::result::Result<(), async_imap::error::Error> {
+    let _: Vec<_> = sess.uid_store(set, "+FLAGS.SILENT (\\Deleted)").await?.try_collect().await?;
+    if sess.capabilities().await?.has_str("UIDPLUS") {
+        let _: Vec<_> = sess.uid_expunge(set).await?.try_collect().await?;
+    }
+    Ok(())
 }
 
 /// One pass over an account's folders; returns each folder's summary.
@@ -429,13 +456,36 @@ pub fn accounts<'a>(cfg: &'a ImapConfig, only: Option<&str>) -> Result<Vec<&'a A
 }
 
 /// `--watch`: a pass, then wait for news (IDLE on the first spam folder,
-/// where the server has IDLE) or `poll_s`, and again, until SIGINT/SIGTERM.
-/// Errors (a server down) are logged and retried after a pause.
-pub async fn watch(acct: &Account, learner: &Learner, state: &State, opts: &RunOptions, poll: Duration) {
+/// where the server has IDLE) or `poll`, and again, until `stop` turns
+/// true. The learning path is opened for each pass and released after it,
+/// so `hamlet serve` can start (and take over) between passes; `pass_lock`
+/// keeps several accounts' passes from overlapping. Errors (a server down,
+/// a pass stuck past half an hour) are logged and retried on the next
+/// round.
+pub async fn watch(
+    acct: &Account,
+    cfg: &crate::config::Config,
+    state: &State,
+    opts: &RunOptions,
+    poll: Duration,
+    pass_lock: &tokio::sync::Mutex<()>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let hidden = indicatif::ProgressBar::hidden();
     loop {
         let start = Instant::now();
-        match train_account(acct, learner, state, opts, &mut None, &hidden).await {
+        let pass = async {
+            let _guard = pass_lock.lock().await;
+            let learner = learner(cfg)?;
+            tokio::time::timeout(Duration::from_secs(1800), train_account(acct, &learner, state, opts, &mut None, &hidden))
+                .await
+                .map_err(|_| Error::Invalid(format!("account {}: pass took over 30 minutes; abandoned", acct.name)))?
+        };
+        let result = tokio::select! {
+            r = pass => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match result {
             Ok(folders) => {
                 for (f, s) in folders.iter().filter(|(_, s)| s.fetched > 0 || s.uidvalidity_reset) {
                     tracing::info!(account = %acct.name, folder = %f, fetched = s.fetched, learned = s.learned, relearned = s.relearned, skipped = s.skipped, "imap pass");
@@ -443,10 +493,9 @@ pub async fn watch(acct: &Account, learner: &Learner, state: &State, opts: &RunO
             }
             Err(e) => tracing::warn!(account = %acct.name, error = %e, "imap pass failed; retrying later"),
         }
-        let wait = wait_for_news(acct, poll);
         tokio::select! {
-            () = wait => {},
-            () = crate::service::shutdown_signal() => return,
+            () = wait_for_news(acct, state, poll) => {},
+            _ = stop.wait_for(|s| *s) => return,
         }
         // Never spin: at least a few seconds between passes.
         if start.elapsed() < Duration::from_secs(2) {
@@ -455,26 +504,42 @@ pub async fn watch(acct: &Account, learner: &Learner, state: &State, opts: &RunO
     }
 }
 
-async fn wait_for_news(acct: &Account, poll: Duration) {
+/// Returns when the first spam folder has news (IDLE), or after `poll`.
+async fn wait_for_news(acct: &Account, state: &State, poll: Duration) {
     let idle = async {
-        let mut sess = connect(acct).await.ok()?;
+        let mut sess = tokio::time::timeout(Duration::from_secs(60), connect(acct)).await.ok()?.ok()?;
         if !sess.capabilities().await.ok()?.has_str("IDLE") {
             return None;
         }
         let folder = acct.folders().into_iter().find(|(_, c)| *c == Class::Spam).map(|(f, _)| f)?;
-        sess.examine(&folder).await.ok()?;
+        let mbox = sess.examine(&folder).await.ok()?;
+        // Mail that came in since the pass read the folder: no need to wait.
+        let seen = state.get(&acct.name, &folder).ok().flatten();
+        let fresh = match (seen, mbox.uid_validity, mbox.uid_next) {
+            (Some((v, last)), Some(mv), Some(next)) => v != mv || next > last.saturating_add(1),
+            _ => false,
+        };
+        if fresh {
+            let _ = sess.logout().await;
+            return Some(());
+        }
         let mut h = sess.idle();
         h.init().await.ok()?;
-        let (fut, _stop) = h.wait_with_timeout(poll);
-        let _ = fut.await;
-        drop(_stop);
-        if let Ok(mut s) = h.done().await {
+        {
+            // The server's keep-alives reset async-imap's own timeout, so
+            // the poll interval is enforced here.
+            let (fut, _stop) = h.wait_with_timeout(poll);
+            let _ = tokio::time::timeout(poll, fut).await;
+        }
+        if let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(30), h.done()).await {
             let _ = s.logout().await;
         }
         Some(())
     };
-    if tokio::time::timeout(poll + Duration::from_secs(30), idle).await.ok().flatten().is_none() {
-        tokio::time::sleep(poll).await;
+    let started = Instant::now();
+    if tokio::time::timeout(poll + Duration::from_secs(90), idle).await.ok().flatten().is_none() {
+        // No IDLE (or it failed): plain polling.
+        tokio::time::sleep(poll.saturating_sub(started.elapsed())).await;
     }
 }
 

@@ -155,12 +155,14 @@ pub async fn serve<S: TokenStore + 'static>(
     }
 }
 
-enum Conn {
+/// An accepted connection.
+pub enum Conn {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(l: &Listener) -> std::io::Result<(Conn, Option<IpAddr>)> {
+/// Accepts one connection, with the peer's address (TCP only).
+pub async fn accept(l: &Listener) -> std::io::Result<(Conn, Option<IpAddr>)> {
     match l {
         Listener::Tcp(l) => l.accept().await.map(|(s, a)| (Conn::Tcp(s), Some(a.ip()))),
         Listener::Unix(l, _) => l.accept().await.map(|(s, _)| (Conn::Unix(s), None)),
