@@ -45,6 +45,11 @@ pub struct Config {
     pub users_max_open: usize,
     /// `hamlet imap-train`: its settings and accounts.
     pub imap: crate::imap::config::ImapConfig,
+    /// Postfix policy service: `IP:PORT` (Postfix's examples use
+    /// 127.0.0.1:10040) or a UNIX socket path; `None`: off.
+    pub policy: Option<String>,
+    /// The envelope checks: rule actions, greylisting.
+    pub envelope: crate::envelope::EnvelopeConfig,
 }
 
 impl Default for Config {
@@ -70,6 +75,8 @@ impl Default for Config {
                 .to_vec(),
             users_max_open: 64,
             imap: Default::default(),
+            policy: None,
+            envelope: Default::default(),
         }
     }
 }
@@ -102,6 +109,12 @@ impl Config {
                 return Err(Error::Invalid(format!("spamd address {s:?} is neither IP:PORT nor a socket path")));
             }
         }
+        if let Some(s) = &self.policy {
+            if !s.starts_with('/') && s.parse::<std::net::SocketAddr>().is_err() {
+                return Err(Error::Invalid(format!("policy address {s:?} is neither IP:PORT nor a socket path")));
+            }
+        }
+        self.envelope.check()?;
         for n in &self.spamd_tell_from {
             Cidr::parse(n)?;
         }

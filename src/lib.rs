@@ -11,6 +11,8 @@
 //!   [`store::TokenStore`] trait: a redb file for real use, memory for tests.
 //! * [`engine`] is the one entry point every edge (CLI, HTTP, SPAMD, IMAP) calls:
 //!   check a message, learn it, unlearn it.
+//! * [`envelope`] checks the SMTP envelope (HELO and RFC 5321 strictness,
+//!   greylisting); [`policy`] serves them to Postfix.
 //! * [`imap`] is `hamlet imap-train`: learning from users' Junk and ham
 //!   folders.
 //! * [`eval`] runs the TREC on-line protocol in-process and draws ROC curves.
@@ -35,12 +37,14 @@ pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod engine;
+pub mod envelope;
 pub mod error;
 pub mod eval;
 pub mod http;
 pub mod imap;
 pub mod mailbox;
 pub mod metrics;
+pub mod policy;
 pub mod service;
 pub mod spamd;
 pub mod store;

@@ -1,6 +1,6 @@
 //! `hamlet serve`: one process, one database, one [`Engine`], and the edges
-//! that share it: the HTTP API ([`crate::http`]) and the SPAMD listener
-//! ([`crate::spamd`]). A redb file can be opened by one process only, so
+//! that share it: the HTTP API ([`crate::http`]), the SPAMD listener
+//! ([`crate::spamd`]) and the Postfix policy service ([`crate::policy`]). A redb file can be opened by one process only, so
 //! the edges must share the engine rather than each open the database.
 //!
 //! Every request's CPU work (tokenizing, scoring, the write transaction of
@@ -13,6 +13,8 @@ use crate::Class;
 use crate::classify::Score;
 use crate::config::Config;
 use crate::engine::{Action, Engine, LearnOutcome};
+use crate::envelope::Checker;
+use crate::envelope::greylist::RedbGreyStore;
 use crate::metrics::Metrics;
 use crate::store::{RedbStore, TokenStore};
 use crate::users::Users;
@@ -148,7 +150,21 @@ pub async fn run(cfg: Config) -> crate::Result<()> {
         Some(addr) => Some(crate::spamd::Listener::bind(addr).await?),
         None => None,
     };
-    tracing::info!(http = %cfg.http, spamd = cfg.spamd.as_deref().unwrap_or("off"), db = %cfg.db.display(), "hamlet serving");
+    let policy = match &cfg.policy {
+        Some(addr) => {
+            let grey = if cfg.envelope.greylist.enabled { Some(RedbGreyStore::open(&greylist_path(&cfg))?) } else { None };
+            let checker = Arc::new(Checker::new(cfg.envelope.clone(), grey)?);
+            Some((crate::spamd::Listener::bind(addr).await?, checker))
+        }
+        None => None,
+    };
+    tracing::info!(
+        http = %cfg.http,
+        spamd = cfg.spamd.as_deref().unwrap_or("off"),
+        policy = cfg.policy.as_deref().unwrap_or("off"),
+        db = %cfg.db.display(),
+        "hamlet serving"
+    );
 
     // One shutdown signal, fanned out to every edge.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -161,6 +177,7 @@ pub async fn run(cfg: Config) -> crate::Result<()> {
         let opts = crate::spamd::Options::from_config(&cfg);
         tokio::spawn(crate::spamd::serve(l, service.clone(), opts, stopped(stop_rx.clone())))
     });
+    let policy = policy.map(|(l, checker)| tokio::spawn(crate::policy::serve(l, service.clone(), checker, stopped(stop_rx.clone()))));
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     let http = http.await.map_err(|e| crate::Error::Invalid(format!("server task failed: {e}")))?;
@@ -168,8 +185,20 @@ pub async fn run(cfg: Config) -> crate::Result<()> {
     if let Some(s) = spamd {
         s.await.map_err(|e| crate::Error::Invalid(format!("spamd task failed: {e}")))?;
     }
+    if let Some(p) = policy {
+        p.await.map_err(|e| crate::Error::Invalid(format!("policy task failed: {e}")))?;
+    }
     tracing::info!("hamlet stopped");
     Ok(())
+}
+
+/// Where greylisting state lives: `[envelope] greylist_db`, else beside the
+/// token database (`<db stem>.greylist.redb`).
+pub fn greylist_path(cfg: &Config) -> std::path::PathBuf {
+    cfg.envelope.greylist_db.clone().unwrap_or_else(|| {
+        let stem = cfg.db.file_stem().map_or_else(|| "hamlet".into(), |s| s.to_string_lossy().into_owned());
+        cfg.db.with_file_name(format!("{stem}.greylist.redb"))
+    })
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// Allow SPAMD TELL (spamc -L) from spamd_tell_from networks.
     #[arg(long)]
     pub spamd_allow_tell: bool,
+    /// Postfix policy service address: IP:PORT (e.g. 127.0.0.1:10040), or
+    /// a UNIX socket path.
+    #[arg(long)]
+    pub policy: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -587,6 +591,9 @@ fn serve(db: Option<PathBuf>, a: ServeArgs) -> Result<ExitCode> {
     }
     if a.spamd_allow_tell {
         cfg.spamd_allow_tell = true;
+    }
+    if a.policy.is_some() {
+        cfg.policy = a.policy;
     }
     init_logging(&cfg.log);
     let rt = tokio::runtime::Builder::new_multi_thread()

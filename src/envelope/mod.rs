@@ -1,0 +1,285 @@
+//! Envelope-level checks, run on the SMTP envelope before any content is
+//! scored: HELO and RFC 5321 strictness ([`helo`]) and greylisting
+//! ([`greylist`]). SPF, DKIM/DMARC and DNS blocklists are to come (see
+//! issue 4's notes); the model below is where they plug in.
+//!
+//! A check yields named [`Outcome`]s (`HELO_NOT_FQDN`, `GREYLIST_DEFER`),
+//! each with the action its rule is configured for: reject, defer,
+//! score-only or off. The admin tightens rules one at a time, as the seed
+//! says: old legitimate servers fail pedantic checks, so the defaults
+//! reject only what no legitimate server does (an unparseable HELO, our own
+//! name in it, a malformed address) and score the rest. Every outcome also
+//! has a synthetic token (`env:helo=bare`) for the content classifier to
+//! learn its weight from.
+
+pub mod greylist;
+pub mod helo;
+
+use crate::Result;
+use greylist::{GreyStore, Greylist, GreylistConfig, Signals, Verdict};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// What one SMTP transaction looks like from outside.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    pub client_ip: Option<IpAddr>,
+    /// The verified reverse DNS name; `None` when there is none.
+    pub client_name: Option<String>,
+    pub helo: String,
+    /// Empty for the null sender `<>`.
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub sasl_user: Option<String>,
+}
+
+/// What a rule does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    Reject,
+    Defer,
+    /// Recorded (and learned from as a token), nothing else.
+    Score,
+    Off,
+}
+
+/// One check's finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// `HELO_NOT_FQDN`, `GREYLIST_DEFER`, ...
+    pub rule: &'static str,
+    /// The synthetic token for the content stage.
+    pub token: String,
+    /// For the SMTP reply and the log.
+    pub detail: String,
+    pub action: RuleAction,
+}
+
+/// The envelope verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Continue,
+    /// 4xx, with the reply text.
+    Defer(String),
+    /// 5xx, with the reply text.
+    Reject(String),
+}
+
+/// `[envelope]` in hamlet.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnvelopeConfig {
+    /// Our own host names: a client greeting with one is forging.
+    pub my_names: Vec<String>,
+    /// Our own addresses.
+    pub my_addresses: Vec<IpAddr>,
+    /// Rule name → action, overriding the defaults (see [`default_action`]).
+    pub rules: BTreeMap<String, RuleAction>,
+    pub greylist: GreylistConfig,
+    /// Greylisting state (default: beside the token database,
+    /// `<db stem>.greylist.redb`).
+    pub greylist_db: Option<std::path::PathBuf>,
+}
+
+impl Default for EnvelopeConfig {
+    fn default() -> Self {
+        EnvelopeConfig { my_names: Vec::new(), my_addresses: Vec::new(), rules: BTreeMap::new(), greylist: GreylistConfig::default(), greylist_db: None }
+    }
+}
+
+/// The rule names and their default actions.
+pub const RULES: &[(&str, RuleAction)] = &[
+    ("HELO_MISSING", RuleAction::Reject),
+    ("HELO_INVALID", RuleAction::Reject),
+    ("HELO_OURS", RuleAction::Reject),
+    // Common on small, old, legitimate servers: scored until the admin says otherwise.
+    ("HELO_NOT_FQDN", RuleAction::Score),
+    ("HELO_BARE_ADDRESS", RuleAction::Score),
+    ("HELO_LITERAL_MISMATCH", RuleAction::Score),
+    ("MAIL_FROM_INVALID", RuleAction::Reject),
+    ("RCPT_TO_INVALID", RuleAction::Reject),
+    // A bounce goes to one address; a null sender to many is spam's trick.
+    ("NULL_SENDER_MULTI_RCPT", RuleAction::Score),
+    ("CLIENT_NO_RDNS", RuleAction::Score),
+    ("GREYLIST_DEFER", RuleAction::Defer),
+];
+
+/// A rule's default action.
+pub fn default_action(rule: &str) -> RuleAction {
+    RULES.iter().find(|(r, _)| *r == rule).map_or(RuleAction::Score, |(_, a)| *a)
+}
+
+impl EnvelopeConfig {
+    pub fn action(&self, rule: &str) -> RuleAction {
+        self.rules.get(rule).copied().unwrap_or_else(|| default_action(rule))
+    }
+
+    pub fn check(&self) -> Result<()> {
+        for r in self.rules.keys() {
+            if !RULES.iter().any(|(k, _)| k == r) {
+                let known: Vec<&str> = RULES.iter().map(|(k, _)| *k).collect();
+                return Err(crate::Error::Invalid(format!("[envelope.rules]: unknown rule {r:?} (known: {})", known.join(", "))));
+            }
+        }
+        for c in &self.greylist.whitelist_clients {
+            crate::config::Cidr::parse(c)?;
+        }
+        Ok(())
+    }
+}
+
+/// The result of checking an envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub outcomes: Vec<Outcome>,
+    pub decision: Decision,
+    /// Greylisting's verdict for the (first) recipient, when it ran.
+    pub greylist: Option<Verdict>,
+}
+
+impl Report {
+    /// The synthetic tokens of every outcome that is not off.
+    pub fn tokens(&self) -> Vec<String> {
+        self.outcomes.iter().filter(|o| o.action != RuleAction::Off).map(|o| o.token.clone()).collect()
+    }
+}
+
+/// Runs the checks.
+pub struct Checker<G: GreyStore> {
+    pub config: EnvelopeConfig,
+    greylist: Option<Greylist<G>>,
+}
+
+impl<G: GreyStore> Checker<G> {
+    /// `store`: greylisting state, used when greylisting is enabled.
+    pub fn new(config: EnvelopeConfig, store: Option<G>) -> Result<Checker<G>> {
+        config.check()?;
+        let greylist = match store {
+            Some(s) if config.greylist.enabled => Some(Greylist::new(config.greylist.clone(), s)?),
+            _ => None,
+        };
+        Ok(Checker { config, greylist })
+    }
+
+    fn outcome(&self, rule: &'static str, token: impl Into<String>, detail: impl Into<String>) -> Outcome {
+        Outcome { rule, token: token.into(), detail: detail.into(), action: self.config.action(rule) }
+    }
+
+    /// Checks an envelope at time `now` (seconds since the epoch; tests
+    /// pass their own clock). Greylisting runs only for a recipient, and
+    /// only when nothing else rejects.
+    pub fn check(&self, env: &Envelope, now: u64) -> Result<Report> {
+        let mut outcomes = Vec::new();
+        if let Some(p) = helo::check_helo(&env.helo, env.client_ip, &self.config.my_names, &self.config.my_addresses) {
+            outcomes.push(self.outcome(p.rule(), p.token(), format!("HELO {:?}", truncate(&env.helo))));
+        }
+        if !env.mail_from.is_empty() && !helo::valid_address(&env.mail_from) {
+            outcomes.push(self.outcome("MAIL_FROM_INVALID", "env:from=invalid", format!("sender <{}>", truncate(&env.mail_from))));
+        }
+        for r in &env.rcpt_to {
+            if !helo::valid_address(r) {
+                outcomes.push(self.outcome("RCPT_TO_INVALID", "env:rcpt=invalid", format!("recipient <{}>", truncate(r))));
+                break;
+            }
+        }
+        if env.mail_from.is_empty() && env.rcpt_to.len() > 1 {
+            outcomes.push(self.outcome("NULL_SENDER_MULTI_RCPT", "env:from=null-multi", format!("null sender to {} recipients", env.rcpt_to.len())));
+        }
+        if env.client_ip.is_some() && env.client_name.is_none() {
+            outcomes.push(self.outcome("CLIENT_NO_RDNS", "env:rdns=none", "client has no verified reverse DNS name"));
+        }
+        let rejected = outcomes.iter().any(|o| o.action == RuleAction::Reject);
+        let mut grey = None;
+        if let (Some(g), Some(ip), Some(rcpt), false) = (&self.greylist, env.client_ip, env.rcpt_to.first(), rejected) {
+            let v = g.check(ip, env.client_name.as_deref(), &env.mail_from, rcpt, env.sasl_user.as_deref(), Signals::default(), now)?;
+            if let Verdict::Defer { retry_in } = v {
+                outcomes.push(self.outcome("GREYLIST_DEFER", "env:greylist=defer", format!("greylisted, retry in {retry_in} s")));
+            }
+            grey = Some(v);
+        }
+        let decision = if let Some(o) = outcomes.iter().find(|o| o.action == RuleAction::Reject) {
+            Decision::Reject(reply_text(o))
+        } else if let Some(o) = outcomes.iter().find(|o| o.action == RuleAction::Defer) {
+            Decision::Defer(reply_text(o))
+        } else {
+            Decision::Continue
+        };
+        Ok(Report { outcomes, decision, greylist: grey })
+    }
+
+    /// Drops stale greylisting records.
+    pub fn expire(&self, now: u64) -> Result<u64> {
+        self.greylist.as_ref().map_or(Ok(0), |g| g.expire(now))
+    }
+}
+
+/// The SMTP reply text for an outcome, with the enhanced status code
+/// Postfix would use for it.
+fn reply_text(o: &Outcome) -> String {
+    match o.rule {
+        "GREYLIST_DEFER" => "4.2.0 Greylisted: please retry later".to_string(),
+        "HELO_MISSING" | "HELO_INVALID" | "HELO_NOT_FQDN" | "HELO_BARE_ADDRESS" => format!("5.5.2 {}: Helo command rejected ({})", o.detail, o.rule),
+        "MAIL_FROM_INVALID" | "RCPT_TO_INVALID" => format!("5.1.7 {}: bad address syntax ({})", o.detail, o.rule),
+        _ => format!("5.7.1 {} ({})", o.detail, o.rule),
+    }
+    .replace(['\r', '\n'], " ")
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(100).filter(|c| !c.is_control()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::greylist::MemoryGreyStore;
+    use super::*;
+
+    fn env(helo: &str, from: &str, rcpts: &[&str]) -> Envelope {
+        Envelope {
+            client_ip: Some("198.51.100.23".parse().unwrap()),
+            client_name: Some("mail.sender.example".into()),
+            helo: helo.into(),
+            mail_from: from.into(),
+            rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
+            sasl_user: None,
+        }
+    }
+
+    #[test]
+    fn decisions_follow_rule_actions() {
+        let c = Checker::<MemoryGreyStore>::new(EnvelopeConfig::default(), None).unwrap();
+        let r = c.check(&env("mail.sender.example", "a@sender.example", &["b@corp.example"]), 0).unwrap();
+        assert_eq!((r.decision, r.outcomes.len()), (Decision::Continue, 0));
+        let r = c.check(&env("localhost", "a@sender.example", &["b@corp.example"]), 0).unwrap();
+        assert_eq!(r.decision, Decision::Continue, "a bare HELO only scores by default");
+        assert_eq!(r.tokens(), vec!["env:helo=bare".to_string()]);
+        let r = c.check(&env("bad_helo!", "a@sender.example", &["b@corp.example"]), 0).unwrap();
+        assert!(matches!(r.decision, Decision::Reject(ref t) if t.starts_with("5.5.2")), "{r:?}");
+        let r = c.check(&env("mail.sender.example", "", &["b@corp.example", "c@corp.example"]), 0).unwrap();
+        assert_eq!(r.outcomes[0].rule, "NULL_SENDER_MULTI_RCPT");
+
+        let strict = EnvelopeConfig { rules: [("HELO_NOT_FQDN".to_string(), RuleAction::Reject)].into(), ..Default::default() };
+        let c = Checker::<MemoryGreyStore>::new(strict, None).unwrap();
+        assert!(matches!(c.check(&env("localhost", "a@s.example", &["b@corp.example"]), 0).unwrap().decision, Decision::Reject(_)));
+        let off = EnvelopeConfig { rules: [("HELO_NOT_FQDN".to_string(), RuleAction::Off)].into(), ..Default::default() };
+        let c = Checker::<MemoryGreyStore>::new(off, None).unwrap();
+        assert!(c.check(&env("localhost", "a@s.example", &["b@corp.example"]), 0).unwrap().tokens().is_empty());
+        let bad = EnvelopeConfig { rules: [("NO_SUCH_RULE".to_string(), RuleAction::Off)].into(), ..Default::default() };
+        assert!(Checker::<MemoryGreyStore>::new(bad, None).is_err());
+    }
+
+    #[test]
+    fn greylisting_runs_last_and_not_for_rejected_mail() {
+        let mut cfg = EnvelopeConfig::default();
+        cfg.greylist.enabled = true;
+        let c = Checker::new(cfg, Some(MemoryGreyStore::default())).unwrap();
+        let e = env("mail.sender.example", "a@sender.example", &["b@corp.example"]);
+        let r = c.check(&e, 1000).unwrap();
+        assert_eq!(r.decision, Decision::Defer("4.2.0 Greylisted: please retry later".into()));
+        assert_eq!(c.check(&e, 1300).unwrap().decision, Decision::Continue);
+        let r = c.check(&env("bad_helo!", "x@y.example", &["b@corp.example"]), 1000).unwrap();
+        assert!(r.greylist.is_none(), "rejected mail is not greylisted");
+    }
+}
