@@ -18,9 +18,14 @@ command -v spamc >/dev/null || need_pkgs+=(spamc)
 [[ -x /usr/sbin/dovecot ]] || need_pkgs+=(dovecot-imapd)
 # openssl makes the private CA of the IMAP TLS tests.
 command -v openssl >/dev/null || need_pkgs+=(openssl)
+# Postfix and swaks: the end-to-end test of the policy service.
+[[ -x /usr/sbin/postfix ]] || need_pkgs+=(postfix)
+command -v swaks >/dev/null || need_pkgs+=(swaks)
 if ((${#need_pkgs[@]})); then
   echo "test.sh: installing ${need_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
+  # Postfix installs without a system configuration (the tests run their own).
+  echo 'postfix postfix/main_mailer_type select No configuration' | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
 fi
@@ -36,6 +41,7 @@ shared=${HAMLET_SHARED:-../shared}
 if [[ -x $shared/tools/unpack-corpora ]]; then
   "$shared/tools/unpack-corpora" target/corpora >/dev/null
 fi
+export HAMLET_SHARED=$(cd "$shared" 2>/dev/null && pwd || echo "$shared")
 export HAMLET_CORPORA=${HAMLET_CORPORA:-$PWD/target/corpora}
 export HAMLET_TREC_RUN=${HAMLET_TREC_RUN:-$(cd "$shared" 2>/dev/null && pwd)/tools/trec-run}
 

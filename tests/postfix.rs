@@ -1,0 +1,104 @@
+//! End to end with the real Postfix (Debian's `postfix`) and `swaks` as the
+//! SMTP client: Postfix's `check_policy_service` asks `hamlet serve
+//! --policy`; a new triplet is greylisted (450 4.2.0), accepted after the
+//! delay, and a bad HELO is rejected (554 5.5.2). swaks's XCLIENT stands in
+//! for a remote client address. `scripts/test.sh` installs both.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hamlet");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Stack {
+    dir: PathBuf,
+    smtp: u16,
+    hamlet: Child,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix").arg("-c").arg(self.dir.join("conf")).arg("stop").stderr(Stdio::null()).status();
+        let _ = Command::new("kill").arg(self.hamlet.id().to_string()).status();
+        let _ = self.hamlet.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn harness(file: &str) -> String {
+    let shared = std::env::var("HAMLET_SHARED").unwrap_or_else(|_| "../shared".into());
+    let path = Path::new(&shared).join("reference/harness").join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (the shared harness configs; set HAMLET_SHARED)", path.display()))
+}
+
+fn start() -> Stack {
+    for (bin, pkg) in [("/usr/sbin/postfix", "postfix"), ("/usr/bin/swaks", "swaks")] {
+        assert!(Path::new(bin).exists(), "{pkg} is not installed: run scripts/test.sh, or `apt-get install -y {pkg}`");
+    }
+    let dir = std::env::temp_dir().join(format!("hamlet-postfix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for d in ["conf", "spool", "data"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    assert!(Command::new("chmod").arg("755").arg(&dir).status().unwrap().success());
+    assert!(Command::new("chown").arg("postfix").arg(dir.join("data")).status().unwrap().success());
+    let (smtp, policy, http) = (free_port(), free_port(), free_port());
+    let d = dir.to_str().unwrap();
+    // Postfix's own HELO checks off: the HELO verdict is hamlet's.
+    let main = harness("postfix-main.cf")
+        .replace("@DIR@", d)
+        .replace("@POLICY_PORT@", &policy.to_string())
+        .lines()
+        .map(|l| if l.starts_with("smtpd_helo_restrictions") { "smtpd_helo_restrictions =" } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.join("conf/main.cf"), main + "\n").unwrap();
+    std::fs::write(dir.join("conf/master.cf"), harness("postfix-master.cf").replace("@SMTP_PORT@", &smtp.to_string())).unwrap();
+    std::fs::write(dir.join("hamlet.toml"), format!("log = \"warn\"\nhttp = \"127.0.0.1:{http}\"\n[envelope.greylist]\nenabled = true\ndelay_s = 2\n")).unwrap();
+    let db = dir.join("h.redb");
+    assert!(Command::new(BIN).arg("--db").arg(&db).args(["db", "init", "--empty"]).status().unwrap().success());
+    let hamlet = Command::new(BIN)
+        .arg("--db")
+        .arg(&db)
+        .args(["serve", "--config", dir.join("hamlet.toml").to_str().unwrap(), "--policy", &format!("127.0.0.1:{policy}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stack = Stack { dir, smtp, hamlet };
+    let out = Command::new("postfix").arg("-c").arg(stack.dir.join("conf")).arg("start").output().unwrap();
+    assert!(out.status.success(), "postfix start: {}", String::from_utf8_lossy(&out.stderr));
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", stack.smtp)).is_ok() && std::net::TcpStream::connect(("127.0.0.1", policy)).is_ok() {
+            return stack;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("postfix or hamlet never listened");
+}
+
+/// One SMTP transaction through swaks; its transcript.
+fn swaks(stack: &Stack, helo: &str, from: &str, client: &str) -> String {
+    let out = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{}", stack.smtp), "--helo", helo, "--from", from, "--to", "erin@corp.example"])
+        .args(["--xclient-addr", client, "--xclient-name", "mail.other.example", "--timeout", "20"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn postfix_greylists_then_accepts_and_rejects_a_bad_helo() {
+    let s = start();
+    let first = swaks(&s, "mail.sender.example", "frank@sender.example", "198.51.100.23");
+    assert!(first.contains("450 4.2.0 <erin@corp.example>: Recipient address rejected: Greylisted"), "{first}");
+    std::thread::sleep(Duration::from_millis(2200));
+    let retry = swaks(&s, "mail.sender.example", "frank@sender.example", "198.51.100.23");
+    assert!(retry.contains("250 2.0.0 Ok: queued"), "after the delay: {retry}");
+    let bad = swaks(&s, "bad_helo!", "frank@sender.example", "198.51.100.24");
+    assert!(bad.contains("554 5.5.2") && bad.contains("HELO_INVALID"), "{bad}");
+}
