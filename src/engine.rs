@@ -127,10 +127,20 @@ impl<S: TokenStore> Engine<S> {
     /// Scores a raw message with a per-user model layered over this
     /// engine's (see [`crate::store::Layered`]); `None`: the shared model alone.
     pub fn check_layered(&self, user: Option<&dyn TokenStore>, raw: &[u8]) -> Result<Score> {
-        let Some(user) = user else { return self.check(raw) };
-        let p = self.prepare(raw);
-        let (base, top) = (self.store.read()?, user.read()?);
-        self.score(&crate::store::Layered { base: &*base, top: &*top }, &p.tokens)
+        self.score_layered(user, &self.prepare(raw).tokens)
+    }
+
+    /// Scores a token set (a [`Prepared`]'s, perhaps with envelope tokens
+    /// added) against the shared model, with `user`'s layered over it.
+    pub fn score_layered(&self, user: Option<&dyn TokenStore>, tokens: &[String]) -> Result<Score> {
+        let base = self.store.read()?;
+        match user {
+            None => self.score(&*base, tokens),
+            Some(user) => {
+                let top = user.read()?;
+                self.score(&crate::store::Layered { base: &*base, top: &*top }, tokens)
+            }
+        }
     }
 
     /// Applies a batch of learns and unlearns in one write transaction.

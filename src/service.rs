@@ -13,8 +13,8 @@ use crate::Class;
 use crate::classify::Score;
 use crate::config::Config;
 use crate::engine::{Action, Engine, LearnOutcome};
-use crate::envelope::Checker;
-use crate::envelope::greylist::RedbGreyStore;
+use crate::envelope::greylist::{MemoryGreyStore, RedbGreyStore};
+use crate::envelope::{Checker, Envelope, Report};
 use crate::metrics::Metrics;
 use crate::store::{RedbStore, TokenStore};
 use crate::users::Users;
@@ -36,6 +36,10 @@ pub struct Service<S: TokenStore + 'static> {
     pub metrics: Metrics,
     /// Per-user models, when configured.
     pub users: Option<Users>,
+    /// Envelope checks for requests that carry an envelope (HTTP headers).
+    /// No greylisting here: that belongs to the SMTP transaction (the
+    /// policy service), not to scoring a message already received.
+    pub envelope: Checker<MemoryGreyStore>,
 }
 
 /// Why [`Service::blocking`] gave no value.
@@ -58,7 +62,14 @@ impl<S: TokenStore + 'static> Service<S> {
             learns: AtomicU64::new(0),
             metrics: Metrics::default(),
             users: None,
+            envelope: Checker::new(Default::default(), None).expect("the default envelope config is valid"),
         }
+    }
+
+    /// The envelope's outcomes, and the tokens to add for them.
+    fn envelope_report(&self, env: Option<&Envelope>) -> crate::Result<Option<Report>> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        env.map(|e| self.envelope.check(e, now)).transpose()
     }
 
     /// The user's model to layer over the shared one: `None` without a
@@ -70,10 +81,12 @@ impl<S: TokenStore + 'static> Service<S> {
         }
     }
 
-    /// Scores a message, for `user` if per-user models are on.
-    pub async fn check(self: &Arc<Self>, user: Option<String>, raw: Vec<u8>) -> Result<Score, JobError> {
+    /// Scores a message, for `user` if per-user models are on; with an
+    /// envelope, its outcomes are checked, reported, and their tokens join
+    /// the message's (so the classifier weighs them as it learns).
+    pub async fn check(self: &Arc<Self>, user: Option<String>, raw: Vec<u8>, env: Option<Envelope>) -> Result<(Score, Option<Report>), JobError> {
         let me = self.clone();
-        let score = self
+        let (score, report) = self
             .blocking(move |e| {
                 // A user's model that cannot be opened must not stop mail
                 // being scored: the shared model alone, and a warning.
@@ -81,22 +94,32 @@ impl<S: TokenStore + 'static> Service<S> {
                     tracing::warn!(user = user.as_deref().unwrap_or(""), error = %err, "per-user model unavailable; scoring with the shared model");
                     None
                 });
-                e.check_layered(u.as_deref().map(|s| s as &dyn TokenStore), &raw)
+                let report = me.envelope_report(env.as_ref())?;
+                let mut p = e.prepare(&raw);
+                if let Some(r) = &report {
+                    p.add_tokens(r.tokens());
+                }
+                Ok((e.score_layered(u.as_deref().map(|s| s as &dyn TokenStore), &p.tokens)?, report))
             })
             .await?;
         self.checks.fetch_add(1, Ordering::Relaxed);
         self.metrics.verdict(score.verdict.name());
-        Ok(score)
+        Ok((score, report))
     }
 
     /// Learns (`Some(class)`) or unlearns (`None`) a message: into `user`'s
     /// model if per-user models are on and the name is not ignored, else
     /// into the shared model.
-    pub async fn train(self: &Arc<Self>, user: Option<String>, raw: Vec<u8>, class: Option<Class>) -> Result<LearnOutcome, JobError> {
+    /// With an envelope, its outcome tokens are learned with the message
+    /// (send the same envelope when unlearning it).
+    pub async fn train(self: &Arc<Self>, user: Option<String>, raw: Vec<u8>, class: Option<Class>, env: Option<Envelope>) -> Result<LearnOutcome, JobError> {
         let me = self.clone();
         let outcome = self
             .blocking(move |e| {
-                let p = e.prepare(&raw);
+                let mut p = e.prepare(&raw);
+                if let Some(r) = me.envelope_report(env.as_ref())? {
+                    p.add_tokens(r.tokens());
+                }
                 let action = class.map_or(Action::Unlearn, Action::Learn);
                 let batch = [(p, action)];
                 let out = match me.user_store(user.as_deref(), true)? {
@@ -140,6 +163,7 @@ pub async fn run(cfg: Config) -> crate::Result<()> {
     params.spam_cutoff = cfg.spam_cutoff;
     let mut service = Service::new(Engine::new(store, params), cfg.learn_token.clone());
     service.timeout = Duration::from_secs(cfg.timeout_s);
+    service.envelope = Checker::new(cfg.envelope.clone(), None)?;
     service.users = cfg.users_dir.clone().map(|d| Users::new(d, cfg.users_ignore.clone(), cfg.users_max_open));
     let service: Arc<Service<RedbStore>> = Arc::new(service);
 

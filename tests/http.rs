@@ -308,3 +308,43 @@ fn rspamc_works_against_hamlet() {
     assert!(symbols.contains("Action:") && symbols.contains("Score:") && symbols.contains("HAMLET_"), "{symbols}");
     assert!(symbols.contains("Message-ID: r1@example.org"), "{symbols}");
 }
+
+async fn call_with(app: &axum::Router, uri: &str, headers: &[(&str, &str)], body: &str) -> (StatusCode, Value) {
+    let mut req = Request::builder().method("POST").uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app.clone().oneshot(req.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// rspamd's envelope headers: outcomes reported, their tokens scored and
+/// learned, a reject decides checkv2's action.
+#[tokio::test]
+async fn envelope_headers_are_checked_reported_and_learned() {
+    let app = app(None, 1 << 20);
+    let bare = [("IP", "198.51.100.23"), ("Helo", "localhost"), ("From", "<frank@sender.example>"), ("Rcpt", "<erin@corp.example>")];
+    let (st, v) = call_with(&app, "/v1/check", &bare, HAM).await;
+    assert_eq!(st, StatusCode::OK);
+    let env = &v["stages"]["envelope"];
+    assert_eq!(env["decision"], "continue", "{v}");
+    let rules: Vec<&str> = env["outcomes"].as_array().unwrap().iter().map(|o| o["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules, ["HELO_NOT_FQDN", "CLIENT_NO_RDNS"], "{v}");
+    assert_eq!(env["outcomes"][0]["token"], "env:helo=bare");
+    // Learned with the message: the token gets counts like any word.
+    let (st, _) = call_with(&app, "/v1/learn/spam", &bare, SPAM).await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, v) = call_with(&app, "/v1/check", &bare, HAM).await;
+    assert!(v["clues"].as_array().unwrap().iter().any(|c| c["token"] == "env:helo=bare" && c["spam"] == 1), "{v}");
+    let (_, v) = call(&app, "POST", "/v1/check", None, HAM).await;
+    assert!(v["stages"]["envelope"].is_null(), "no envelope headers, no envelope stage");
+    // checkv2: outcomes as symbols, a reject as the action.
+    let bad = [("IP", "198.51.100.23"), ("Hostname", "mail.sender.example"), ("Helo", "bad_helo!"), ("From", "frank@sender.example"), ("Rcpt", "erin@corp.example")];
+    let (_, v) = call_with(&app, "/checkv2", &bad, HAM).await;
+    assert_eq!(v["action"], "reject", "{v}");
+    assert_eq!(v["symbols"]["HELO_INVALID"]["options"][0], "env:helo=invalid");
+    let (st, _) = call_with(&app, "/v1/check", &[("IP", "not-an-ip")], HAM).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}

@@ -7,6 +7,7 @@
 
 use crate::classify::Score;
 use crate::engine::{Engine, LearnOutcome};
+use crate::envelope::{Decision, Envelope, Report};
 use crate::service::{JobError, Service};
 use crate::store::TokenStore;
 use crate::Class;
@@ -135,14 +136,60 @@ pub fn score_json(s: &Score, elapsed: Duration) -> Value {
     })
 }
 
-/// The request's user (`X-Hamlet-User`, or rspamd's `User`), for per-user
-/// models.
+/// The request's user (`X-Hamlet-User`, or rspamd's `Deliver-To`), for
+/// per-user models. (rspamd's `User` is the SASL user: see [`envelope`].)
 fn user(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get("x-hamlet-user").or_else(|| headers.get("user")) else { return Ok(None) };
+    let Some(v) = headers.get("x-hamlet-user").or_else(|| headers.get("deliver-to")) else { return Ok(None) };
     match v.to_str() {
         Ok(u) if crate::users::valid_name(u) => Ok(Some(u.to_string())),
         _ => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad user name: letters, digits and -_.@+ only")),
     }
+}
+
+/// The SMTP envelope from rspamd's request headers: `IP` (client address),
+/// `Hostname` (its verified reverse DNS name), `Helo`, `From` (MAIL FROM),
+/// `Rcpt` (repeated, or comma-separated), `User` (SASL user). `None` when
+/// the request carries none of them.
+fn envelope(headers: &HeaderMap) -> Result<Option<Envelope>, ApiError> {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
+    if ["ip", "hostname", "helo", "from", "rcpt"].iter().all(|n| headers.get(*n).is_none()) {
+        return Ok(None);
+    }
+    let client_ip = match get("ip") {
+        Some(ip) => Some(ip.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("IP header {ip:?} is not an address")))?),
+        None => None,
+    };
+    let rcpt_to = headers
+        .get_all("rcpt")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|r| r.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+        .filter(|r| !r.is_empty())
+        .collect();
+    Ok(Some(Envelope {
+        client_ip,
+        client_name: get("hostname").filter(|h| !h.is_empty() && *h != "unknown").map(str::to_string),
+        helo: get("helo").unwrap_or("").to_string(),
+        mail_from: get("from").unwrap_or("").trim_start_matches('<').trim_end_matches('>').to_string(),
+        rcpt_to,
+        sasl_user: get("user").filter(|u| !u.is_empty()).map(str::to_string),
+    }))
+}
+
+/// The envelope stage of a check reply.
+fn envelope_json(r: &Report) -> Value {
+    let (decision, text) = match &r.decision {
+        Decision::Continue => ("continue", None),
+        Decision::Defer(t) => ("defer", Some(t.as_str())),
+        Decision::Reject(t) => ("reject", Some(t.as_str())),
+    };
+    let outcomes: Vec<Value> = r
+        .outcomes
+        .iter()
+        .map(|o| json!({ "rule": o.rule, "token": o.token, "detail": o.detail, "action": format!("{:?}", o.action).to_ascii_lowercase() }))
+        .collect();
+    json!({ "decision": decision, "text": text, "outcomes": outcomes })
 }
 
 fn job(e: JobError) -> ApiError {
@@ -155,9 +202,13 @@ fn job(e: JobError) -> ApiError {
 async fn check<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     let start = Instant::now();
     let user = user(&headers)?;
+    let env = envelope(&headers)?;
     let raw = message(body)?;
-    let score = state.check(user, raw).await.map_err(job)?;
+    let (score, report) = state.check(user, raw, env).await.map_err(job)?;
     let mut v = score_json(&score, start.elapsed());
+    if let Some(r) = &report {
+        v["stages"]["envelope"] = envelope_json(r);
+    }
     v["ham_cutoff"] = json!(state.engine.params.ham_cutoff);
     v["spam_cutoff"] = json!(state.engine.params.spam_cutoff);
     Ok(Json(v))
@@ -187,7 +238,8 @@ async fn learn_as<S: TokenStore + 'static>(
     authorize(&state, &headers)?;
     let user = user(&headers)?;
     let raw = message(body)?;
-    let outcome = state.train(user, raw, class).await.map_err(job)?;
+    let env = envelope(&headers)?;
+    let outcome = state.train(user, raw, class, env).await.map_err(job)?;
     let status = match outcome {
         LearnOutcome::AlreadyLearned => StatusCode::ALREADY_REPORTED,
         _ => StatusCode::OK,
@@ -216,10 +268,11 @@ pub const RSPAMD_SCALE: f64 = 15.0;
 async fn checkv2<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     let start = Instant::now();
     let user = user(&headers)?;
+    let env = envelope(&headers)?;
     let raw = message(body)?;
     let msgid = crate::digest::header_value(crate::digest::split(&raw).0, "message-id")
         .map(|v| String::from_utf8_lossy(&v).trim_start_matches('<').trim_end_matches('>').to_string());
-    let score = state.check(user, raw).await.map_err(job)?;
+    let (score, report) = state.check(user, raw, env).await.map_err(job)?;
     let p = score.probability;
     let round = |x: f64| (x * 100.0).round() / 100.0;
     let (name, desc) = match score.verdict {
@@ -229,12 +282,27 @@ async fn checkv2<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, 
     };
     let options: Vec<String> = score.clues.iter().take(10).map(|c| format!("{}({:.3})", c.token, c.prob)).collect();
     let sym_score = round(RSPAMD_SCALE * p);
+    // Envelope outcomes are symbols too (scored 0: their weight is in the
+    // content score through their tokens); a reject or defer decides the
+    // action, as rspamd's own envelope modules would.
+    let mut symbols = json!({ name: { "name": name, "score": sym_score, "metric_score": sym_score, "description": desc, "options": options } });
+    let mut action = if score.verdict == crate::classify::Verdict::Spam { "add header" } else { "no action" };
+    if let Some(r) = &report {
+        for o in &r.outcomes {
+            symbols[o.rule] = json!({ "name": o.rule, "score": 0.0, "metric_score": 0.0, "description": o.detail, "options": [o.token] });
+        }
+        match r.decision {
+            Decision::Reject(_) => action = "reject",
+            Decision::Defer(_) => action = "soft reject",
+            Decision::Continue => {}
+        }
+    }
     let mut reply = json!({
         "is_skipped": false,
         "score": sym_score,
         "required_score": round(RSPAMD_SCALE * state.engine.params.spam_cutoff),
-        "action": if score.verdict == crate::classify::Verdict::Spam { "add header" } else { "no action" },
-        "symbols": { name: { "name": name, "score": sym_score, "metric_score": sym_score, "description": desc, "options": options } },
+        "action": action,
+        "symbols": symbols,
         "messages": {},
         "time_real": start.elapsed().as_secs_f64(),
     });

@@ -270,7 +270,7 @@ async fn respond<S: TokenStore + 'static, R: AsyncRead + Unpin>(
         Command::Process | Command::Headers => (raw.clone(), raw),
         _ => (raw, Vec::new()),
     };
-    let score = service.check(req.user.clone(), scored).await.map_err(job_error).map_err(fail)?;
+    let score = service.check(req.user.clone(), scored, None).await.map_err(job_error).map_err(fail)?.0;
     let out = Outcome::from_score(&score, cutoff);
     let spam_line = out.spam_line();
     let reply = match cmd {
@@ -315,7 +315,7 @@ async fn tell<S: TokenStore + 'static>(
     let Some(action) = action else {
         return Ok(proto::reply(None, &[], None));
     };
-    let outcome = service.train(req.user.clone(), raw, action).await.map_err(job_error)?;
+    let outcome = service.train(req.user.clone(), raw, action, None).await.map_err(job_error)?;
     tracing::info!(peer = ?peer, user = req.user.as_deref().unwrap_or("-"), class = action.map_or("forget", Class::name), result = outcome.name(), "spamd TELL");
     // spamc prints "successfully un/learned" when DidSet/DidRemove comes
     // back, "already un/learned" when neither does.
