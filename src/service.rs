@@ -1,7 +1,8 @@
 //! `hamlet serve`: one process, one database, one [`Engine`], and the edges
 //! that share it: the HTTP API ([`crate::http`]), the SPAMD listener
-//! ([`crate::spamd`]) and the Postfix policy service ([`crate::policy`]). A redb file can be opened by one process only, so
-//! the edges must share the engine rather than each open the database.
+//! ([`crate::spamd`]) and the Postfix policy service ([`crate::policy`]).
+//! A redb file can be opened by one process only, so the edges must share
+//! the engine rather than each open the database.
 //!
 //! Every request's CPU work (tokenizing, scoring, the write transaction of
 //! a learn) runs on tokio's blocking pool through [`Service::blocking`], so
