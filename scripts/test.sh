@@ -21,6 +21,8 @@ command -v openssl >/dev/null || need_pkgs+=(openssl)
 # Postfix and swaks: the end-to-end test of the policy service.
 [[ -x /usr/sbin/postfix ]] || need_pkgs+=(postfix)
 command -v swaks >/dev/null || need_pkgs+=(swaks)
+# unbound serves the DNS-list zone of the envelope tests.
+[[ -x /usr/sbin/unbound ]] || need_pkgs+=(unbound)
 if ((${#need_pkgs[@]})); then
   echo "test.sh: installing ${need_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

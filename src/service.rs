@@ -67,10 +67,18 @@ impl<S: TokenStore + 'static> Service<S> {
         }
     }
 
+    /// The DNS list answers for an envelope (async; before the blocking part).
+    async fn lookups(&self, env: Option<&Envelope>) -> Vec<crate::envelope::dnsbl::Listing> {
+        match env {
+            Some(e) => self.envelope.lookups(e).await,
+            None => Vec::new(),
+        }
+    }
+
     /// The envelope's outcomes, and the tokens to add for them.
-    fn envelope_report(&self, env: Option<&Envelope>) -> crate::Result<Option<Report>> {
+    fn envelope_report(&self, env: Option<&Envelope>, lookups: &[crate::envelope::dnsbl::Listing]) -> crate::Result<Option<Report>> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        env.map(|e| self.envelope.check(e, now)).transpose()
+        env.map(|e| self.envelope.check_with(e, lookups, now)).transpose()
     }
 
     /// The user's model to layer over the shared one: `None` without a
@@ -87,6 +95,7 @@ impl<S: TokenStore + 'static> Service<S> {
     /// the message's (so the classifier weighs them as it learns).
     pub async fn check(self: &Arc<Self>, user: Option<String>, raw: Vec<u8>, env: Option<Envelope>) -> Result<(Score, Option<Report>), JobError> {
         let me = self.clone();
+        let lookups = self.lookups(env.as_ref()).await;
         let (score, report) = self
             .blocking(move |e| {
                 // A user's model that cannot be opened must not stop mail
@@ -95,7 +104,7 @@ impl<S: TokenStore + 'static> Service<S> {
                     tracing::warn!(user = user.as_deref().unwrap_or(""), error = %err, "per-user model unavailable; scoring with the shared model");
                     None
                 });
-                let report = me.envelope_report(env.as_ref())?;
+                let report = me.envelope_report(env.as_ref(), &lookups)?;
                 let mut p = e.prepare(&raw);
                 if let Some(r) = &report {
                     p.add_tokens(r.tokens());
@@ -115,10 +124,11 @@ impl<S: TokenStore + 'static> Service<S> {
     /// (send the same envelope when unlearning it).
     pub async fn train(self: &Arc<Self>, user: Option<String>, raw: Vec<u8>, class: Option<Class>, env: Option<Envelope>) -> Result<LearnOutcome, JobError> {
         let me = self.clone();
+        let lookups = self.lookups(env.as_ref()).await;
         let outcome = self
             .blocking(move |e| {
                 let mut p = e.prepare(&raw);
-                if let Some(r) = me.envelope_report(env.as_ref())? {
+                if let Some(r) = me.envelope_report(env.as_ref(), &lookups)? {
                     p.add_tokens(r.tokens());
                 }
                 let action = class.map_or(Action::Unlearn, Action::Learn);

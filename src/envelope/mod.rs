@@ -1,7 +1,8 @@
 //! Envelope-level checks, run on the SMTP envelope before any content is
-//! scored: HELO and RFC 5321 strictness ([`helo`]) and greylisting
-//! ([`greylist`]). SPF, DKIM/DMARC and DNS blocklists are to come (see
-//! issue 4's notes); the model below is where they plug in.
+//! scored: HELO and RFC 5321 strictness ([`helo`]), DNS block- and
+//! allowlists ([`dnsbl`]) and greylisting ([`greylist`]). SPF and
+//! DKIM/DMARC are to come (see issue 4's notes); the model below is where
+//! they plug in.
 //!
 //! A check yields named [`Outcome`]s (`HELO_NOT_FQDN`, `GREYLIST_DEFER`),
 //! each with the action its rule is configured for: reject, defer,
@@ -12,6 +13,7 @@
 //! has a synthetic token (`env:helo=bare`) for the content classifier to
 //! learn its weight from.
 
+pub mod dnsbl;
 pub mod greylist;
 pub mod helo;
 
@@ -81,11 +83,23 @@ pub struct EnvelopeConfig {
     /// Greylisting state (default: beside the token database,
     /// `<db stem>.greylist.redb`).
     pub greylist_db: Option<std::path::PathBuf>,
+    /// The resolver for DNS lists, its time limits.
+    pub dns: dnsbl::DnsConfig,
+    /// `[[envelope.dnsbl]]`: block- and allowlist zones.
+    pub dnsbl: Vec<dnsbl::Zone>,
 }
 
 impl Default for EnvelopeConfig {
     fn default() -> Self {
-        EnvelopeConfig { my_names: Vec::new(), my_addresses: Vec::new(), rules: BTreeMap::new(), greylist: GreylistConfig::default(), greylist_db: None }
+        EnvelopeConfig {
+            my_names: Vec::new(),
+            my_addresses: Vec::new(),
+            rules: BTreeMap::new(),
+            greylist: GreylistConfig::default(),
+            greylist_db: None,
+            dns: dnsbl::DnsConfig::default(),
+            dnsbl: Vec::new(),
+        }
     }
 }
 
@@ -150,6 +164,7 @@ impl Report {
 pub struct Checker<G: GreyStore> {
     pub config: EnvelopeConfig,
     greylist: Option<Greylist<G>>,
+    dnsbl: Option<dnsbl::Dnsbl>,
 }
 
 impl<G: GreyStore> Checker<G> {
@@ -160,7 +175,17 @@ impl<G: GreyStore> Checker<G> {
             Some(s) if config.greylist.enabled => Some(Greylist::new(config.greylist.clone(), s)?),
             _ => None,
         };
-        Ok(Checker { config, greylist })
+        let dnsbl = if config.dnsbl.is_empty() { None } else { Some(dnsbl::Dnsbl::new(&config.dns, config.dnsbl.clone())?) };
+        Ok(Checker { config, greylist, dnsbl })
+    }
+
+    /// The DNS list lookups for an envelope's client (none without zones
+    /// or a client address). Async: run it before [`Checker::check_with`].
+    pub async fn lookups(&self, env: &Envelope) -> Vec<dnsbl::Listing> {
+        match (&self.dnsbl, env.client_ip) {
+            (Some(d), Some(ip)) => d.check(ip).await,
+            _ => Vec::new(),
+        }
     }
 
     fn outcome(&self, rule: &'static str, token: impl Into<String>, detail: impl Into<String>) -> Outcome {
@@ -171,6 +196,11 @@ impl<G: GreyStore> Checker<G> {
     /// pass their own clock). Greylisting runs only for a recipient, and
     /// only when nothing else rejects.
     pub fn check(&self, env: &Envelope, now: u64) -> Result<Report> {
+        self.check_with(env, &[], now)
+    }
+
+    /// [`Checker::check`] with the DNS list answers ([`Checker::lookups`]).
+    pub fn check_with(&self, env: &Envelope, lookups: &[dnsbl::Listing], now: u64) -> Result<Report> {
         let mut outcomes = Vec::new();
         if let Some(p) = helo::check_helo(&env.helo, env.client_ip, &self.config.my_names, &self.config.my_addresses) {
             outcomes.push(self.outcome(p.rule(), p.token(), format!("HELO {:?}", truncate(&env.helo))));
@@ -190,10 +220,33 @@ impl<G: GreyStore> Checker<G> {
         if env.client_ip.is_some() && env.client_name.is_none() {
             outcomes.push(self.outcome("CLIENT_NO_RDNS", "env:rdns=none", "client has no verified reverse DNS name"));
         }
+        let ip = env.client_ip.map_or_else(String::new, |i| i.to_string());
+        let mut listed = false;
+        let mut allowed = false;
+        for l in lookups {
+            let (rule, token, detail) = match (&l.answer, l.allow) {
+                (dnsbl::Answer::Listed(codes), allow) => {
+                    let codes: Vec<String> = codes.iter().map(|(a, m)| m.as_ref().map_or_else(|| a.to_string(), |m| format!("{a} {m}"))).collect();
+                    if allow {
+                        allowed = true;
+                        ("DNSWL_LISTED", format!("env:dnswl={}", l.zone), format!("{ip} in {} ({})", l.zone, codes.join(", ")))
+                    } else {
+                        listed = true;
+                        ("DNSBL_LISTED", format!("env:dnsbl={}", l.zone), format!("{ip} listed in {} ({})", l.zone, codes.join(", ")))
+                    }
+                }
+                (dnsbl::Answer::NotListed, _) => continue,
+                (dnsbl::Answer::Failed(e), _) => ("DNSBL_ERROR", "env:dnsbl=error".to_string(), format!("{}: {e}", l.zone)),
+            };
+            // A listing acts as its zone says; a DNS failure never refuses mail.
+            let action = if rule == "DNSBL_LISTED" { l.action } else { RuleAction::Score };
+            outcomes.push(Outcome { rule, token, detail, action });
+        }
         let rejected = outcomes.iter().any(|o| o.action == RuleAction::Reject);
         let mut grey = None;
-        if let (Some(g), Some(ip), Some(rcpt), false) = (&self.greylist, env.client_ip, env.rcpt_to.first(), rejected) {
-            let v = g.check(ip, env.client_name.as_deref(), &env.mail_from, rcpt, env.sasl_user.as_deref(), Signals::default(), now)?;
+        if let (Some(g), Some(ip), Some(rcpt), false, false) = (&self.greylist, env.client_ip, env.rcpt_to.first(), rejected, allowed) {
+            let signals = Signals { spf_pass: false, dnsbl_listed: listed };
+            let v = g.check(ip, env.client_name.as_deref(), &env.mail_from, rcpt, env.sasl_user.as_deref(), signals, now)?;
             if let Verdict::Defer { retry_in } = v {
                 outcomes.push(self.outcome("GREYLIST_DEFER", "env:greylist=defer", format!("greylisted, retry in {retry_in} s")));
             }
@@ -222,6 +275,8 @@ fn reply_text(o: &Outcome) -> String {
         "GREYLIST_DEFER" => "4.2.0 Greylisted: please retry later".to_string(),
         "HELO_MISSING" | "HELO_INVALID" | "HELO_NOT_FQDN" | "HELO_BARE_ADDRESS" => format!("5.5.2 {}: Helo command rejected ({})", o.detail, o.rule),
         "MAIL_FROM_INVALID" | "RCPT_TO_INVALID" => format!("5.1.7 {}: bad address syntax ({})", o.detail, o.rule),
+        "DNSBL_LISTED" if o.action == RuleAction::Defer => format!("4.7.1 Service unavailable; client {}", o.detail),
+        "DNSBL_LISTED" => format!("5.7.1 Service unavailable; client {}", o.detail),
         _ => format!("5.7.1 {} ({})", o.detail, o.rule),
     }
     .replace(['\r', '\n'], " ")

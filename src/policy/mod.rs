@@ -216,9 +216,10 @@ async fn connection<S: TokenStore + 'static, G: GreyStore + 'static, T: AsyncRea
         let state = attrs.get("protocol_state").cloned().unwrap_or_default();
         let line = if state == "RCPT" {
             let env = envelope(&attrs);
+            let lookups = checker.lookups(&env).await;
             let c = checker.clone();
             let t = now();
-            match tokio::task::spawn_blocking(move || c.check(&env, t).map(|r| (action(&r, t), r))).await {
+            match tokio::task::spawn_blocking(move || c.check_with(&env, &lookups, t).map(|r| (action(&r, t), r))).await {
                 Ok(Ok((line, report))) => {
                     let rules: Vec<&str> = report.outcomes.iter().map(|o| o.rule).collect();
                     tracing::info!(client = attrs.get("client_address").map_or("", String::as_str), sender = attrs.get("sender").map_or("", String::as_str),
