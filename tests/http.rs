@@ -325,7 +325,7 @@ async fn call_with(app: &axum::Router, uri: &str, headers: &[(&str, &str)], body
 #[tokio::test]
 async fn envelope_headers_are_checked_reported_and_learned() {
     let app = app(None, 1 << 20);
-    let bare = [("IP", "198.51.100.23"), ("Helo", "localhost"), ("From", "<frank@sender.example>"), ("Rcpt", "<erin@corp.example>")];
+    let bare = [("IP", "198.51.100.23"), ("Hostname", "unknown"), ("Helo", "localhost"), ("From", "<frank@sender.example>"), ("Rcpt", "<erin@corp.example>")];
     let (st, v) = call_with(&app, "/v1/check", &bare, HAM).await;
     assert_eq!(st, StatusCode::OK);
     let env = &v["stages"]["envelope"];
@@ -345,6 +345,10 @@ async fn envelope_headers_are_checked_reported_and_learned() {
     let (_, v) = call_with(&app, "/checkv2", &bad, HAM).await;
     assert_eq!(v["action"], "reject", "{v}");
     assert_eq!(v["symbols"]["HELO_INVALID"]["options"][0], "env:helo=invalid");
-    let (st, _) = call_with(&app, "/v1/check", &[("IP", "not-an-ip")], HAM).await;
+    // Fields not sent are not checked: no HELO header is no missing HELO.
+    let (_, v) = call_with(&app, "/checkv2", &[("IP", "198.51.100.23"), ("Rcpt", "erin@corp.example")], HAM).await;
+    assert_ne!(v["action"], "reject", "{v}");
+    assert!(v["symbols"]["HELO_MISSING"].is_null(), "{v}");
+        let (st, _) = call_with(&app, "/v1/check", &[("IP", "not-an-ip")], HAM).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }

@@ -96,6 +96,15 @@ pub fn query_name(ip: IpAddr, zone: &str) -> String {
     }
 }
 
+/// Answers that mean "your query was refused", not "listed": Spamhaus's
+/// 127.255.255.0/24 (public resolver, over quota) for any zone, and
+/// DNSWL's 127.0.0.255 for allowlists. Counting them would reject, or
+/// trust, every client.
+fn is_error_code(a: Ipv4Addr, allow: bool) -> bool {
+    let o = a.octets();
+    (o[1] == 255 && o[2] == 255) || (allow && a == Ipv4Addr::new(127, 0, 0, 255))
+}
+
 /// The lookups, over one resolver.
 pub struct Dnsbl {
     resolver: TokioResolver,
@@ -129,7 +138,10 @@ impl Dnsbl {
             TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), Default::default())
         };
         let resolver = builder.with_options(opts).build().map_err(|e| bad(e.to_string()))?;
-        Ok(Dnsbl { resolver, zones, timeout: Duration::from_millis(config.timeout_ms.max(1)), budget: Duration::from_millis(config.budget_ms.max(1)) })
+        // Each lookup within the budget too, so answers that came in time
+        // are kept even when another zone is slow.
+        let budget = Duration::from_millis(config.budget_ms.max(1));
+        Ok(Dnsbl { resolver, zones, timeout: Duration::from_millis(config.timeout_ms.max(1)).min(budget), budget })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -152,7 +164,7 @@ impl Dnsbl {
                     })
                     // RFC 5782: answers are in 127.0.0.0/8; with a code table,
                     // only known codes count.
-                    .filter(|a| a.octets()[0] == 127 && (zone.codes.is_empty() || zone.codes.contains_key(a)))
+                    .filter(|a| a.octets()[0] == 127 && (if zone.codes.is_empty() { !is_error_code(*a, zone.allow) } else { zone.codes.contains_key(a) }))
                     .map(|a| (a, zone.codes.get(&a).cloned()))
                     .collect();
                 if codes.is_empty() { Answer::NotListed } else { Answer::Listed(codes) }
@@ -165,7 +177,7 @@ impl Dnsbl {
     pub async fn check(&self, ip: IpAddr) -> Vec<Listing> {
         let asks = self.zones.iter().map(|z| async move { (z, self.ask(ip, z).await) });
         let all = futures_util::future::join_all(asks);
-        let answers: Vec<(&Zone, Answer)> = match tokio::time::timeout(self.budget, all).await {
+        let answers: Vec<(&Zone, Answer)> = match tokio::time::timeout(self.budget + Duration::from_millis(200), all).await {
             Ok(a) => a,
             Err(_) => self.zones.iter().map(|z| (z, Answer::Failed("over the DNS budget".into()))).collect(),
         };
@@ -187,6 +199,10 @@ mod tests {
 
     #[test]
     fn query_names() {
+        assert!(is_error_code("127.255.255.254".parse().unwrap(), false));
+        assert!(is_error_code("127.0.0.255".parse().unwrap(), true));
+        assert!(!is_error_code("127.0.0.255".parse().unwrap(), false));
+        assert!(!is_error_code("127.0.0.2".parse().unwrap(), false));
         assert_eq!(query_name("127.0.0.2".parse().unwrap(), "bl.test"), "2.0.0.127.bl.test.");
         assert_eq!(query_name("192.0.2.99".parse().unwrap(), "bl.test."), "99.2.0.192.bl.test.");
         assert_eq!(query_name("::ffff:127.0.0.2".parse().unwrap(), "bl.test"), "2.0.0.127.bl.test.");

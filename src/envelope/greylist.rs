@@ -209,7 +209,8 @@ pub fn network(ip: IpAddr, v4: u8, v6: u8) -> String {
 
 /// postgrey's sender normalisation, so list mail is not greylisted on
 /// every message: lower-case; BATV `prvs=tag=local` → `local`; `+ext`
-/// dropped; digit runs in the local part (VERP) → `#`.
+/// dropped; standalone numbers in the local part (VERP: `bounce-123-4567`)
+/// → `#`, while digits inside a word (`user1`) stay.
 pub fn normalize_sender(sender: &str) -> String {
     let s = sender.trim().to_ascii_lowercase();
     let Some((local, domain)) = s.rsplit_once('@') else { return s };
@@ -222,19 +223,27 @@ pub fn normalize_sender(sender: &str) -> String {
     if let Some((base, _)) = local.split_once('+') {
         local = base.to_string();
     }
+    // Split into runs of word characters and the rest; a run of digits
+    // only (a standalone number, postgrey's \b\d+\b) becomes '#'.
     let mut out = String::with_capacity(local.len());
-    let mut in_digits = false;
-    for c in local.chars() {
-        if c.is_ascii_digit() {
-            if !in_digits {
-                out.push('#');
-            }
-            in_digits = true;
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if !word.is_empty() && word.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('#');
         } else {
-            out.push(c);
-            in_digits = false;
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for ch in local.chars() {
+        if ch.is_alphanumeric() || ch == '_' {
+            word.push(ch);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(ch);
         }
     }
+    flush(&mut word, &mut out);
     format!("{out}@{domain}")
 }
 
@@ -288,7 +297,9 @@ impl<S: GreyStore> Greylist<S> {
             return Ok(Verdict::Exempt("not suspicious"));
         }
         let net = network(client, c.ipv4_prefix, c.ipv6_prefix);
-        let client_key = format!("client\0{net}");
+        // Auto-whitelisting is per client address, as postgrey's: a /24
+        // holds neighbours on shared hosting and clouds.
+        let client_key = format!("client\0{client}");
         if c.auto_whitelist > 0 {
             if let Some(r) = self.store.get(&client_key)? {
                 if r.passes >= c.auto_whitelist && now.saturating_sub(r.last) <= c.max_age_s {
@@ -304,7 +315,7 @@ impl<S: GreyStore> Greylist<S> {
             }
             Some(r) if r.passes == 0 && now.saturating_sub(r.first) <= c.delay_s + c.retry_window_s => {
                 self.store.put(&key, Record { first: r.first, last: now, passes: 1 })?;
-                Verdict::Pass { delayed: Some(now - r.first) }
+                Verdict::Pass { delayed: Some(now.saturating_sub(r.first)) }
             }
             Some(r) if r.passes > 0 && now.saturating_sub(r.last) <= c.max_age_s => {
                 self.store.put(&key, Record { first: r.first, last: now, passes: r.passes.saturating_add(1) })?;
@@ -316,7 +327,9 @@ impl<S: GreyStore> Greylist<S> {
                 Verdict::Defer { retry_in: c.delay_s }
             }
         };
-        if matches!(verdict, Verdict::Pass { .. }) && c.auto_whitelist > 0 {
+        // Only a triplet's first successful retry counts (postgrey's rule):
+        // later deliveries and other recipients of the same mail do not.
+        if matches!(verdict, Verdict::Pass { delayed: Some(_) }) && c.auto_whitelist > 0 {
             let r = self.store.get(&client_key)?.unwrap_or(Record { first: now, last: now, passes: 0 });
             self.store.put(&client_key, Record { last: now, passes: r.passes.saturating_add(1), ..r })?;
         }
@@ -413,15 +426,19 @@ mod tests {
         assert_eq!(check("192.0.2.1", None, "a@bank.example", "x@corp.example", None, true), Verdict::Exempt("sender domain with SPF pass"));
         assert!(matches!(check("192.0.2.1", None, "a@bank.example", "x@corp.example", None, false), Verdict::Defer { .. }), "no SPF pass, no exemption");
         assert_eq!(check("192.0.2.1", None, "a@b.example", "x@corp.example", Some("alice"), false), Verdict::Exempt("authenticated"));
-        // Two passes whitelist the client network.
+        // Two first passes whitelist the client address (not its network).
         for (i, s) in ["p@one.example", "q@two.example"].iter().enumerate() {
             let t = T0 + 1000 * i as u64;
             assert!(matches!(g.check(ip("198.51.100.7"), None, s, "x@corp.example", None, Signals::default(), t).unwrap(), Verdict::Defer { .. }));
             assert!(matches!(g.check(ip("198.51.100.7"), None, s, "x@corp.example", None, Signals::default(), t + 300).unwrap(), Verdict::Pass { .. }));
         }
         assert_eq!(
-            g.check(ip("198.51.100.8"), None, "new@three.example", "x@corp.example", None, Signals::default(), T0 + 5000).unwrap(),
+            g.check(ip("198.51.100.7"), None, "new@three.example", "x@corp.example", None, Signals::default(), T0 + 5000).unwrap(),
             Verdict::Exempt("client auto-whitelisted")
+        );
+        assert!(
+            matches!(g.check(ip("198.51.100.8"), None, "new@three.example", "x@corp.example", None, Signals::default(), T0 + 5000).unwrap(), Verdict::Defer { .. }),
+            "a neighbour is not whitelisted"
         );
     }
 
@@ -446,6 +463,7 @@ mod tests {
         assert_eq!(normalize_sender("Frank+Lists@Sender.example"), "frank@sender.example");
         assert_eq!(normalize_sender("prvs=1234abcd=frank@sender.example"), "frank@sender.example");
         assert_eq!(normalize_sender("bounce-123-4567@lists.example"), "bounce-#-#@lists.example");
+        assert_eq!(normalize_sender("user1@x.example"), "user1@x.example", "digits inside a word stay");
         assert_eq!(normalize_sender(""), "");
     }
 }

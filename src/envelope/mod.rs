@@ -34,6 +34,22 @@ pub struct Envelope {
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
     pub sasl_user: Option<String>,
+    /// Which of the fields were given at all. Postfix always sends them; an
+    /// HTTP client may leave some out (locally submitted mail has no HELO),
+    /// and a check whose input was not given is skipped, not failed.
+    pub known: Known,
+}
+
+/// See [`Envelope::known`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Known {
+    pub helo: bool,
+    pub mail_from: bool,
+    pub client_name: bool,
+}
+
+impl Known {
+    pub const ALL: Known = Known { helo: true, mail_from: true, client_name: true };
 }
 
 /// What a rule does when it fires.
@@ -156,7 +172,7 @@ pub struct Report {
 impl Report {
     /// The synthetic tokens of every outcome that is not off.
     pub fn tokens(&self) -> Vec<String> {
-        self.outcomes.iter().filter(|o| o.action != RuleAction::Off).map(|o| o.token.clone()).collect()
+        self.outcomes.iter().filter(|o| o.action != RuleAction::Off && !o.token.is_empty()).map(|o| o.token.clone()).collect()
     }
 }
 
@@ -202,10 +218,20 @@ impl<G: GreyStore> Checker<G> {
     /// [`Checker::check`] with the DNS list answers ([`Checker::lookups`]).
     pub fn check_with(&self, env: &Envelope, lookups: &[dnsbl::Listing], now: u64) -> Result<Report> {
         let mut outcomes = Vec::new();
-        if let Some(p) = helo::check_helo(&env.helo, env.client_ip, &self.config.my_names, &self.config.my_addresses) {
+        // An authenticated user's mail client, or software on this host,
+        // greets however it likes ("HELO My PC", our own name): that is no
+        // sign of spam.
+        let trusted = env.sasl_user.as_deref().is_some_and(|u| !u.is_empty())
+            || env.client_ip.is_some_and(|ip| ip.is_loopback() || self.config.my_addresses.contains(&ip));
+        let helo_problem = if env.known.helo && !trusted {
+            helo::check_helo(&env.helo, env.client_ip, &self.config.my_names, &self.config.my_addresses)
+        } else {
+            None
+        };
+        if let Some(p) = helo_problem {
             outcomes.push(self.outcome(p.rule(), p.token(), format!("HELO {:?}", truncate(&env.helo))));
         }
-        if !env.mail_from.is_empty() && !helo::valid_address(&env.mail_from) {
+        if env.known.mail_from && !env.mail_from.is_empty() && !helo::valid_address(&env.mail_from) {
             outcomes.push(self.outcome("MAIL_FROM_INVALID", "env:from=invalid", format!("sender <{}>", truncate(&env.mail_from))));
         }
         for r in &env.rcpt_to {
@@ -214,16 +240,16 @@ impl<G: GreyStore> Checker<G> {
                 break;
             }
         }
-        if env.mail_from.is_empty() && env.rcpt_to.len() > 1 {
+        if env.known.mail_from && env.mail_from.is_empty() && env.rcpt_to.len() > 1 {
             outcomes.push(self.outcome("NULL_SENDER_MULTI_RCPT", "env:from=null-multi", format!("null sender to {} recipients", env.rcpt_to.len())));
         }
-        if env.client_ip.is_some() && env.client_name.is_none() {
+        if env.known.client_name && env.client_ip.is_some() && env.client_name.is_none() {
             outcomes.push(self.outcome("CLIENT_NO_RDNS", "env:rdns=none", "client has no verified reverse DNS name"));
         }
         let ip = env.client_ip.map_or_else(String::new, |i| i.to_string());
         let mut listed = false;
         let mut allowed = false;
-        for l in lookups {
+        for l in lookups.iter().filter(|l| l.action != RuleAction::Off) {
             let (rule, token, detail) = match (&l.answer, l.allow) {
                 (dnsbl::Answer::Listed(codes), allow) => {
                     let codes: Vec<String> = codes.iter().map(|(a, m)| m.as_ref().map_or_else(|| a.to_string(), |m| format!("{a} {m}"))).collect();
@@ -236,7 +262,8 @@ impl<G: GreyStore> Checker<G> {
                     }
                 }
                 (dnsbl::Answer::NotListed, _) => continue,
-                (dnsbl::Answer::Failed(e), _) => ("DNSBL_ERROR", "env:dnsbl=error".to_string(), format!("{}: {e}", l.zone)),
+                // No token: a passing DNS hiccup says nothing of the mail.
+                (dnsbl::Answer::Failed(e), _) => ("DNSBL_ERROR", String::new(), format!("{}: {e}", l.zone)),
             };
             // A listing acts as its zone says; a DNS failure never refuses mail.
             let action = if rule == "DNSBL_LISTED" { l.action } else { RuleAction::Score };
@@ -299,6 +326,7 @@ mod tests {
             mail_from: from.into(),
             rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
             sasl_user: None,
+            known: Known::ALL,
         }
     }
 
@@ -321,6 +349,15 @@ mod tests {
         let off = EnvelopeConfig { rules: [("HELO_NOT_FQDN".to_string(), RuleAction::Off)].into(), ..Default::default() };
         let c = Checker::<MemoryGreyStore>::new(off, None).unwrap();
         assert!(c.check(&env("localhost", "a@s.example", &["b@corp.example"]), 0).unwrap().tokens().is_empty());
+        // Authenticated and local clients greet as they like; a missing HELO
+        // field (HTTP) is not a missing HELO.
+        let c = Checker::<MemoryGreyStore>::new(EnvelopeConfig::default(), None).unwrap();
+        let mut e = env("My PC", "a@s.example", &["b@corp.example"]);
+        e.sasl_user = Some("alice".into());
+        assert_eq!(c.check(&e, 0).unwrap().decision, Decision::Continue);
+        let mut e = env("", "", &["b@corp.example", "c@corp.example"]);
+        e.known = Known { helo: false, mail_from: false, client_name: false };
+        assert!(c.check(&e, 0).unwrap().outcomes.is_empty());
         let bad = EnvelopeConfig { rules: [("NO_SUCH_RULE".to_string(), RuleAction::Off)].into(), ..Default::default() };
         assert!(Checker::<MemoryGreyStore>::new(bad, None).is_err());
     }

@@ -140,7 +140,7 @@ pub fn score_json(s: &Score, elapsed: Duration) -> Value {
 /// per-user models. (rspamd's `User` is the SASL user: see [`envelope`].)
 fn user(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = headers.get("x-hamlet-user").or_else(|| headers.get("deliver-to")) else { return Ok(None) };
-    match v.to_str() {
+    match v.to_str().map(|u| u.trim().trim_start_matches('<').trim_end_matches('>')) {
         Ok(u) if crate::users::valid_name(u) => Ok(Some(u.to_string())),
         _ => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad user name: letters, digits and -_.@+ only")),
     }
@@ -151,7 +151,8 @@ fn user(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 /// `Rcpt` (repeated, or comma-separated), `User` (SASL user). `None` when
 /// the request carries none of them.
 fn envelope(headers: &HeaderMap) -> Result<Option<Envelope>, ApiError> {
-    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::trim);
+    // Lossy, not to_str(): a UTF-8 address must not vanish.
+    let get = |n: &str| headers.get(n).map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string());
     if ["ip", "hostname", "helo", "from", "rcpt"].iter().all(|n| headers.get(*n).is_none()) {
         return Ok(None);
     }
@@ -159,21 +160,23 @@ fn envelope(headers: &HeaderMap) -> Result<Option<Envelope>, ApiError> {
         Some(ip) => Some(ip.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("IP header {ip:?} is not an address")))?),
         None => None,
     };
+    let unbracket = |s: &str| s.trim().trim_start_matches('<').trim_end_matches('>').to_string();
     let rcpt_to = headers
         .get_all("rcpt")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|r| r.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .flat_map(|v| v.split(',').map(unbracket).collect::<Vec<_>>())
         .filter(|r| !r.is_empty())
         .collect();
+    let known = crate::envelope::Known { helo: get("helo").is_some(), mail_from: get("from").is_some(), client_name: get("hostname").is_some() };
     Ok(Some(Envelope {
         client_ip,
-        client_name: get("hostname").filter(|h| !h.is_empty() && *h != "unknown").map(str::to_string),
-        helo: get("helo").unwrap_or("").to_string(),
-        mail_from: get("from").unwrap_or("").trim_start_matches('<').trim_end_matches('>').to_string(),
+        client_name: get("hostname").filter(|h| !h.is_empty() && h != "unknown"),
+        helo: get("helo").unwrap_or_default(),
+        mail_from: get("from").map(|f| unbracket(&f)).unwrap_or_default(),
         rcpt_to,
-        sasl_user: get("user").filter(|u| !u.is_empty()).map(str::to_string),
+        sasl_user: get("user").filter(|u| !u.is_empty()),
+        known,
     }))
 }
 

@@ -82,6 +82,7 @@ pub fn envelope(a: &Attrs) -> Envelope {
         mail_from: get("sender").unwrap_or("").to_string(),
         rcpt_to: get("recipient").map(|r| vec![r.to_string()]).unwrap_or_default(),
         sasl_user: get("sasl_username").map(str::to_string),
+        known: crate::envelope::Known::ALL,
     }
 }
 
