@@ -27,6 +27,10 @@ const MAX_LINE: usize = 8192;
 const MAX_ATTRS: usize = 200;
 /// A connection idle this long is closed (Postfix closes its own after 300 s).
 const IDLE: Duration = Duration::from_secs(600);
+/// Most connections served at once (Postfix opens one per smtpd process,
+/// `default_process_limit` 100); more wait in the accept queue, so a flood
+/// cannot take unbounded memory.
+const MAX_CONNECTIONS: usize = 512;
 
 /// A request's attributes. A repeated name keeps its last value.
 pub type Attrs = HashMap<String, String>;
@@ -155,8 +159,13 @@ pub async fn serve<S: TokenStore + 'static, G: GreyStore + 'static>(
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
         let accepted = tokio::select! {
             () = &mut shutdown => break,
             a = crate::spamd::accept(&listener) => a,
@@ -169,6 +178,7 @@ pub async fn serve<S: TokenStore + 'static, G: GreyStore + 'static>(
                         Conn::Tcp(s) => connection(&service, &checker, s, peer, stop).await,
                         Conn::Unix(s) => connection(&service, &checker, s, peer, stop).await,
                     }
+                    drop(permit);
                 });
             }
             Err(e) => {
