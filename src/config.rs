@@ -104,14 +104,9 @@ impl Config {
         if self.learn_token.as_deref().is_some_and(str::is_empty) {
             return Err(Error::Invalid("learn token is empty".into()));
         }
-        if let Some(s) = &self.spamd {
-            if !s.starts_with('/') && s.parse::<std::net::SocketAddr>().is_err() {
-                return Err(Error::Invalid(format!("spamd address {s:?} is neither IP:PORT nor a socket path")));
-            }
-        }
-        if let Some(s) = &self.policy {
-            if !s.starts_with('/') && s.parse::<std::net::SocketAddr>().is_err() {
-                return Err(Error::Invalid(format!("policy address {s:?} is neither IP:PORT nor a socket path")));
+        for (what, addr) in [("spamd", &self.spamd), ("policy", &self.policy)] {
+            if let Some(s) = addr.as_ref().filter(|s| !s.starts_with('/') && s.parse::<std::net::SocketAddr>().is_err()) {
+                return Err(Error::Invalid(format!("{what} address {s:?} is neither IP:PORT nor a socket path")));
             }
         }
         self.envelope.check()?;
@@ -125,6 +120,15 @@ impl Config {
             return Err(Error::Invalid("cutoffs must satisfy 0 <= ham_cutoff <= spam_cutoff <= 1".into()));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// A state file beside the token database: `<db stem>.<suffix>`
+    /// (`hamlet.redb` → `hamlet.greylist.redb`).
+    pub fn beside_db(&self, suffix: &str) -> PathBuf {
+        let stem = self.db.file_stem().map_or_else(|| "hamlet".into(), |s| s.to_string_lossy().into_owned());
+        self.db.with_file_name(format!("{stem}.{suffix}"))
     }
 }
 

@@ -77,8 +77,7 @@ impl<S: TokenStore + 'static> Service<S> {
 
     /// The envelope's outcomes, and the tokens to add for them.
     fn envelope_report(&self, env: Option<&Envelope>, lookups: &[crate::envelope::dnsbl::Listing]) -> crate::Result<Option<Report>> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        env.map(|e| self.envelope.check_with(e, lookups, now)).transpose()
+        env.map(|e| self.envelope.check_with(e, lookups, crate::policy::now())).transpose()
     }
 
     /// The user's model to layer over the shared one: `None` without a
@@ -230,10 +229,7 @@ pub async fn run(cfg: Config) -> crate::Result<()> {
 /// Where greylisting state lives: `[envelope] greylist_db`, else beside the
 /// token database (`<db stem>.greylist.redb`).
 pub fn greylist_path(cfg: &Config) -> std::path::PathBuf {
-    cfg.envelope.greylist_db.clone().unwrap_or_else(|| {
-        let stem = cfg.db.file_stem().map_or_else(|| "hamlet".into(), |s| s.to_string_lossy().into_owned());
-        cfg.db.with_file_name(format!("{stem}.greylist.redb"))
-    })
+    cfg.envelope.greylist_db.clone().unwrap_or_else(|| cfg.beside_db("greylist.redb"))
 }
 
 /// Completes on SIGINT or SIGTERM.

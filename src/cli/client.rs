@@ -612,18 +612,8 @@ fn http_request(target: &Target, a: &ClientArgs, mode: Mode, raw: &[u8], deadlin
         Mode::Learn(LearnType::Forget) => ("POST", "/v1/unlearn"),
         _ => ("POST", "/v1/check"),
     };
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: message/rfc822\r\nContent-Length: {}\r\n", raw.len());
-    if let Some(u) = &a.user {
-        head.push_str(&format!("X-Hamlet-User: {u}\r\n"));
-    }
-    if matches!(mode, Mode::Learn(_)) {
-        if let Ok(t) = std::env::var("HAMLET_LEARN_TOKEN") {
-            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
-    }
-    head.push_str("\r\n");
-    let mut req = head.into_bytes();
-    req.extend_from_slice(raw);
+    let token = matches!(mode, Mode::Learn(_)).then(|| std::env::var("HAMLET_LEARN_TOKEN").ok()).flatten();
+    let req = http_message_request(method, path, addr, a.user.as_deref(), token.as_deref(), raw);
     let buf = exchange(target, &req, deadline)?;
     let (status, body) = parse_http(&buf).map_err(|e| Failure::Refused(EX_PROTOCOL, format!("bad HTTP reply: {e}")))?;
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
@@ -646,6 +636,25 @@ fn http_request(target: &Target, a: &ClientArgs, mode: Mode, raw: &[u8], deadlin
             Ok(Answer::Checked { outcome: Outcome::from_score(&score, cutoff), message: None, threshold: proto::THRESHOLD })
         }
     }
+}
+
+/// An HTTP/1.1 request carrying a message to hamlet's API (`Connection:
+/// close`; the user and bearer token as headers when given).
+pub(crate) fn http_message_request(method: &str, path: &str, addr: &str, user: Option<&str>, token: Option<&str>, body: &[u8]) -> Vec<u8> {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: message/rfc822\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(u) = user {
+        head.push_str(&format!("X-Hamlet-User: {u}\r\n"));
+    }
+    if let Some(t) = token {
+        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut req = head.into_bytes();
+    req.extend_from_slice(body);
+    req
 }
 
 /// Rebuilds a [`Score`] from `/v1/check`'s JSON.

@@ -99,10 +99,7 @@ where
     T: Send + 'static,
     F: FnOnce(&Engine<S>) -> crate::Result<T> + Send + 'static,
 {
-    state.blocking(f).await.map_err(|e| match e {
-        JobError::TimedOut => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timed out"),
-        JobError::Failed(e) => ApiError::internal(e),
-    })
+    state.blocking(f).await.map_err(job)
 }
 
 /// The request body, as the raw message.

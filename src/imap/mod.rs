@@ -142,19 +142,8 @@ async fn http_learn(addr: &str, token: Option<&str>, raw: &[u8], class: Class, u
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fail = |m: String| Error::Invalid(format!("learning through hamlet serve at {addr}: {m}"));
     let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| fail(e.to_string()))?;
-    let mut head = format!(
-        "POST /v1/learn/{class} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: message/rfc822\r\nContent-Length: {}\r\n",
-        raw.len()
-    );
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
-    if let Some(u) = user {
-        head.push_str(&format!("X-Hamlet-User: {u}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await.map_err(|e| fail(e.to_string()))?;
-    s.write_all(raw).await.map_err(|e| fail(e.to_string()))?;
+    let req = crate::cli::client::http_message_request("POST", &format!("/v1/learn/{class}"), addr, user, token, raw);
+    s.write_all(&req).await.map_err(|e| fail(e.to_string()))?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.map_err(|e| fail(e.to_string()))?;
     let (status, body) = crate::cli::client::parse_http(&buf).map_err(fail)?;
@@ -337,7 +326,7 @@ async fn train_folder(
         let (empty, messages): (Vec<_>, Vec<_>) = messages.into_iter().partition(|(_, m)| m.is_empty());
         summary.fetched += (messages.len() + empty.len()) as u64;
         summary.skipped += empty.len() as u64;
-        let outcomes = learner.learn(messages.iter().map(|(_, m)| m.clone()).collect(), class, acct.model_user()).await?;
+        let outcomes = learner.learn(messages.into_iter().map(|(_, m)| m).collect(), class, acct.model_user()).await?;
         for o in &outcomes {
             match o {
                 LearnOutcome::Learned => summary.learned += 1,
@@ -434,10 +423,7 @@ pub fn learner(cfg: &crate::config::Config) -> Result<Learner> {
 
 /// Where the job's state lives: `[imap] state`, else beside the database.
 pub fn state_path(cfg: &crate::config::Config) -> PathBuf {
-    cfg.imap.state.clone().unwrap_or_else(|| {
-        let stem = cfg.db.file_stem().map_or_else(|| "hamlet".into(), |s| s.to_string_lossy().into_owned());
-        cfg.db.with_file_name(format!("{stem}.imap-state.redb"))
-    })
+    cfg.imap.state.clone().unwrap_or_else(|| cfg.beside_db("imap-state.redb"))
 }
 
 /// The accounts selected (all, or the one named).

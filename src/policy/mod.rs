@@ -130,7 +130,8 @@ pub fn rfc2822_date(secs: u64) -> String {
     )
 }
 
-fn now() -> u64 {
+/// Seconds since the epoch: the envelope checks' clock.
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -161,15 +162,7 @@ pub async fn serve<S: TokenStore + 'static, G: GreyStore + 'static>(
     let mut tasks = tokio::task::JoinSet::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let accepted = tokio::select! {
-            () = &mut shutdown => break,
-            a = crate::spamd::accept(&listener) => a,
-        };
+    while let Some((permit, accepted)) = listener.next(&slots, shutdown.as_mut()).await {
         match accepted {
             Ok((conn, peer)) => {
                 let (service, checker, stop) = (service.clone(), checker.clone(), stop_rx.clone());
@@ -191,9 +184,6 @@ pub async fn serve<S: TokenStore + 'static, G: GreyStore + 'static>(
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
     expiry.abort();
-    if let Listener::Unix(_, path) = &listener {
-        let _ = std::fs::remove_file(path);
-    }
 }
 
 /// One Postfix connection: requests until it closes, goes idle, or we stop.

@@ -102,6 +102,33 @@ impl Listener {
             Listener::Unix(..) => None,
         }
     }
+
+    /// Waits for a free slot in `slots`, then for a connection: so a flood
+    /// of connections waits in the accept queue instead of piling up
+    /// tasks. `None` once `shutdown` completes.
+    pub async fn next(
+        &self,
+        slots: &Arc<tokio::sync::Semaphore>,
+        mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Option<(tokio::sync::OwnedSemaphorePermit, std::io::Result<(Conn, Option<IpAddr>)>)> {
+        let permit = tokio::select! {
+            () = &mut shutdown => return None,
+            p = slots.clone().acquire_owned() => p.ok()?,
+        };
+        tokio::select! {
+            () = &mut shutdown => None,
+            a = accept(self) => Some((permit, a)),
+        }
+    }
+}
+
+impl Drop for Listener {
+    /// A UNIX socket's file goes with its listener.
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Serves until `shutdown` completes, then waits (up to the time limit plus
@@ -116,17 +143,7 @@ pub async fn serve<S: TokenStore + 'static>(
     let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
     let memory = Arc::new(tokio::sync::Semaphore::new(kib(opts.memory_budget)));
     tokio::pin!(shutdown);
-    loop {
-        // A free slot first, so a flood of connections waits in the accept
-        // queue instead of piling up tasks.
-        let permit = tokio::select! {
-            () = &mut shutdown => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
-        let accepted = tokio::select! {
-            () = &mut shutdown => break,
-            a = accept(&listener) => a,
-        };
+    while let Some((permit, accepted)) = listener.next(&slots, shutdown.as_mut()).await {
         match accepted {
             Ok((conn, peer)) => {
                 let (service, opts, memory) = (service.clone(), opts.clone(), memory.clone());
@@ -150,9 +167,6 @@ pub async fn serve<S: TokenStore + 'static>(
     }
     let all = u32::try_from(opts.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(opts.timeout + Duration::from_secs(5), slots.acquire_many(all)).await;
-    if let Listener::Unix(_, path) = &listener {
-        let _ = std::fs::remove_file(path);
-    }
 }
 
 /// An accepted connection.
@@ -162,19 +176,19 @@ pub enum Conn {
 }
 
 /// Accepts one connection, with the peer's address (TCP only).
-pub async fn accept(l: &Listener) -> std::io::Result<(Conn, Option<IpAddr>)> {
+async fn accept(l: &Listener) -> std::io::Result<(Conn, Option<IpAddr>)> {
     match l {
         Listener::Tcp(l) => l.accept().await.map(|(s, a)| (Conn::Tcp(s), Some(a.ip()))),
         Listener::Unix(l, _) => l.accept().await.map(|(s, _)| (Conn::Unix(s), None)),
     }
 }
 
-/// Serves one connection: one request, one reply.
 /// Memory budget units: KiB, rounded up.
 fn kib(bytes: usize) -> usize {
     bytes.div_ceil(1024).min(tokio::sync::Semaphore::MAX_PERMITS)
 }
 
+/// Serves one connection: one request, one reply.
 async fn handle<S: TokenStore + 'static, T: AsyncRead + AsyncWrite + Unpin>(
     service: &Arc<Service<S>>,
     opts: &Options,
@@ -265,9 +279,15 @@ async fn respond<S: TokenStore + 'static, R: AsyncRead + Unpin>(
         return tell(service, opts, &req, raw, peer).await.map(|b| (cmd, b)).map_err(fail);
     }
     let cutoff = service.engine.params.spam_cutoff;
-    // Only a rewrite needs the message again after scoring.
-    let (scored, raw) = match cmd {
-        Command::Process | Command::Headers => (raw.clone(), raw),
+    // Only a rewrite needs the message again after scoring, and HEADERS
+    // only its header section (adding headers to the section alone gives
+    // the same header block as rewriting the whole message).
+    let (scored, kept) = match cmd {
+        Command::Process => (raw.clone(), raw),
+        Command::Headers => {
+            let head = proto::header_section(&raw).to_vec();
+            (raw, head)
+        }
         _ => (raw, Vec::new()),
     };
     let score = service.check(req.user.clone(), scored, None).await.map_err(job_error).map_err(fail)?.0;
@@ -279,9 +299,8 @@ async fn respond<S: TokenStore + 'static, R: AsyncRead + Unpin>(
         Command::Report => proto::reply(Some(&spam_line), &[], Some(out.report.as_bytes())),
         Command::ReportIfSpam => proto::reply(Some(&spam_line), &[], Some(if out.spam { out.report.as_bytes() } else { b"" })),
         Command::Process | Command::Headers => {
-            let msg = proto::add_headers(&raw, &out.headers(proto::line_ending(&raw)));
-            let body = if cmd == Command::Headers { proto::header_section(&msg) } else { &msg };
-            proto::reply(Some(&spam_line), &[], Some(body))
+            let msg = proto::add_headers(&kept, &out.headers(proto::line_ending(&kept)));
+            proto::reply(Some(&spam_line), &[], Some(&msg))
         }
         Command::Ping | Command::Skip | Command::Tell => unreachable!("answered above"),
     };

@@ -220,7 +220,7 @@ pub fn parse_header_line(req: &mut Request, line: &[u8]) -> Result<(), ProtoErro
             req.content_length = Some(n);
         }
         "user" => {
-            if !valid_user(value) {
+            if !crate::users::valid_name(value) {
                 return Err(ProtoError::new(Status::NoUser, format!("bad user name {:?}", truncate(value, 40))));
             }
             req.user = Some(value.to_string());
@@ -291,11 +291,6 @@ pub fn validate(req: &Request) -> Result<(), ProtoError> {
         return Err(ProtoError::protocol("missing Content-length"));
     }
     Ok(())
-}
-
-/// The user names accepted in `User:` (see [`crate::users::valid_name`]).
-pub fn valid_user(u: &str) -> bool {
-    crate::users::valid_name(u)
 }
 
 fn trim_eol(line: &[u8]) -> &[u8] {
