@@ -68,15 +68,15 @@ impl<S: TokenStore + 'static> Service<S> {
     }
 
     /// The DNS list answers for an envelope (async; before the blocking part).
-    async fn lookups(&self, env: Option<&Envelope>) -> Vec<crate::envelope::dnsbl::Listing> {
+    async fn lookups(&self, env: Option<&Envelope>) -> crate::envelope::Lookups {
         match env {
             Some(e) => self.envelope.lookups(e).await,
-            None => Vec::new(),
+            None => Default::default(),
         }
     }
 
     /// The envelope's outcomes, and the tokens to add for them.
-    fn envelope_report(&self, env: Option<&Envelope>, lookups: &[crate::envelope::dnsbl::Listing]) -> crate::Result<Option<Report>> {
+    fn envelope_report(&self, env: Option<&Envelope>, lookups: &crate::envelope::Lookups) -> crate::Result<Option<Report>> {
         env.map(|e| self.envelope.check_with(e, lookups, crate::policy::now())).transpose()
     }
 

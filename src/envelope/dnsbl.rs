@@ -113,35 +113,46 @@ pub struct Dnsbl {
     budget: Duration,
 }
 
+/// The resolver for the envelope's DNS work (lists and SPF share it, and
+/// its cache): the configured name servers, else the system's, one
+/// attempt per lookup with the configured time limit.
+pub fn resolver(config: &DnsConfig) -> crate::Result<TokioResolver> {
+    let bad = |m: String| crate::Error::Invalid(format!("[envelope.dns]: {m}"));
+    let mut opts = ResolverOpts::default();
+    opts.timeout = Duration::from_millis(config.timeout_ms.max(1));
+    opts.attempts = 1;
+    opts.cache_size = 4096;
+    let builder = if config.nameservers.is_empty() {
+        TokioResolver::builder_tokio().map_err(|e| bad(format!("cannot read the system's DNS configuration: {e}")))?
+    } else {
+        let mut servers = Vec::new();
+        for ns in &config.nameservers {
+            let addr: SocketAddr = ns
+                .parse()
+                .or_else(|_| ns.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| bad(format!("name server {ns:?} is not IP or IP:PORT")))?;
+            let mut s = NameServerConfig::udp_and_tcp(addr.ip());
+            for c in &mut s.connections {
+                c.port = addr.port();
+            }
+            servers.push(s);
+        }
+        TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), Default::default())
+    };
+    builder.with_options(opts).build().map_err(|e| bad(e.to_string()))
+}
+
 impl Dnsbl {
     pub fn new(config: &DnsConfig, zones: Vec<Zone>) -> crate::Result<Dnsbl> {
-        let bad = |m: String| crate::Error::Invalid(format!("[envelope.dns]: {m}"));
-        let mut opts = ResolverOpts::default();
-        opts.timeout = Duration::from_millis(config.timeout_ms.max(1));
-        opts.attempts = 1;
-        opts.cache_size = 4096;
-        let builder = if config.nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| bad(format!("cannot read the system's DNS configuration: {e}")))?
-        } else {
-            let mut servers = Vec::new();
-            for ns in &config.nameservers {
-                let addr: SocketAddr = ns
-                    .parse()
-                    .or_else(|_| ns.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
-                    .map_err(|_| bad(format!("name server {ns:?} is not IP or IP:PORT")))?;
-                let mut s = NameServerConfig::udp_and_tcp(addr.ip());
-                for c in &mut s.connections {
-                    c.port = addr.port();
-                }
-                servers.push(s);
-            }
-            TokioResolver::builder_with_config(ResolverConfig::from_name_servers(servers), Default::default())
-        };
-        let resolver = builder.with_options(opts).build().map_err(|e| bad(e.to_string()))?;
+        Ok(Dnsbl::with_resolver(resolver(config)?, config, zones))
+    }
+
+    /// Over a resolver shared with other checks.
+    pub fn with_resolver(resolver: TokioResolver, config: &DnsConfig, zones: Vec<Zone>) -> Dnsbl {
         // Each lookup within the budget too, so answers that came in time
         // are kept even when another zone is slow.
         let budget = Duration::from_millis(config.budget_ms.max(1));
-        Ok(Dnsbl { resolver, zones, timeout: Duration::from_millis(config.timeout_ms.max(1)).min(budget), budget })
+        Dnsbl { resolver, zones, timeout: Duration::from_millis(config.timeout_ms.max(1)).min(budget), budget }
     }
 
     pub fn is_empty(&self) -> bool {

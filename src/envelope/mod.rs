@@ -1,8 +1,8 @@
 //! Envelope-level checks, run on the SMTP envelope before any content is
 //! scored: HELO and RFC 5321 strictness ([`helo`]), DNS block- and
-//! allowlists ([`dnsbl`]) and greylisting ([`greylist`]). SPF and
-//! DKIM/DMARC are to come (see issue 4's notes); the model below is where
-//! they plug in.
+//! allowlists ([`dnsbl`]), SPF ([`spf`]) and greylisting ([`greylist`]).
+//! DKIM and DMARC need the message, so they run at the content stage
+//! ([`crate::auth`]) and report through the same outcome model.
 //!
 //! A check yields named [`Outcome`]s (`HELO_NOT_FQDN`, `GREYLIST_DEFER`),
 //! each with the action its rule is configured for: reject, defer,
@@ -16,6 +16,7 @@
 pub mod dnsbl;
 pub mod greylist;
 pub mod helo;
+pub mod spf;
 
 use crate::Result;
 use greylist::{GreyStore, Greylist, GreylistConfig, Signals, Verdict};
@@ -86,7 +87,7 @@ pub enum Decision {
 }
 
 /// `[envelope]` in hamlet.toml.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EnvelopeConfig {
     /// Our own host names: a client greeting with one is forging.
@@ -103,20 +104,17 @@ pub struct EnvelopeConfig {
     pub dns: dnsbl::DnsConfig,
     /// `[[envelope.dnsbl]]`: block- and allowlist zones.
     pub dnsbl: Vec<dnsbl::Zone>,
+    /// `[envelope.spf]`.
+    pub spf: SpfConfig,
 }
 
-impl Default for EnvelopeConfig {
-    fn default() -> Self {
-        EnvelopeConfig {
-            my_names: Vec::new(),
-            my_addresses: Vec::new(),
-            rules: BTreeMap::new(),
-            greylist: GreylistConfig::default(),
-            greylist_db: None,
-            dns: dnsbl::DnsConfig::default(),
-            dnsbl: Vec::new(),
-        }
-    }
+/// `[envelope.spf]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpfConfig {
+    /// Check SPF for clients with an address (off by default: it needs a
+    /// working resolver, which a test box or an offline host may not have).
+    pub enabled: bool,
 }
 
 /// The rule names and their default actions.
@@ -134,6 +132,17 @@ pub const RULES: &[(&str, RuleAction)] = &[
     ("NULL_SENDER_MULTI_RCPT", RuleAction::Score),
     ("CLIENT_NO_RDNS", RuleAction::Score),
     ("GREYLIST_DEFER", RuleAction::Defer),
+    // SPF results are all recorded, so their tokens learn their weight. A
+    // fail is only scored by default: mail forwarded without SRS fails SPF
+    // through no fault of its sender. Set SPF_FAIL = "reject" to honour
+    // "-all" strictly (what postfix-policyd-spf does by default).
+    ("SPF_PASS", RuleAction::Score),
+    ("SPF_FAIL", RuleAction::Score),
+    ("SPF_SOFTFAIL", RuleAction::Score),
+    ("SPF_NEUTRAL", RuleAction::Score),
+    ("SPF_NONE", RuleAction::Score),
+    ("SPF_TEMPERROR", RuleAction::Score),
+    ("SPF_PERMERROR", RuleAction::Score),
 ];
 
 /// A rule's default action.
@@ -167,6 +176,16 @@ pub struct Report {
     pub decision: Decision,
     /// Greylisting's verdict for the (first) recipient, when it ran.
     pub greylist: Option<Verdict>,
+    /// The SPF result, when SPF ran.
+    pub spf: Option<spf::Spf>,
+}
+
+/// The answers of the envelope's DNS checks, gathered (concurrently,
+/// within the DNS budget) before the synchronous part of the check.
+#[derive(Debug, Clone, Default)]
+pub struct Lookups {
+    pub dnsbl: Vec<dnsbl::Listing>,
+    pub spf: Option<spf::Spf>,
 }
 
 impl Report {
@@ -181,6 +200,7 @@ pub struct Checker<G: GreyStore> {
     pub config: EnvelopeConfig,
     greylist: Option<Greylist<G>>,
     dnsbl: Option<dnsbl::Dnsbl>,
+    spf: Option<spf::SpfChecker>,
 }
 
 impl<G: GreyStore> Checker<G> {
@@ -191,17 +211,52 @@ impl<G: GreyStore> Checker<G> {
             Some(s) if config.greylist.enabled => Some(Greylist::new(config.greylist.clone(), s)?),
             _ => None,
         };
-        let dnsbl = if config.dnsbl.is_empty() { None } else { Some(dnsbl::Dnsbl::new(&config.dns, config.dnsbl.clone())?) };
-        Ok(Checker { config, greylist, dnsbl })
+        let (mut dnsbl, mut spf) = (None, None);
+        if !config.dnsbl.is_empty() || config.spf.enabled {
+            let resolver = dnsbl::resolver(&config.dns)?;
+            if !config.dnsbl.is_empty() {
+                dnsbl = Some(dnsbl::Dnsbl::with_resolver(resolver.clone(), &config.dns, config.dnsbl.clone()));
+            }
+            if config.spf.enabled {
+                let host = config.my_names.first().map_or("", String::as_str);
+                spf = Some(spf::SpfChecker::new(resolver, host, std::time::Duration::from_millis(config.dns.budget_ms.max(1))));
+            }
+        }
+        Ok(Checker { config, greylist, dnsbl, spf })
     }
 
-    /// The DNS list lookups for an envelope's client (none without zones
-    /// or a client address). Async: run it before [`Checker::check_with`].
-    pub async fn lookups(&self, env: &Envelope) -> Vec<dnsbl::Listing> {
-        match (&self.dnsbl, env.client_ip) {
-            (Some(d), Some(ip)) => d.check(ip).await,
-            _ => Vec::new(),
-        }
+    /// The DNS work for an envelope's client: list lookups and SPF, at
+    /// once (none without a client address). Async: run it before
+    /// [`Checker::check_with`].
+    pub async fn lookups(&self, env: &Envelope) -> Lookups {
+        let Some(ip) = env.client_ip else { return Lookups::default() };
+        let lists = async {
+            match &self.dnsbl {
+                Some(d) => d.check(ip).await,
+                None => Vec::new(),
+            }
+        };
+        // SPF needs the HELO or the sender; an authenticated or local
+        // client is ours, not some domain's.
+        let trusted = self.trusted(env);
+        let spf = async {
+            match &self.spf {
+                Some(s) if !trusted && (env.known.helo || env.known.mail_from) => {
+                    let helo = if env.known.helo { env.helo.as_str() } else { "" };
+                    let from = if env.known.mail_from { env.mail_from.as_str() } else { "" };
+                    if helo.is_empty() && from.is_empty() { None } else { Some(s.check(ip, helo, from).await) }
+                }
+                _ => None,
+            }
+        };
+        let (dnsbl, spf) = tokio::join!(lists, spf);
+        Lookups { dnsbl, spf }
+    }
+
+    /// An authenticated user's client, or software on this host.
+    fn trusted(&self, env: &Envelope) -> bool {
+        env.sasl_user.as_deref().is_some_and(|u| !u.is_empty())
+            || env.client_ip.is_some_and(|ip| ip.is_loopback() || self.config.my_addresses.contains(&ip))
     }
 
     fn outcome(&self, rule: &'static str, token: impl Into<String>, detail: impl Into<String>) -> Outcome {
@@ -212,17 +267,16 @@ impl<G: GreyStore> Checker<G> {
     /// pass their own clock). Greylisting runs only for a recipient, and
     /// only when nothing else rejects.
     pub fn check(&self, env: &Envelope, now: u64) -> Result<Report> {
-        self.check_with(env, &[], now)
+        self.check_with(env, &Lookups::default(), now)
     }
 
     /// [`Checker::check`] with the DNS list answers ([`Checker::lookups`]).
-    pub fn check_with(&self, env: &Envelope, lookups: &[dnsbl::Listing], now: u64) -> Result<Report> {
+    pub fn check_with(&self, env: &Envelope, lookups: &Lookups, now: u64) -> Result<Report> {
         let mut outcomes = Vec::new();
         // An authenticated user's mail client, or software on this host,
         // greets however it likes ("HELO My PC", our own name): that is no
         // sign of spam.
-        let trusted = env.sasl_user.as_deref().is_some_and(|u| !u.is_empty())
-            || env.client_ip.is_some_and(|ip| ip.is_loopback() || self.config.my_addresses.contains(&ip));
+        let trusted = self.trusted(env);
         let helo_problem = if env.known.helo && !trusted {
             helo::check_helo(&env.helo, env.client_ip, &self.config.my_names, &self.config.my_addresses)
         } else {
@@ -249,7 +303,7 @@ impl<G: GreyStore> Checker<G> {
         let ip = env.client_ip.map_or_else(String::new, |i| i.to_string());
         let mut listed = false;
         let mut allowed = false;
-        for l in lookups.iter().filter(|l| l.action != RuleAction::Off) {
+        for l in lookups.dnsbl.iter().filter(|l| l.action != RuleAction::Off) {
             let (rule, token, detail) = match (&l.answer, l.allow) {
                 (dnsbl::Answer::Listed(codes), allow) => {
                     let codes: Vec<String> = codes.iter().map(|(a, m)| m.as_ref().map_or_else(|| a.to_string(), |m| format!("{a} {m}"))).collect();
@@ -269,10 +323,18 @@ impl<G: GreyStore> Checker<G> {
             let action = if rule == "DNSBL_LISTED" { l.action } else { RuleAction::Score };
             outcomes.push(Outcome { rule, token, detail, action });
         }
+        if let Some(s) = &lookups.spf {
+            let mut detail = format!("SPF {} for {} {}", s.verdict.as_str(), s.identity.as_str(), s.domain);
+            if let Some(e) = &s.explanation {
+                detail = format!("{detail}: {}", truncate(e));
+            }
+            outcomes.push(self.outcome(s.verdict.rule(), format!("env:spf={}", s.verdict.as_str()), detail));
+        }
+        let spf_pass = lookups.spf.as_ref().is_some_and(|s| s.verdict == spf::Verdict::Pass);
         let rejected = outcomes.iter().any(|o| o.action == RuleAction::Reject);
         let mut grey = None;
         if let (Some(g), Some(ip), Some(rcpt), false, false) = (&self.greylist, env.client_ip, env.rcpt_to.first(), rejected, allowed) {
-            let signals = Signals { spf_pass: false, dnsbl_listed: listed };
+            let signals = Signals { spf_pass, dnsbl_listed: listed };
             let v = g.check(ip, env.client_name.as_deref(), &env.mail_from, rcpt, env.sasl_user.as_deref(), signals, now)?;
             if let Verdict::Defer { retry_in } = v {
                 outcomes.push(self.outcome("GREYLIST_DEFER", "env:greylist=defer", format!("greylisted, retry in {retry_in} s")));
@@ -286,7 +348,7 @@ impl<G: GreyStore> Checker<G> {
         } else {
             Decision::Continue
         };
-        Ok(Report { outcomes, decision, greylist: grey })
+        Ok(Report { outcomes, decision, greylist: grey, spf: lookups.spf.clone() })
     }
 
     /// Drops stale greylisting records.
@@ -304,6 +366,10 @@ fn reply_text(o: &Outcome) -> String {
         "MAIL_FROM_INVALID" | "RCPT_TO_INVALID" => format!("5.1.7 {}: bad address syntax ({})", o.detail, o.rule),
         "DNSBL_LISTED" if o.action == RuleAction::Defer => format!("4.7.1 Service unavailable; client {}", o.detail),
         "DNSBL_LISTED" => format!("5.7.1 Service unavailable; client {}", o.detail),
+        // RFC 7372's codes for SPF.
+        "SPF_FAIL" | "SPF_SOFTFAIL" => format!("5.7.23 {}", o.detail),
+        "SPF_TEMPERROR" => format!("4.7.24 {}", o.detail),
+        "SPF_PERMERROR" => format!("5.7.24 {}", o.detail),
         _ => format!("5.7.1 {} ({})", o.detail, o.rule),
     }
     .replace(['\r', '\n'], " ")

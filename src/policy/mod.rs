@@ -91,14 +91,18 @@ pub fn envelope(a: &Attrs) -> Envelope {
 }
 
 /// The `action=...` line (without line end) for a checked request.
-pub fn action(report: &crate::envelope::Report, now: u64) -> String {
+/// `first`: the first recipient of its transaction (Postfix asks once per
+/// RCPT TO, and each PREPEND adds a header, so Received-SPF goes with the
+/// first only).
+pub fn action(report: &crate::envelope::Report, env: &Envelope, now: u64, first: bool) -> String {
     match &report.decision {
         Decision::Reject(t) => format!("REJECT {t}"),
         Decision::Defer(t) => format!("DEFER_IF_PERMIT {t}"),
-        Decision::Continue => match report.greylist {
-            Some(Verdict::Pass { delayed: Some(secs) }) => {
+        Decision::Continue => match (&report.greylist, &report.spf, env.client_ip) {
+            (Some(Verdict::Pass { delayed: Some(secs) }), _, _) => {
                 format!("PREPEND X-Greylist: delayed {secs} seconds by hamlet-{}; {}", env!("CARGO_PKG_VERSION"), rfc2822_date(now))
             }
+            (_, Some(spf), Some(ip)) if first => format!("PREPEND Received-SPF: {}", crate::envelope::spf::received_spf(spf, ip, &env.helo, &env.mail_from)),
             _ => "DUNNO".to_string(),
         },
     }
@@ -196,6 +200,9 @@ async fn connection<S: TokenStore + 'static, G: GreyStore + 'static, T: AsyncRea
 ) {
     let (r, mut w) = tokio::io::split(stream);
     let mut r = BufReader::new(r);
+    // Postfix's `instance` names one transaction on this connection: the
+    // last one that got its Received-SPF.
+    let mut last_instance = String::new();
     loop {
         let req = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
@@ -217,11 +224,16 @@ async fn connection<S: TokenStore + 'static, G: GreyStore + 'static, T: AsyncRea
         let state = attrs.get("protocol_state").cloned().unwrap_or_default();
         let line = if state == "RCPT" {
             let env = envelope(&attrs);
+            let instance = attrs.get("instance").cloned().unwrap_or_default();
+            let first = instance.is_empty() || instance != last_instance;
             let lookups = checker.lookups(&env).await;
             let c = checker.clone();
             let t = now();
-            match tokio::task::spawn_blocking(move || c.check_with(&env, &lookups, t).map(|r| (action(&r, t), r))).await {
+            match tokio::task::spawn_blocking(move || c.check_with(&env, &lookups, t).map(|r| (action(&r, &env, t, first), r))).await {
                 Ok(Ok((line, report))) => {
+                    if line.starts_with("PREPEND Received-SPF") {
+                        last_instance = instance;
+                    }
                     let rules: Vec<&str> = report.outcomes.iter().map(|o| o.rule).collect();
                     tracing::info!(client = attrs.get("client_address").map_or("", String::as_str), sender = attrs.get("sender").map_or("", String::as_str),
                         recipient = attrs.get("recipient").map_or("", String::as_str), outcomes = %rules.join(","), action = %line, "policy");
