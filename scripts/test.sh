@@ -16,7 +16,7 @@ command -v rspamc >/dev/null || need_pkgs+=(rspamd)
 command -v spamc >/dev/null || need_pkgs+=(spamc)
 # Dovecot is the real IMAP server of the imap-train tests.
 [[ -x /usr/sbin/dovecot ]] || need_pkgs+=(dovecot-imapd)
-# openssl makes the private CA of the IMAP TLS tests.
+# openssl makes the private CA of the IMAP TLS tests and the DKIM test key.
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 # Postfix and swaks: the end-to-end test of the policy service.
 [[ -x /usr/sbin/postfix ]] || need_pkgs+=(postfix)

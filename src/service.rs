@@ -75,9 +75,19 @@ impl<S: TokenStore + 'static> Service<S> {
         }
     }
 
-    /// The envelope's outcomes, and the tokens to add for them.
-    fn envelope_report(&self, env: Option<&Envelope>, lookups: &crate::envelope::Lookups) -> crate::Result<Option<Report>> {
-        env.map(|e| self.envelope.check_with(e, lookups, crate::policy::now())).transpose()
+    /// The envelope's outcomes and DKIM/DMARC's, and the tokens to add
+    /// for them.
+    fn envelope_report(
+        &self,
+        env: Option<&Envelope>,
+        lookups: &crate::envelope::Lookups,
+        auth: Option<&crate::envelope::dkim::AuthReport>,
+    ) -> crate::Result<Option<Report>> {
+        let report = env.map(|e| self.envelope.check_with(e, lookups, crate::policy::now())).transpose()?;
+        Ok(match auth {
+            Some(a) => Some(self.envelope.add_auth(report, a)),
+            None => report,
+        })
     }
 
     /// The user's model to layer over the shared one: `None` without a
@@ -95,6 +105,7 @@ impl<S: TokenStore + 'static> Service<S> {
     pub async fn check(self: &Arc<Self>, user: Option<String>, raw: Vec<u8>, env: Option<Envelope>) -> Result<(Score, Option<Report>), JobError> {
         let me = self.clone();
         let lookups = self.lookups(env.as_ref()).await;
+        let auth = self.envelope.authenticate(&raw, env.as_ref(), lookups.spf.as_ref()).await;
         let (score, report) = self
             .blocking(move |e| {
                 // A user's model that cannot be opened must not stop mail
@@ -103,7 +114,7 @@ impl<S: TokenStore + 'static> Service<S> {
                     tracing::warn!(user = user.as_deref().unwrap_or(""), error = %err, "per-user model unavailable; scoring with the shared model");
                     None
                 });
-                let report = me.envelope_report(env.as_ref(), &lookups)?;
+                let report = me.envelope_report(env.as_ref(), &lookups, auth.as_ref())?;
                 let mut p = e.prepare(&raw);
                 if let Some(r) = &report {
                     p.add_tokens(r.tokens());
@@ -124,10 +135,11 @@ impl<S: TokenStore + 'static> Service<S> {
     pub async fn train(self: &Arc<Self>, user: Option<String>, raw: Vec<u8>, class: Option<Class>, env: Option<Envelope>) -> Result<LearnOutcome, JobError> {
         let me = self.clone();
         let lookups = self.lookups(env.as_ref()).await;
+        let auth = self.envelope.authenticate(&raw, env.as_ref(), lookups.spf.as_ref()).await;
         let outcome = self
             .blocking(move |e| {
                 let mut p = e.prepare(&raw);
-                if let Some(r) = me.envelope_report(env.as_ref(), &lookups)? {
+                if let Some(r) = me.envelope_report(env.as_ref(), &lookups, auth.as_ref())? {
                     p.add_tokens(r.tokens());
                 }
                 let action = class.map_or(Action::Unlearn, Action::Learn);

@@ -2,7 +2,7 @@
 //! scored: HELO and RFC 5321 strictness ([`helo`]), DNS block- and
 //! allowlists ([`dnsbl`]), SPF ([`spf`]) and greylisting ([`greylist`]).
 //! DKIM and DMARC need the message, so they run at the content stage
-//! ([`crate::auth`]) and report through the same outcome model.
+//! ([`dkim`]) and report through the same outcome model.
 //!
 //! A check yields named [`Outcome`]s (`HELO_NOT_FQDN`, `GREYLIST_DEFER`),
 //! each with the action its rule is configured for: reject, defer,
@@ -13,6 +13,7 @@
 //! has a synthetic token (`env:helo=bare`) for the content classifier to
 //! learn its weight from.
 
+pub mod dkim;
 pub mod dnsbl;
 pub mod greylist;
 pub mod helo;
@@ -106,14 +107,16 @@ pub struct EnvelopeConfig {
     pub dnsbl: Vec<dnsbl::Zone>,
     /// `[envelope.spf]`.
     pub spf: SpfConfig,
+    /// `[envelope.dkim]`: DKIM and DMARC at the content stage.
+    pub dkim: SpfConfig,
 }
 
-/// `[envelope.spf]`.
+/// `[envelope.spf]`, `[envelope.dkim]`: a DNS-based check, on or off.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SpfConfig {
-    /// Check SPF for clients with an address (off by default: it needs a
-    /// working resolver, which a test box or an offline host may not have).
+    /// Off by default: it needs a working resolver, which a test box or an
+    /// offline host may not have.
     pub enabled: bool,
 }
 
@@ -143,6 +146,19 @@ pub const RULES: &[(&str, RuleAction)] = &[
     ("SPF_NONE", RuleAction::Score),
     ("SPF_TEMPERROR", RuleAction::Score),
     ("SPF_PERMERROR", RuleAction::Score),
+    // DKIM and DMARC (content stage): scored, their tokens learned. A
+    // DMARC fail under p=reject may be set to reject by the admin.
+    ("DKIM_PASS", RuleAction::Score),
+    ("DKIM_PASS_DOMAIN", RuleAction::Score),
+    ("DKIM_FAIL", RuleAction::Score),
+    ("DKIM_NONE", RuleAction::Score),
+    ("DKIM_TEMPERROR", RuleAction::Score),
+    ("DMARC_PASS", RuleAction::Score),
+    ("DMARC_NONE", RuleAction::Score),
+    ("DMARC_ERROR", RuleAction::Score),
+    ("DMARC_FAIL", RuleAction::Score),
+    ("DMARC_FAIL_QUARANTINE", RuleAction::Score),
+    ("DMARC_FAIL_REJECT", RuleAction::Score),
 ];
 
 /// A rule's default action.
@@ -201,6 +217,7 @@ pub struct Checker<G: GreyStore> {
     greylist: Option<Greylist<G>>,
     dnsbl: Option<dnsbl::Dnsbl>,
     spf: Option<spf::SpfChecker>,
+    auth: Option<dkim::AuthChecker>,
 }
 
 impl<G: GreyStore> Checker<G> {
@@ -211,18 +228,41 @@ impl<G: GreyStore> Checker<G> {
             Some(s) if config.greylist.enabled => Some(Greylist::new(config.greylist.clone(), s)?),
             _ => None,
         };
-        let (mut dnsbl, mut spf) = (None, None);
-        if !config.dnsbl.is_empty() || config.spf.enabled {
+        let (mut dnsbl, mut spf, mut auth) = (None, None, None);
+        if !config.dnsbl.is_empty() || config.spf.enabled || config.dkim.enabled {
             let resolver = dnsbl::resolver(&config.dns)?;
             if !config.dnsbl.is_empty() {
                 dnsbl = Some(dnsbl::Dnsbl::with_resolver(resolver.clone(), &config.dns, config.dnsbl.clone()));
             }
+            let budget = std::time::Duration::from_millis(config.dns.budget_ms.max(1));
+            if config.dkim.enabled {
+                auth = Some(dkim::AuthChecker::new(resolver.clone(), budget));
+            }
             if config.spf.enabled {
                 let host = config.my_names.first().map_or("", String::as_str);
-                spf = Some(spf::SpfChecker::new(resolver, host, std::time::Duration::from_millis(config.dns.budget_ms.max(1))));
+                spf = Some(spf::SpfChecker::new(resolver, host, budget));
             }
         }
-        Ok(Checker { config, greylist, dnsbl, spf })
+        Ok(Checker { config, greylist, dnsbl, spf, auth })
+    }
+
+    /// DKIM and DMARC for a message (`None` when they are off). `env`
+    /// and `spf`: the envelope and its SPF result, when the request had them.
+    pub async fn authenticate(&self, raw: &[u8], env: Option<&Envelope>, spf: Option<&spf::Spf>) -> Option<dkim::AuthReport> {
+        let a = self.auth.as_ref()?;
+        let from = env.filter(|e| e.known.mail_from).map(|e| e.mail_from.as_str());
+        Some(a.check(raw, from, spf).await)
+    }
+
+    /// Adds DKIM/DMARC findings to a report (making one for a request
+    /// without an envelope), its decision updated.
+    pub fn add_auth(&self, report: Option<Report>, auth: &dkim::AuthReport) -> Report {
+        let mut r = report.unwrap_or(Report { outcomes: Vec::new(), decision: Decision::Continue, greylist: None, spf: None });
+        for (rule, token, detail) in auth.findings() {
+            r.outcomes.push(self.outcome(rule, token, detail));
+        }
+        r.decision = decide(&r.outcomes);
+        r
     }
 
     /// The DNS work for an envelope's client: list lookups and SPF, at
@@ -341,19 +381,24 @@ impl<G: GreyStore> Checker<G> {
             }
             grey = Some(v);
         }
-        let decision = if let Some(o) = outcomes.iter().find(|o| o.action == RuleAction::Reject) {
-            Decision::Reject(reply_text(o))
-        } else if let Some(o) = outcomes.iter().find(|o| o.action == RuleAction::Defer) {
-            Decision::Defer(reply_text(o))
-        } else {
-            Decision::Continue
-        };
+        let decision = decide(&outcomes);
         Ok(Report { outcomes, decision, greylist: grey, spf: lookups.spf.clone() })
     }
 
     /// Drops stale greylisting records.
     pub fn expire(&self, now: u64) -> Result<u64> {
         self.greylist.as_ref().map_or(Ok(0), |g| g.expire(now))
+    }
+}
+
+/// The first rejecting outcome rejects; else the first deferring one defers.
+fn decide(outcomes: &[Outcome]) -> Decision {
+    if let Some(o) = outcomes.iter().find(|o| o.action == RuleAction::Reject) {
+        Decision::Reject(reply_text(o))
+    } else if let Some(o) = outcomes.iter().find(|o| o.action == RuleAction::Defer) {
+        Decision::Defer(reply_text(o))
+    } else {
+        Decision::Continue
     }
 }
 
@@ -370,6 +415,7 @@ fn reply_text(o: &Outcome) -> String {
         "SPF_FAIL" | "SPF_SOFTFAIL" => format!("5.7.23 {}", o.detail),
         "SPF_TEMPERROR" => format!("4.7.24 {}", o.detail),
         "SPF_PERMERROR" => format!("5.7.24 {}", o.detail),
+        "DMARC_FAIL" | "DMARC_FAIL_QUARANTINE" | "DMARC_FAIL_REJECT" => format!("5.7.1 {}", o.detail),
         _ => format!("5.7.1 {} ({})", o.detail, o.rule),
     }
     .replace(['\r', '\n'], " ")
