@@ -189,6 +189,11 @@ pub struct EvalArgs {
     /// Write `<path> judge=<label> score=<s>` lines (as trec-run --results).
     #[arg(long)]
     pub results: Option<PathBuf>,
+    /// Add the envelope checks' tokens (HELO, reverse DNS), the envelope
+    /// read from each message's first public Received hop, as the policy
+    /// service would have seen it (no DNS asked).
+    #[arg(long)]
+    pub envelope_tokens: bool,
     #[command(flatten)]
     pub params: ParamArgs,
 }
@@ -703,7 +708,21 @@ fn run_eval(a: EvalArgs) -> Result<ExitCode> {
         entries.truncate(n);
     }
     let start = Instant::now();
-    let prepared = eval::prepare_all(&tokenizer, &entries, num_threads(None))?;
+    let mut prepared = eval::prepare_all(&tokenizer, &entries, num_threads(None))?;
+    if a.envelope_tokens {
+        let checker = crate::envelope::Checker::<crate::envelope::greylist::MemoryGreyStore>::new(Default::default(), None)?;
+        let max = tokenizer.options.limits.max_parse_bytes + 1;
+        let (mut with_hop, mut with_tokens) = (0usize, 0usize);
+        for (e, (_, p)) in entries.iter().zip(prepared.iter_mut()) {
+            if let Some(env) = crate::envelope::received::envelope(&e.read(max)?) {
+                with_hop += 1;
+                let tokens = checker.check(&env, 0)?.tokens();
+                with_tokens += usize::from(!tokens.is_empty());
+                p.add_tokens(tokens);
+            }
+        }
+        eprintln!("envelope tokens: {with_hop} of {} messages have a public Received hop, {with_tokens} got tokens", entries.len());
+    }
     let judgements = match a.folds {
         Some(k) => eval::kfold(&params, &prepared, k)?,
         None => eval::online(&params, &prepared, a.train)?,

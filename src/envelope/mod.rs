@@ -17,6 +17,7 @@ pub mod dkim;
 pub mod dnsbl;
 pub mod greylist;
 pub mod helo;
+pub mod received;
 pub mod spf;
 
 use crate::Result;
