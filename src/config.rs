@@ -50,6 +50,8 @@ pub struct Config {
     pub policy: Option<String>,
     /// The envelope checks: rule actions, greylisting.
     pub envelope: crate::envelope::EnvelopeConfig,
+    /// `[autolearn]`: learning from the service's own confident verdicts.
+    pub autolearn: crate::autolearn::AutoLearn,
 }
 
 impl Default for Config {
@@ -77,6 +79,7 @@ impl Default for Config {
             imap: Default::default(),
             policy: None,
             envelope: Default::default(),
+            autolearn: crate::autolearn::AutoLearn::default(),
         }
     }
 }
@@ -118,6 +121,9 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.ham_cutoff) || !(0.0..=1.0).contains(&self.spam_cutoff) || self.ham_cutoff > self.spam_cutoff {
             return Err(Error::Invalid("cutoffs must satisfy 0 <= ham_cutoff <= spam_cutoff <= 1".into()));
+        }
+        if self.autolearn.enabled {
+            self.autolearn.check(self.ham_cutoff, self.spam_cutoff)?;
         }
         Ok(())
     }

@@ -208,6 +208,50 @@ pub fn online_with<S: TokenStore>(engine: &Engine<S>, messages: &[(Class, Prepar
     Ok(out)
 }
 
+/// What trains the model after the seed, in [`seeded`].
+#[derive(Debug, Clone, Default)]
+pub struct AfterSeed {
+    /// Auto-learn from the model's own verdicts by this rule.
+    pub autolearn: Option<crate::autolearn::AutoLearn>,
+    /// A user corrects each misclassified message (learned with its true
+    /// label), as a mail user moving mail in or out of Junk would.
+    pub corrections: bool,
+}
+
+/// The auto-learn experiment: the first `seed` messages are learned with
+/// their true labels; the rest are classified in order, and then learned
+/// only as `after` says (never with the truth, except as a correction).
+/// Judgements are for the messages after the seed. Returns them and the
+/// number of auto-learns and of those that took the wrong class.
+pub fn seeded<S: TokenStore>(engine: &Engine<S>, messages: &[(Class, Prepared)], seed: usize, after: &AfterSeed) -> Result<(Vec<Judgement>, usize, usize)> {
+    let seed = seed.min(messages.len());
+    let batch: Vec<(Prepared, Action)> = messages[..seed].iter().map(|(c, p)| (p.clone(), Action::Learn(*c))).collect();
+    engine.train(&batch)?;
+    let (mut out, mut learned, mut wrong_learns) = (Vec::with_capacity(messages.len() - seed), 0, 0);
+    for (class, p) in &messages[seed..] {
+        let (score, totals) = {
+            let view = engine.store().read()?;
+            (engine.score(&*view, &p.tokens)?, view.state()?.messages)
+        };
+        let spam = *class == Class::Spam;
+        out.push(Judgement { spam, score: score.probability });
+        let wrong = if spam { score.probability < 0.5 } else { score.probability > 0.5 };
+        let learn = if after.corrections && wrong {
+            Some(*class)
+        } else {
+            after.autolearn.as_ref().and_then(|a| a.decide(score.probability, totals))
+        };
+        if let Some(c) = learn {
+            if !(after.corrections && wrong) {
+                learned += 1;
+                wrong_learns += usize::from(c != *class);
+            }
+            engine.train(std::slice::from_ref(&(p.clone(), Action::Learn(c))))?;
+        }
+    }
+    Ok((out, learned, wrong_learns))
+}
+
 /// k-fold cross-validation: each fold scored by a model trained on the others.
 pub fn kfold(params: &Params, messages: &[(Class, Prepared)], k: usize) -> Result<Vec<Judgement>> {
     let k = k.max(2);

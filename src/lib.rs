@@ -32,6 +32,7 @@
 //! assert!(score.probability > 0.5);
 //! ```
 
+pub mod autolearn;
 pub mod classify;
 pub mod cli;
 pub mod config;

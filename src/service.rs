@@ -13,7 +13,7 @@
 use crate::Class;
 use crate::classify::Score;
 use crate::config::Config;
-use crate::engine::{Action, Engine, LearnOutcome};
+use crate::engine::{Action, Engine, LearnOutcome, Prepared};
 use crate::envelope::greylist::{MemoryGreyStore, RedbGreyStore};
 use crate::envelope::{Checker, Envelope, Report};
 use crate::metrics::Metrics;
@@ -37,11 +37,26 @@ pub struct Service<S: TokenStore + 'static> {
     pub metrics: Metrics,
     /// Per-user models, when configured.
     pub users: Option<Users>,
+    /// Auto-learn rule (`None`: off) and the queue to its writer, which
+    /// [`Service::start_autolearn`] sets up.
+    pub autolearn: Option<crate::autolearn::AutoLearn>,
+    autolearn_tx: std::sync::OnceLock<tokio::sync::mpsc::Sender<AutoLearnItem>>,
     /// Envelope checks for requests that carry an envelope (HTTP headers).
     /// No greylisting here: that belongs to the SMTP transaction (the
     /// policy service), not to scoring a message already received.
     pub envelope: Checker<MemoryGreyStore>,
 }
+
+/// A message the service decided to auto-learn.
+struct AutoLearnItem {
+    user: Option<String>,
+    prepared: Prepared,
+    class: Class,
+}
+
+/// Auto-learns waiting beyond this are dropped (and counted): a check never
+/// waits for learning.
+const AUTOLEARN_QUEUE: usize = 1024;
 
 /// Why [`Service::blocking`] gave no value.
 #[derive(Debug)]
@@ -64,6 +79,8 @@ impl<S: TokenStore + 'static> Service<S> {
             metrics: Metrics::default(),
             users: None,
             envelope: Checker::new(Default::default(), None).expect("the default envelope config is valid"),
+            autolearn: None,
+            autolearn_tx: std::sync::OnceLock::new(),
         }
     }
 
@@ -106,7 +123,7 @@ impl<S: TokenStore + 'static> Service<S> {
         let me = self.clone();
         let lookups = self.lookups(env.as_ref()).await;
         let auth = self.envelope.authenticate(&raw, env.as_ref(), lookups.spf.as_ref()).await;
-        let (score, report) = self
+        let (score, report, auto) = self
             .blocking(move |e| {
                 // A user's model that cannot be opened must not stop mail
                 // being scored: the shared model alone, and a warning.
@@ -119,9 +136,32 @@ impl<S: TokenStore + 'static> Service<S> {
                 if let Some(r) = &report {
                     p.add_tokens(r.tokens());
                 }
-                Ok((e.score_layered(u.as_deref().map(|s| s as &dyn TokenStore), &p.tokens)?, report))
+                let layer = u.as_deref().map(|s| s as &dyn TokenStore);
+                let score = e.score_layered(layer, &p.tokens)?;
+                // Auto-learn, judged on the counts the score came from, into
+                // the model the score came from: a user's own (only if it
+                // exists: a check never creates one), else the shared one.
+                let target = match (&me.users, user.as_deref()) {
+                    (Some(users), Some(name)) if !users.ignored(name) => u.is_some().then(|| Some(name.to_string())),
+                    _ => Some(None),
+                };
+                let auto = match (&me.autolearn, target) {
+                    (Some(rule), Some(target)) => {
+                        let mut learned = e.store().read()?.state()?.messages;
+                        if let Some(l) = layer {
+                            let m = l.read()?.state()?.messages;
+                            learned = crate::store::Totals { spam: learned.spam + m.spam, ham: learned.ham + m.ham };
+                        }
+                        rule.decide(score.probability, learned).map(|c| (p, c, target))
+                    }
+                    _ => None,
+                };
+                Ok((score, report, auto))
             })
             .await?;
+        if let Some((prepared, class, user)) = auto {
+            self.queue_autolearn(AutoLearnItem { user, prepared, class });
+        }
         self.checks.fetch_add(1, Ordering::Relaxed);
         self.metrics.verdict(score.verdict.name());
         Ok((score, report))
@@ -158,6 +198,69 @@ impl<S: TokenStore + 'static> Service<S> {
         Ok(outcome)
     }
 
+    /// Starts the auto-learn writer (when auto-learn is on): one task that
+    /// takes queued auto-learns in batches of up to 256 and learns each
+    /// batch in one write transaction per model. Call once, inside the
+    /// runtime; auto-learns still queued at shutdown are not learned.
+    pub fn start_autolearn(self: &Arc<Self>) {
+        if self.autolearn.is_none() {
+            return;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<AutoLearnItem>(AUTOLEARN_QUEUE);
+        if self.autolearn_tx.set(tx).is_err() {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < 256 {
+                    match rx.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
+                }
+                let n = batch.len();
+                let inner = me.clone();
+                let done = me
+                    .blocking(move |e| {
+                        let mut by_user: std::collections::BTreeMap<Option<String>, Vec<(Prepared, Action)>> = Default::default();
+                        for item in batch {
+                            by_user.entry(item.user).or_default().push((item.prepared, Action::Learn(item.class)));
+                        }
+                        let mut outcomes = Vec::new();
+                        for (user, items) in by_user {
+                            outcomes.extend(match inner.user_store(user.as_deref(), true)? {
+                                Some(u) => e.train_in(&*u, &items)?,
+                                None => e.train(&items)?,
+                            });
+                        }
+                        Ok(outcomes)
+                    })
+                    .await;
+                match done {
+                    Ok(outcomes) => {
+                        for o in outcomes {
+                            if o.changed() {
+                                me.learns.fetch_add(1, Ordering::Relaxed);
+                            }
+                            me.metrics.learn(if o.changed() { "autolearned" } else { "autolearn skipped" });
+                        }
+                    }
+                    Err(e) => tracing::warn!(messages = n, error = ?e, "auto-learn batch failed"),
+                }
+            }
+        });
+    }
+
+    fn queue_autolearn(&self, item: AutoLearnItem) {
+        if let Some(tx) = self.autolearn_tx.get()
+            && tx.try_send(item).is_err()
+        {
+            self.metrics.learn("autolearn dropped");
+        }
+    }
+
     /// Runs the engine's (blocking) work off the reactor, within the time limit.
     pub async fn blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T, JobError>
     where
@@ -187,7 +290,9 @@ pub async fn run(cfg: Config) -> crate::Result<()> {
     service.timeout = Duration::from_secs(cfg.timeout_s);
     service.envelope = Checker::new(cfg.envelope.clone(), None)?;
     service.users = cfg.users_dir.clone().map(|d| Users::new(d, cfg.users_ignore.clone(), cfg.users_max_open));
+    service.autolearn = cfg.autolearn.enabled.then(|| cfg.autolearn.clone());
     let service: Arc<Service<RedbStore>> = Arc::new(service);
+    service.start_autolearn();
 
     let listener = tokio::net::TcpListener::bind(&cfg.http)
         .await

@@ -45,6 +45,12 @@ impl Users {
         Users { dir, ignore, max_open: max_open.max(1), open: Mutex::new(HashMap::new()), tick: AtomicU64::new(0) }
     }
 
+    /// Whether a name is one of `users_ignore` (scored and learned with
+    /// the shared model).
+    pub fn ignored(&self, name: &str) -> bool {
+        self.ignore.iter().any(|i| i.eq_ignore_ascii_case(name))
+    }
+
     /// The user's model, opened if need be; `None` for an ignored name, or
     /// when the user has no model yet and `create` is false. Only learning
     /// creates a model: a check naming a user never creates a file (so
@@ -55,7 +61,7 @@ impl Users {
             return Err(Error::Invalid(format!("bad user name {name:?}")));
         }
         let name = name.to_ascii_lowercase();
-        if self.ignore.iter().any(|i| i.eq_ignore_ascii_case(&name)) {
+        if self.ignored(&name) {
             return Ok(None);
         }
         let now = self.tick.fetch_add(1, Ordering::Relaxed);

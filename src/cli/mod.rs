@@ -194,6 +194,30 @@ pub struct EvalArgs {
     /// service would have seen it (no DNS asked).
     #[arg(long)]
     pub envelope_tokens: bool,
+    /// The auto-learn experiment: learn the first N messages with their
+    /// labels, then only as --autolearn / --corrections say; figures are
+    /// for the messages after the seed.
+    #[arg(long)]
+    pub seed: Option<usize>,
+    /// After the seed, auto-learn confident verdicts (the [autolearn]
+    /// rule, thresholds from --al-*).
+    #[arg(long)]
+    pub autolearn: bool,
+    /// After the seed, learn each misclassified message with its label.
+    #[arg(long)]
+    pub corrections: bool,
+    #[arg(long)]
+    pub al_spam_min: Option<f64>,
+    #[arg(long)]
+    pub al_spam_max: Option<f64>,
+    #[arg(long)]
+    pub al_ham_min: Option<f64>,
+    #[arg(long)]
+    pub al_ham_max: Option<f64>,
+    #[arg(long)]
+    pub al_max_ratio: Option<f64>,
+    #[arg(long)]
+    pub al_min_per_class: Option<u64>,
     #[command(flatten)]
     pub params: ParamArgs,
 }
@@ -723,9 +747,26 @@ fn run_eval(a: EvalArgs) -> Result<ExitCode> {
         }
         eprintln!("envelope tokens: {with_hop} of {} messages have a public Received hop, {with_tokens} got tokens", entries.len());
     }
-    let judgements = match a.folds {
-        Some(k) => eval::kfold(&params, &prepared, k)?,
-        None => eval::online(&params, &prepared, a.train)?,
+    let judgements = match (a.folds, a.seed) {
+        (Some(k), _) => eval::kfold(&params, &prepared, k)?,
+        (None, Some(seed)) => {
+            let mut rule = crate::autolearn::AutoLearn { enabled: true, ..Default::default() };
+            if let Some(v) = a.al_spam_min { rule.spam_min = v }
+            if let Some(v) = a.al_spam_max { rule.spam_max = v }
+            if let Some(v) = a.al_ham_min { rule.ham_min = v }
+            if let Some(v) = a.al_ham_max { rule.ham_max = v }
+            if let Some(v) = a.al_max_ratio { rule.max_ratio = v }
+            if let Some(v) = a.al_min_per_class { rule.min_per_class = v }
+            rule.check(params.ham_cutoff, params.spam_cutoff)?;
+            let after = eval::AfterSeed { autolearn: a.autolearn.then_some(rule), corrections: a.corrections };
+            let mut engine = crate::engine::Engine::new(crate::store::MemoryStore::new(), params.clone());
+            engine.day = Some(crate::store::today());
+            let (j, learned, wrong) = eval::seeded(&engine, &prepared, seed, &after)?;
+            eprintln!("after a seed of {seed}: {learned} auto-learns, {wrong} of them as the wrong class");
+            entries.drain(..seed.min(entries.len()));
+            j
+        }
+        (None, None) => eval::online(&params, &prepared, a.train)?,
     };
     let secs = start.elapsed().as_secs_f64();
     let m = eval::metrics(&judgements, 0.5);
