@@ -147,12 +147,19 @@ impl<S: TokenStore + 'static> Service<S> {
                 };
                 let auto = match (&me.autolearn, target) {
                     (Some(rule), Some(target)) => {
-                        let mut learned = e.store().read()?.state()?.messages;
-                        if let Some(l) = layer {
-                            let m = l.read()?.state()?.messages;
+                        let base = e.store().read()?;
+                        let mut learned = base.state()?.messages;
+                        // A message learned before (by a user's correction, or
+                        // auto-learned already) is never auto-learned again:
+                        // a rescan must not undo a correction.
+                        let mut known = base.journal(&p.digest)?.is_some();
+                        if let (Some(l), Some(_)) = (layer, &target) {
+                            let top = l.read()?;
+                            let m = top.state()?.messages;
                             learned = crate::store::Totals { spam: learned.spam + m.spam, ham: learned.ham + m.ham };
+                            known = top.journal(&p.digest)?.is_some();
                         }
-                        rule.decide(score.probability, learned).map(|c| (p, c, target))
+                        if known { None } else { rule.decide(score.probability, learned).map(|c| (p, c, target)) }
                     }
                     _ => None,
                 };

@@ -58,6 +58,15 @@ async fn confident_verdicts_are_learned_and_corrections_relearn_them() {
     assert_eq!(svc.train(None, SPAM2.into(), Some(Class::Spam), None).await.unwrap(), LearnOutcome::AlreadyLearned);
     assert_eq!(svc.train(None, SPAM2.into(), Some(Class::Ham), None).await.unwrap(), LearnOutcome::Relearned);
     assert_eq!(learned(&svc), (1, 2));
+    // Checked again (it now scores firmly ham, in the ham band): a message
+    // in the journal is not even queued, so a rescan can never undo a
+    // correction.
+    let (s, _) = svc.check(None, SPAM2.into(), None).await.unwrap();
+    assert!(s.probability <= 0.19, "{}", s.probability);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(learned(&svc), (1, 2));
+    let metrics = svc.metrics.render(0, 0);
+    assert!(metrics.contains("autolearned") && !metrics.contains("autolearn skipped"), "{metrics}");
 
     // Unsure mail is never learned.
     let (s, _) = svc.check(None, OTHER.into(), None).await.unwrap();
