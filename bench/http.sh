@@ -10,12 +10,13 @@ command -v wrk >/dev/null || { echo "bench: apt-get install -y wrk" >&2; exit 1;
 cargo build --release --locked -q
 H=$PWD/target/release/hamlet
 work=$(mktemp -d)
+srv=
 trap 'kill $srv 2>/dev/null || true; rm -rf "$work"' EXIT
 dir=target/corpora/spamassassin
 $H --db "$work/h.redb" db init --empty >/dev/null
 $H --db "$work/h.redb" train "$dir/index" >/dev/null
 # A mid-size message: the one closest to 6 KB among the first 200 of the index.
-msg=$(awk -v d="$dir" 'NR<=200{print d"/"$2}' "$dir/index" | xargs ls -l | awk '{print ($5>6144?$5-6144:6144-$5), $9}' | sort -n | head -1 | cut -d' ' -f2)
+msg=$(awk -v d="$dir" 'NR<=200{print d"/"$2}' "$dir/index" | xargs ls -l | awk '{print ($5>6144?$5-6144:6144-$5), $9}' | sort -n | awk 'NR==1{print $2}')
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 $H --db "$work/h.redb" serve --http "127.0.0.1:$port" --learn-token bench 2>"$work/serve.log" &
 srv=$!
