@@ -107,15 +107,15 @@ pub struct EnvelopeConfig {
     /// `[[envelope.dnsbl]]`: block- and allowlist zones.
     pub dnsbl: Vec<dnsbl::Zone>,
     /// `[envelope.spf]`.
-    pub spf: SpfConfig,
+    pub spf: DnsCheck,
     /// `[envelope.dkim]`: DKIM and DMARC at the content stage.
-    pub dkim: SpfConfig,
+    pub dkim: DnsCheck,
 }
 
 /// `[envelope.spf]`, `[envelope.dkim]`: a DNS-based check, on or off.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct SpfConfig {
+pub struct DnsCheck {
     /// Off by default: it needs a working resolver, which a test box or an
     /// offline host may not have.
     pub enabled: bool,
