@@ -14,7 +14,7 @@
 //! request carried one) and DKIM. Without an envelope, SPF counts as none
 //! and only DKIM can align.
 
-use super::spf::{Spf, Verdict as SpfVerdict};
+use super::spf::Spf;
 use mail_auth::{AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, SpfOutput, SpfResult};
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
@@ -92,7 +92,7 @@ impl AuthChecker {
             let dkim = self.auth.verify_dkim(&msg).await;
             let from_domain = mail_from.and_then(|m| m.rsplit_once('@')).map_or("", |(_, d)| d).to_string();
             let spf_out = match spf {
-                Some(s) => SpfOutput::new(s.domain.clone()).with_result(spf_result(s.verdict)),
+                Some(s) => SpfOutput::new(s.domain.clone()).with_result(s.verdict.into()),
                 None => SpfOutput::new(from_domain.clone()).with_result(SpfResult::None),
             };
             let dmarc = self.auth.verify_dmarc(DmarcParameters::new(&msg, &dkim, &from_domain, &spf_out)).await;
@@ -112,18 +112,6 @@ impl AuthChecker {
                 AuthReport { dkim: vec![("temperror", String::new())], dmarc: None }
             }
         }
-    }
-}
-
-fn spf_result(v: SpfVerdict) -> SpfResult {
-    match v {
-        SpfVerdict::Pass => SpfResult::Pass,
-        SpfVerdict::Fail => SpfResult::Fail,
-        SpfVerdict::SoftFail => SpfResult::SoftFail,
-        SpfVerdict::Neutral => SpfResult::Neutral,
-        SpfVerdict::None => SpfResult::None,
-        SpfVerdict::TempError => SpfResult::TempError,
-        SpfVerdict::PermError => SpfResult::PermError,
     }
 }
 

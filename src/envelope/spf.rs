@@ -74,6 +74,20 @@ impl From<mail_auth::SpfResult> for Verdict {
     }
 }
 
+impl From<Verdict> for mail_auth::SpfResult {
+    fn from(v: Verdict) -> mail_auth::SpfResult {
+        match v {
+            Verdict::Pass => mail_auth::SpfResult::Pass,
+            Verdict::Fail => mail_auth::SpfResult::Fail,
+            Verdict::SoftFail => mail_auth::SpfResult::SoftFail,
+            Verdict::Neutral => mail_auth::SpfResult::Neutral,
+            Verdict::None => mail_auth::SpfResult::None,
+            Verdict::TempError => mail_auth::SpfResult::TempError,
+            Verdict::PermError => mail_auth::SpfResult::PermError,
+        }
+    }
+}
+
 /// Which identity gave the result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Identity {
