@@ -57,9 +57,18 @@ pub struct Prepared {
     pub digest: Digest,
     /// De-duplicated, in [`crate::tokenize::canonical_order`].
     pub tokens: Vec<String>,
+    /// The byte 4-gram slots, distinct ([`crate::tokenize::grams::byte_grams`]).
+    pub grams: Vec<u32>,
 }
 
 impl Prepared {
+    /// Tokenizes and digests a raw message (a leading mbox `From ` line is
+    /// not part of it: [`crate::mailbox::as_message`]).
+    pub fn new(tokenizer: &Tokenizer, raw: &[u8]) -> Prepared {
+        let raw = crate::mailbox::as_message(raw);
+        Prepared { digest: digest(&raw), tokens: tokenizer.tokenize(&raw), grams: crate::tokenize::grams::byte_grams(&raw) }
+    }
+
     /// Adds synthetic tokens (e.g. envelope outcomes), keeping the set sorted.
     pub fn add_tokens(&mut self, extra: impl IntoIterator<Item = String>) {
         self.tokens.extend(extra);
@@ -91,25 +100,31 @@ impl<S: TokenStore> Engine<S> {
 
     /// Tokenizes and digests a raw message.
     pub fn prepare(&self, raw: &[u8]) -> Prepared {
-        Prepared { digest: digest(raw), tokens: self.tokenizer.tokenize(raw) }
+        Prepared::new(&self.tokenizer, raw)
     }
 
     /// Scores a raw message.
     pub fn check(&self, raw: &[u8]) -> Result<Score> {
         let p = self.prepare(raw);
         let view = self.store.read()?;
-        self.score(&*view, &p.tokens)
+        self.score(&*view, &p.tokens, &p.grams)
     }
 
-    /// Scores a token set against a snapshot.
-    pub fn score(&self, view: &dyn ReadView, tokens: &[String]) -> Result<Score> {
+    /// Scores a message's tokens and byte 4-gram slots (a [`Prepared`]'s)
+    /// against a snapshot.
+    pub fn score(&self, view: &dyn ReadView, tokens: &[String], grams: &[u32]) -> Result<Score> {
         let state = view.state()?;
         let mut evidence = Vec::with_capacity(tokens.len());
         for t in tokens {
             let r = view.get(t)?.unwrap_or_default();
             evidence.push(Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight });
         }
-        Ok(classify::score(&self.params, &state, &evidence))
+        let gram_z = if self.params.gram_mix != 0.0 || self.params.combining == classify::Combining::Grams {
+            view.gram_sum(grams)?
+        } else {
+            0.0
+        };
+        Ok(classify::score(&self.params, &state, &evidence, gram_z))
     }
 
     /// Learns a raw message as `class`.
@@ -127,18 +142,18 @@ impl<S: TokenStore> Engine<S> {
     /// Scores a raw message with a per-user model layered over this
     /// engine's (see [`crate::store::Layered`]); `None`: the shared model alone.
     pub fn check_layered(&self, user: Option<&dyn TokenStore>, raw: &[u8]) -> Result<Score> {
-        self.score_layered(user, &self.prepare(raw).tokens)
+        self.score_layered(user, &self.prepare(raw))
     }
 
-    /// Scores a token set (a [`Prepared`]'s, perhaps with envelope tokens
-    /// added) against the shared model, with `user`'s layered over it.
-    pub fn score_layered(&self, user: Option<&dyn TokenStore>, tokens: &[String]) -> Result<Score> {
+    /// Scores a prepared message (perhaps with envelope tokens added)
+    /// against the shared model, with `user`'s layered over it.
+    pub fn score_layered(&self, user: Option<&dyn TokenStore>, p: &Prepared) -> Result<Score> {
         let base = self.store.read()?;
         match user {
-            None => self.score(&*base, tokens),
+            None => self.score(&*base, &p.tokens, &p.grams),
             Some(user) => {
                 let top = user.read()?;
-                self.score(&crate::store::Layered { base: &*base, top: &*top }, tokens)
+                self.score(&crate::store::Layered { base: &*base, top: &*top }, &p.tokens, &p.grams)
             }
         }
     }
@@ -156,6 +171,7 @@ impl<S: TokenStore> Engine<S> {
     pub fn train_in(&self, user: &dyn TokenStore, batch: &[(Prepared, Action)]) -> Result<Vec<LearnOutcome>> {
         let mut params = self.params.clone();
         params.boost_errors = false;
+        params.gram_rate = 0.0;
         self.train_with(user, &params, batch)
     }
 
@@ -242,8 +258,8 @@ fn apply(
             .zip(&recs)
             .map(|(t, r)| Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight })
             .collect();
-        let before = classify::score(params, state, &evidence);
-        z_before = Some(before.lr_logit);
+        let before = classify::score(params, state, &evidence, view.gram_sum(&p.grams)?);
+        z_before = Some((before.lr_logit, before.gram_logit));
         let y = if c == Class::Spam { 1.0 } else { 0.0 };
         // Misclassified: on the wrong side of 0.5 (exactly 0.5, "no idea", is not wrong).
         let wrong = match c {
@@ -270,10 +286,23 @@ fn apply(
         Some(Class::Ham) => 0.0,
         None => 0.5,
     };
-    let z = z_before.unwrap_or_else(|| classify::lr_z(params, state.bias, recs.iter().map(|r| r.weight), recs.len()));
+    let (z, z_gram) = match z_before {
+        Some(z) => z,
+        None => (classify::lr_z(params, state.bias, recs.iter().map(|r| r.weight), recs.len()), view.gram_sum(&p.grams)?),
+    };
+    // One step per message, even for one learned twice (`boost_errors` is
+    // for the counts: doubling the regressions' step measured 1-ROCA%
+    // 0.0404 / 0.0224 on spamassassin / csdmc2010 against 0.0397 / 0.0225
+    // for the word regression and 0.4721 against 0.1950 for the 4-gram
+    // regression alone on spamassassin).
     let (dw, db) = classify::lr_step(params, z, target, recs.len());
-    let (dw, db) = (dw * f64::from(weight), db * f64::from(weight));
     state.bias += db;
+    // The byte 4-gram regression: the same step over the message's slots
+    // (binary features, no bias).
+    let dg = params.gram_rate * (target - classify::sigmoid(z_gram));
+    if dg != 0.0 {
+        view.gram_add(&p.grams, dg as f32)?;
+    }
     for (t, r) in p.tokens.iter().zip(recs.iter_mut()) {
         if let Some(c) = remove {
             match c {
@@ -351,21 +380,37 @@ mod tests {
     #[test]
     fn misclassified_messages_count_twice_and_unlearn_cleanly() {
         let e = Engine::new(MemoryStore::new(), Params::default());
+        // One of each class first: a model that has seen only one class
+        // scores everything 0.5, and 0.5 is not an error.
+        e.learn(HAM, Class::Ham).unwrap();
         e.learn(SPAM, Class::Spam).unwrap();
-        // HAM shares no token with SPAM but the header shapes: scored before
-        // learning it is not ham-leaning... make a ham that looks like the spam.
+        // A ham that looks like the spam is misclassified before it is learned.
         let lookalike = b"Subject: cheap pills\r\n\r\nbuy cheap pills now, best prices online. regards, mum";
         assert!(e.check(lookalike).unwrap().probability > 0.5);
         assert_eq!(e.learn(lookalike, Class::Ham).unwrap(), LearnOutcome::Learned);
         let v = e.store().read().unwrap();
-        assert_eq!(v.state().unwrap().totals.ham, 2, "boosted");
+        assert_eq!(v.state().unwrap().totals.ham, 3, "boosted");
         assert_eq!(v.get("mum").unwrap().unwrap().ham, 2);
         drop(v);
         assert_eq!(e.unlearn(lookalike).unwrap(), LearnOutcome::Unlearned);
         let v = e.store().read().unwrap();
-        assert_eq!(v.state().unwrap().totals.ham, 0);
+        assert_eq!(v.state().unwrap().totals.ham, 1);
         assert_eq!(v.get("mum").unwrap(), None);
         assert_eq!(v.get("cheap").unwrap().unwrap().spam, 1);
+    }
+
+    #[test]
+    fn learning_moves_the_byte_gram_weights() {
+        let e = Engine::new(MemoryStore::new(), Params::default());
+        let p = e.prepare(SPAM);
+        assert!(!p.grams.is_empty());
+        e.learn(SPAM, Class::Spam).unwrap();
+        let z = e.store().read().unwrap().gram_sum(&p.grams).unwrap();
+        // One step from z = 0: η (1 − ½) on each slot.
+        let want = p.grams.len() as f64 * Params::default().gram_rate * 0.5;
+        assert!((z - want).abs() < 1e-4 * want, "{z} vs {want}");
+        e.learn(SPAM, Class::Ham).unwrap();
+        assert!(e.store().read().unwrap().gram_sum(&p.grams).unwrap() < z, "a relearn steps towards ham");
     }
 
     #[test]

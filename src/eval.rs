@@ -159,7 +159,7 @@ pub fn prepare_entries(tokenizer: &Tokenizer, entries: &[Entry], threads: usize)
                     part.iter()
                         .map(|e| {
                             let raw = e.read(max)?;
-                            Ok(Prepared { digest: crate::digest::digest(&raw), tokens: tokenizer.tokenize(&raw) })
+                            Ok(Prepared::new(tokenizer, &raw))
                         })
                         .collect()
                 })
@@ -189,7 +189,7 @@ pub fn online_with<S: TokenStore>(engine: &Engine<S>, messages: &[(Class, Prepar
     for (class, p) in messages {
         let score = {
             let view = engine.store().read()?;
-            engine.score(&*view, &p.tokens)?
+            engine.score(&*view, &p.tokens, &p.grams)?
         };
         let spam = *class == Class::Spam;
         out.push(Judgement { spam, score: score.probability });
@@ -231,7 +231,7 @@ pub fn seeded<S: TokenStore>(engine: &Engine<S>, messages: &[(Class, Prepared)],
     for (class, p) in &messages[seed..] {
         let (score, totals) = {
             let view = engine.store().read()?;
-            (engine.score(&*view, &p.tokens)?, view.state()?.messages)
+            (engine.score(&*view, &p.tokens, &p.grams)?, view.state()?.messages)
         };
         let spam = *class == Class::Spam;
         out.push(Judgement { spam, score: score.probability });
@@ -268,7 +268,7 @@ pub fn kfold(params: &Params, messages: &[(Class, Prepared)], k: usize) -> Resul
         engine.train(&train)?;
         let view = engine.store().read()?;
         for (_, (c, p)) in messages.iter().enumerate().filter(|(i, _)| i % k == fold) {
-            let s = engine.score(&*view, &p.tokens)?;
+            let s = engine.score(&*view, &p.tokens, &p.grams)?;
             out.push(Judgement { spam: *c == Class::Spam, score: s.probability });
         }
     }

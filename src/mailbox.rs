@@ -169,6 +169,20 @@ fn mbox(path: &Path) -> Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// A message as it would come out of an mbox: a message that starts with an
+/// mbox `From ` line (a one-message mbox file, procmail's pipe, `hamlet
+/// check < file`) loses that line and its mboxrd quoting, as
+/// [`Entry::read`] does for a message read out of an mbox. So the same
+/// message gives the same bytes (digest, tokens, 4-grams) whichever way it
+/// arrives.
+pub fn as_message(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !raw.starts_with(b"From ") {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    let rest = raw.iter().position(|&b| b == b'\n').map_or(&[][..], |i| &raw[i + 1..]);
+    std::borrow::Cow::Owned(unescape_mboxrd(rest))
+}
+
 /// mboxrd: a line `>From ` (any number of `>`) loses one `>`.
 fn unescape_mboxrd(buf: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(buf.len());
@@ -192,6 +206,18 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
         fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn a_message_with_a_from_line_reads_as_out_of_an_mbox() {
+        let d = tmp("from-line");
+        let p = d.join("one");
+        let raw = b"From a@b Mon Jan 1\nSubject: one\n\n>>From here\nx\n";
+        fs::write(&p, raw).unwrap();
+        let e = entries(&p).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(as_message(raw).as_ref(), e[0].read(1 << 20).unwrap().as_slice());
+        assert_eq!(as_message(b"Subject: x\n\n>From y\n").as_ref(), b"Subject: x\n\n>From y\n");
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl<S: TokenStore + 'static> Service<S> {
                     p.add_tokens(r.tokens());
                 }
                 let layer = u.as_deref().map(|s| s as &dyn TokenStore);
-                let score = e.score_layered(layer, &p.tokens)?;
+                let score = e.score_layered(layer, &p)?;
                 // Auto-learn, judged on the counts the score came from, into
                 // the model the score came from: a user's own (only if it
                 // exists: a check never creates one), else the shared one.

@@ -736,9 +736,11 @@ fn dump_then_load_into_empty_db_is_identical() {
     run_in(&dir, Some(&db2), &["db", "init", "--empty"], None).ok();
     let o = run_in(&dir, Some(&db2), &["db", "load", s(&file)], None).ok();
     let n_tokens = d1.lines().filter(|l| l.starts_with("t ")).count();
+    let n_grams = d1.lines().filter(|l| l.starts_with("g ")).count();
+    assert!(n_grams > 0, "the dump holds the byte 4-gram weights\n{d1}");
     assert_eq!(
         o.stdout.trim(),
-        format!("loaded {n_tokens} tokens, {} journal entries", 2 * N),
+        format!("loaded {n_tokens} tokens, {n_grams} 4-gram weights, {} journal entries", 2 * N),
         "{}",
         o.describe()
     );
@@ -784,7 +786,7 @@ fn expire_runs_and_drops_old_tokens() {
     // Tokens last seen long ago (loaded from a dump) are dropped; recent ones stay.
     let today = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400;
     let old = format!(
-        "# hamlet dump\nschema 2\ntokenizer 1\ntotals 0 0\nbias 0\n\
+        "# hamlet dump\nschema 3\ntokenizer 2\ntotals 0 0\nbias 0\n\
          t 3 4 100 0 zz-ancient-token\n\
          t 1 0 {} 0 zz-hapax-40-days\n\
          t 1 0 {} 0 zz-hapax-5-days\n\
@@ -883,7 +885,7 @@ fn garbage_dump_loads_nothing() {
     let dump_before = dump(&dir, &dir.db());
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         // Good lines first: a bad line anywhere must load nothing.
-        ("bad-line.dump", b"# hamlet dump\nschema 2\ntokenizer 1\ntotals 5 5\nt 1 2 3 0.5 goodtoken\nthis is not a dump\n".to_vec(), "bad-line.dump:6"),
+        ("bad-line.dump", b"# hamlet dump\nschema 3\ntokenizer 2\ntotals 5 5\nt 1 2 3 0.5 goodtoken\nthis is not a dump\n".to_vec(), "bad-line.dump:6"),
         ("bad-number.dump", b"t 1 2 3 0.5 goodtoken\nt x 2 3 0.5 badtoken\n".to_vec(), "bad-number.dump:2"),
         ("wrong-schema.dump", b"schema 999\nt 1 2 3 0.5 goodtoken\n".to_vec(), "schema"),
         ("binary.dump", (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(), "binary.dump"),

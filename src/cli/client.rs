@@ -687,6 +687,7 @@ fn score_from_json(v: &serde_json::Value) -> Option<Score> {
         verdict,
         fisher_logit: content["fisher_logit"].as_f64().unwrap_or(0.0),
         lr_logit: content["lr_logit"].as_f64().unwrap_or(0.0),
+        gram_logit: content["gram_logit"].as_f64().unwrap_or(0.0),
         mix_inputs: [0.0, 0.0],
         clues,
         tokens: content["tokens"].as_u64().unwrap_or(0) as usize,

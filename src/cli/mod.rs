@@ -153,6 +153,10 @@ pub enum DbCommand {
         /// Include the training journal.
         #[arg(long)]
         journal: bool,
+        /// Leave out the byte 4-gram regression's weights (up to 262,144
+        /// lines; the starter model is built without them).
+        #[arg(long)]
+        no_grams: bool,
     },
     /// Add a dump (file or - for stdin) to the database.
     Load { file: PathBuf },
@@ -249,6 +253,13 @@ pub struct ParamArgs {
     pub lr_rate: Option<f64>,
     #[arg(long)]
     pub lr_normalize: Option<bool>,
+    #[arg(long)]
+    pub gram_rate: Option<f64>,
+    #[arg(long)]
+    pub mix_grams: Option<f64>,
+    /// k of the early-model shrink n / (n + k).
+    #[arg(long)]
+    pub maturity: Option<f64>,
     /// Word pairs (orthogonal sparse bigrams) on or off.
     #[arg(long)]
     pub pairs: Option<bool>,
@@ -268,6 +279,9 @@ impl ParamArgs {
         if let Some(v) = self.boost_errors { p.boost_errors = v }
         if let Some(v) = self.lr_rate { p.lr_rate = v }
         if let Some(v) = self.lr_normalize { p.lr_normalize = v }
+        if let Some(v) = self.gram_rate { p.gram_rate = v }
+        if let Some(v) = self.mix_grams { p.gram_mix = v }
+        if let Some(v) = self.maturity { p.maturity = v }
         if let Some(v) = self.pairs { o.pairs = v }
     }
 }
@@ -494,8 +508,9 @@ fn check(db_path: &Path, a: CheckArgs) -> Result<ExitCode> {
                     part.iter()
                         .map(|e| {
                             let r = e.read(max).and_then(|raw| {
+                                let raw = crate::mailbox::as_message(&raw);
                                 let toks = engine.tokenizer.tokenize(&raw);
-                                engine.score(&view, &toks)
+                                engine.score(&view, &toks, &crate::tokenize::grams::byte_grams(&raw))
                             });
                             (e.name(), r)
                         })
@@ -576,11 +591,11 @@ fn db(db_path: &Path, c: DbCommand) -> Result<ExitCode> {
             println!("journal   {}", v.journal_count()?);
             println!("bytes     {}", store.size_bytes());
         }
-        DbCommand::Dump { min_count, journal } => {
+        DbCommand::Dump { min_count, journal, no_grams } => {
             let store = open_db(db_path, false)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            store::dump(&store, &mut out, min_count, journal)?;
+            store::dump(&store, &mut out, min_count, !no_grams, journal)?;
         }
         DbCommand::Load { file } => {
             let store = open_db(db_path, false)?;
@@ -590,7 +605,7 @@ fn db(db_path: &Path, c: DbCommand) -> Result<ExitCode> {
                 let f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
                 store::load(&store, &mut std::io::BufReader::new(f), &file.display().to_string())?
             };
-            println!("loaded {} tokens, {} journal entries", stats.tokens, stats.journal);
+            println!("loaded {} tokens, {} 4-gram weights, {} journal entries", stats.tokens, stats.grams, stats.journal);
         }
         DbCommand::Expire { days, hapax_days, batch } => {
             let store = open_db(db_path, false)?;

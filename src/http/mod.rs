@@ -127,7 +127,7 @@ pub fn score_json(s: &Score, elapsed: Duration) -> Value {
         "verdict": s.verdict.name(),
         "probability": s.probability,
         "logit": s.logit,
-        "stages": { "content": { "fisher_logit": s.fisher_logit, "lr_logit": s.lr_logit, "tokens": s.tokens } },
+        "stages": { "content": { "fisher_logit": s.fisher_logit, "lr_logit": s.lr_logit, "gram_logit": s.gram_logit, "tokens": s.tokens } },
         "clues": clues,
         "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
     })

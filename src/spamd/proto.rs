@@ -400,7 +400,7 @@ impl Outcome {
         }
         let mut report = format!(
             "hamlet: {}, spam probability {:.4} (score {:.1}, required {:.1})\n\n\
-             Content analysis: Fisher logit {:.2}, regression logit {:.2}, {} tokens.\n\
+             Content analysis: Fisher logit {:.2}, regression logits {:.2} (words) and {:.2} (4-grams), {} tokens.\n\
              Strongest clues:\n   f(w)    spam     ham  token\n",
             s.verdict.name(),
             s.probability,
@@ -408,6 +408,7 @@ impl Outcome {
             THRESHOLD,
             s.fisher_logit,
             s.lr_logit,
+            s.gram_logit,
             s.tokens
         );
         for c in s.clues.iter().take(REPORT_CLUES) {

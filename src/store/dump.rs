@@ -2,13 +2,14 @@
 //!
 //! ```text
 //! # hamlet dump
-//! schema 2
-//! tokenizer 1
+//! schema 3
+//! tokenizer 2
 //! totals <spam> <ham>                (weighted, as the counts see them)
 //! messages <spam> <ham>              (messages learned)
 //! bias <logistic bias>
 //! mix <fisher weight offset> <logistic weight offset> <intercept>
 //! t <spam> <ham> <last-seen day> <weight> <token>
+//! g <slot> <weight>                  (byte 4-gram regression, non-zero weights)
 //! j <digest hex> <spam|ham> <day> <weight>
 //! ```
 //!
@@ -18,7 +19,7 @@
 //! totals summed, weights summed, latest day kept), in one transaction: a bad
 //! line anywhere loads nothing.
 
-use super::{JournalEntry, TokenRecord, TokenStore, WriteView, SCHEMA_VERSION};
+use super::{GRAM_DIM, JournalEntry, SCHEMA_VERSION, TokenRecord, TokenStore, WriteView};
 use crate::digest::Digest;
 use crate::tokenize::TOKENIZER_VERSION;
 use crate::{Class, Error, Result};
@@ -29,6 +30,8 @@ use std::io::{BufRead, Write};
 pub struct DumpStats {
     pub tokens: u64,
     pub journal: u64,
+    /// Non-zero byte 4-gram weights.
+    pub grams: u64,
 }
 
 fn escape(t: &str) -> String {
@@ -65,8 +68,9 @@ fn unescape(t: &str) -> String {
 }
 
 /// Writes the whole store. `min_count`: skip tokens seen in fewer messages
-/// (for a compact starter model); `with_journal`: include the journal.
-pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, min_count: u32, with_journal: bool) -> Result<DumpStats> {
+/// (for a compact starter model); `with_grams`: include the byte 4-gram
+/// weights; `with_journal`: include the journal.
+pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, min_count: u32, with_grams: bool, with_journal: bool) -> Result<DumpStats> {
     let io = |e| Error::io("<dump output>", e);
     let view = store.read()?;
     let state = view.state()?;
@@ -89,6 +93,14 @@ pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, min_count: u32, with_jo
             }
             writeln!(out, "t {} {} {} {} {}", r.spam, r.ham, r.day, r.weight, escape(t)).map_err(io)?;
             stats.tokens += 1;
+        }
+    }
+    if with_grams {
+        for (slot, w) in view.gram_weights()?.iter().enumerate() {
+            if *w != 0.0 {
+                writeln!(out, "g {slot} {w}").map_err(io)?;
+                stats.grams += 1;
+            }
         }
     }
     if with_journal {
@@ -118,6 +130,7 @@ pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Resu
 /// A parsed dump, ready to [`apply`].
 pub struct Parsed {
     tokens: Vec<(String, TokenRecord)>,
+    grams: Vec<(u32, f32)>,
     journal: Vec<(Digest, JournalEntry)>,
     totals: (u64, u64),
     messages: (u64, u64),
@@ -127,7 +140,7 @@ pub struct Parsed {
 
 impl Parsed {
     pub fn stats(&self) -> DumpStats {
-        DumpStats { tokens: self.tokens.len() as u64, journal: self.journal.len() as u64 }
+        DumpStats { tokens: self.tokens.len() as u64, journal: self.journal.len() as u64, grams: self.grams.len() as u64 }
     }
 }
 
@@ -140,6 +153,7 @@ pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
     let perr = |line: usize, message: String| Error::Parse { what: what.to_string(), line, message };
     let mut tokens: Vec<(String, TokenRecord)> = Vec::new();
     let mut journal: Vec<(Digest, JournalEntry)> = Vec::new();
+    let mut grams: Vec<(u32, f32)> = Vec::new();
     let mut totals = (0u64, 0u64);
     let mut messages = (0u64, 0u64);
     let mut bias = 0.0f64;
@@ -208,6 +222,13 @@ pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
                 }
                 tokens.push((token, TokenRecord { spam, ham, day, weight }));
             }
+            "g" => {
+                let v: Vec<&str> = rest.split_whitespace().collect();
+                let [slot, w] = v.as_slice() else { return Err(perr(n, "expected `g <slot> <weight>`".into())) };
+                let slot: u32 = slot.parse().ok().filter(|&s: &u32| (s as usize) < GRAM_DIM).ok_or_else(|| perr(n, "bad slot".into()))?;
+                let w: f32 = w.parse().ok().and_then(finite).ok_or_else(|| perr(n, "bad weight".into()))?;
+                grams.push((slot, w));
+            }
             "j" => {
                 let v: Vec<&str> = rest.split_whitespace().collect();
                 let (hex, class, day, weight) = match v.as_slice() {
@@ -230,7 +251,7 @@ pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
             other => return Err(perr(n, format!("unknown line kind {other:?}"))),
         }
     }
-    Ok(Parsed { tokens, journal, totals, messages, bias, mix })
+    Ok(Parsed { tokens, grams, journal, totals, messages, bias, mix })
 }
 
 /// Adds a parsed dump to a store inside a write transaction. A journaled
@@ -271,6 +292,9 @@ pub fn apply(w: &mut dyn WriteView, p: &Parsed, what: &str) -> Result<()> {
             w.put(t, rec)?;
         }
     }
+    for &(slot, v) in &p.grams {
+        w.gram_add(&[slot], v)?;
+    }
     for (d, e) in &p.journal {
         w.set_journal(d, Some(*e))?;
     }
@@ -289,15 +313,17 @@ mod tests {
             w.put("plain", TokenRecord { spam: 1, ham: 2, day: 3, weight: -0.125 })?;
             w.put("with space\tand\\tab\n", TokenRecord { spam: 4, ham: 0, day: 9, weight: 1.5e-7 })?;
             w.set_journal(&crate::digest::digest(b"x"), Some(JournalEntry { class: Class::Spam, day: 7, weight: 2 }))?;
+            w.gram_add(&[3, 70_000], 0.375)?;
+            w.gram_add(&[3], -1.0e-3)?;
             w.set_state(ModelState { totals: Totals { spam: 5, ham: 6 }, messages: Totals { spam: 4, ham: 6 }, bias: -0.5, mix: [0.25, 0.0, -1.5] })
         })
         .unwrap();
         let mut buf = Vec::new();
-        assert_eq!(dump(&a, &mut buf, 0, true).unwrap(), DumpStats { tokens: 2, journal: 1 });
+        assert_eq!(dump(&a, &mut buf, 0, true, true).unwrap(), DumpStats { tokens: 2, journal: 1, grams: 2 });
         let b = MemoryStore::new();
         load(&b, &mut buf.as_slice(), "dump").unwrap();
         let mut buf2 = Vec::new();
-        dump(&b, &mut buf2, 0, true).unwrap();
+        dump(&b, &mut buf2, 0, true, true).unwrap();
         assert_eq!(String::from_utf8(buf).unwrap(), String::from_utf8(buf2).unwrap());
     }
 
@@ -308,6 +334,9 @@ mod tests {
             "t 1 0 1 NaN from:x\n",
             "bias inf\n",
             "mix 0 NaN 0\n",
+            "g 262144 0.5\n",
+            "g 1 NaN\n",
+            "g 1\n",
         ] {
             let s = MemoryStore::new();
             assert!(load(&s, &mut bad.as_bytes(), "in").is_err(), "accepted {bad:?}");

@@ -4,7 +4,7 @@
 //! overlay and swaps them in on commit (copy-on-write only if a snapshot is
 //! still held), so it has the same isolation and rollback as the redb store.
 
-use super::{JournalEntry, ModelState, ReadView, TokenRecord, TokenStore, WriteView};
+use super::{Grams, JournalEntry, ModelState, ReadView, TokenRecord, TokenStore, WriteView, gram_at, set_slots, sum_slots};
 use crate::Result;
 use crate::digest::Digest;
 use crate::tokenize::token_hash;
@@ -16,6 +16,7 @@ struct Inner {
     tokens: HashMap<String, TokenRecord>,
     state: ModelState,
     journal: HashMap<Digest, JournalEntry>,
+    grams: Grams,
 }
 
 /// See the module documentation.
@@ -75,6 +76,12 @@ impl ReadView for Snapshot {
     fn journal_scan(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, JournalEntry)>> {
         Ok(scan_journal(&self.0.journal, after, limit))
     }
+    fn gram_sum(&self, slots: &[u32]) -> Result<f64> {
+        Ok(sum_slots(&self.0.grams, slots))
+    }
+    fn gram_weights(&self) -> Result<Grams> {
+        Ok(self.0.grams.clone())
+    }
 }
 
 /// A write in progress: the base snapshot plus an overlay of changes.
@@ -83,6 +90,9 @@ struct Overlay {
     tokens: HashMap<String, Option<TokenRecord>>,
     journal: HashMap<Digest, Option<JournalEntry>>,
     state: Option<ModelState>,
+    /// The 4-gram weights this write has changed, by slot: their new values
+    /// (set on commit, so a write does not copy the whole vector).
+    grams: HashMap<u32, f32>,
 }
 
 impl ReadView for Overlay {
@@ -143,6 +153,17 @@ impl ReadView for Overlay {
         }
         Ok(scan_journal(&merged, after, limit))
     }
+    fn gram_sum(&self, slots: &[u32]) -> Result<f64> {
+        if self.grams.is_empty() {
+            return Ok(sum_slots(&self.base.grams, slots));
+        }
+        Ok(slots.iter().map(|s| f64::from(self.grams.get(s).copied().unwrap_or_else(|| gram_at(&self.base.grams, *s)))).sum())
+    }
+    fn gram_weights(&self) -> Result<Grams> {
+        let mut w = self.base.grams.as_ref().clone();
+        set_slots(&mut w, &self.grams);
+        Ok(std::sync::Arc::new(w))
+    }
 }
 
 impl WriteView for Overlay {
@@ -162,6 +183,12 @@ impl WriteView for Overlay {
         self.journal.insert(*digest, entry);
         Ok(())
     }
+    fn gram_add(&mut self, slots: &[u32], delta: f32) -> Result<()> {
+        for &s in slots.iter().filter(|&&s| (s as usize) < super::GRAM_DIM) {
+            *self.grams.entry(s).or_insert_with(|| gram_at(&self.base.grams, s)) += delta;
+        }
+        Ok(())
+    }
 }
 
 impl TokenStore for MemoryStore {
@@ -177,9 +204,10 @@ impl TokenStore for MemoryStore {
             tokens: HashMap::new(),
             journal: HashMap::new(),
             state: None,
+            grams: HashMap::new(),
         };
         f(&mut overlay)?;
-        let Overlay { base, tokens, journal, state } = overlay;
+        let Overlay { base, tokens, journal, state, grams } = overlay;
         drop(base);
         let inner = Arc::make_mut(&mut guard);
         for (k, v) in tokens {
@@ -196,6 +224,10 @@ impl TokenStore for MemoryStore {
         }
         if let Some(s) = state {
             inner.state = s;
+        }
+        if !grams.is_empty() {
+            // In place unless a snapshot still holds these weights.
+            set_slots(Arc::make_mut(&mut inner.grams), &grams);
         }
         Ok(())
     }

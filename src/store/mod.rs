@@ -22,7 +22,7 @@ use crate::digest::Digest;
 use crate::{Class, Result};
 
 /// Version of the stored layout; a database of another version is refused.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// What is stored per token.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -85,6 +85,47 @@ pub trait ReadView {
     fn journal_count(&self) -> Result<u64>;
     /// Up to `limit` journal entries in digest order, starting after `after`.
     fn journal_scan(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, JournalEntry)>>;
+    /// Σ w over the byte 4-gram regression's slots `slots` (see
+    /// [`crate::tokenize::grams`]; a new model's weights are all zero).
+    fn gram_sum(&self, slots: &[u32]) -> Result<f64>;
+    /// All the byte 4-gram regression's weights: [`GRAM_DIM`] of them, or
+    /// none when they are all zero. For dumps; scoring uses [`ReadView::gram_sum`].
+    fn gram_weights(&self) -> Result<Grams>;
+}
+
+pub use crate::tokenize::grams::GRAM_DIM;
+
+/// The byte 4-gram regression's weights, shared between snapshots that
+/// have the same ones (empty: all zero).
+pub type Grams = std::sync::Arc<Vec<f32>>;
+
+/// Σ w over `slots` of a dense weight vector (empty: all zero), summed in
+/// the order given, so the same slots give the same sum on every store.
+pub fn sum_slots(w: &[f32], slots: &[u32]) -> f64 {
+    if w.is_empty() {
+        return 0.0;
+    }
+    slots.iter().map(|&s| w.get(s as usize).map_or(0.0, |&v| f64::from(v))).sum()
+}
+
+/// The weight at `slot` (0 in an empty vector).
+pub fn gram_at(w: &[f32], slot: u32) -> f32 {
+    w.get(slot as usize).copied().unwrap_or(0.0)
+}
+
+/// Sets the weights in `values` (slot → new value), making the vector dense
+/// first. A write collects its changes this way (each slot changed in
+/// sequence, as one message after another), so every store ends with the
+/// same bits.
+pub fn set_slots(w: &mut Vec<f32>, values: &std::collections::HashMap<u32, f32>) {
+    if w.is_empty() {
+        w.resize(GRAM_DIM, 0.0);
+    }
+    for (&s, &v) in values {
+        if let Some(x) = w.get_mut(s as usize) {
+            *x = v;
+        }
+    }
 }
 
 /// A per-user model over the shared one, for scoring: token counts and
@@ -139,6 +180,12 @@ impl ReadView for Layered<'_> {
     fn journal_scan(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, JournalEntry)>> {
         self.base.journal_scan(after, limit)
     }
+    fn gram_sum(&self, slots: &[u32]) -> Result<f64> {
+        self.base.gram_sum(slots)
+    }
+    fn gram_weights(&self) -> Result<Grams> {
+        self.base.gram_weights()
+    }
 }
 
 /// A view inside a write transaction.
@@ -147,6 +194,8 @@ pub trait WriteView: ReadView {
     fn put(&mut self, token: &str, record: TokenRecord) -> Result<()>;
     fn remove(&mut self, token: &str) -> Result<()>;
     fn set_journal(&mut self, digest: &Digest, entry: Option<JournalEntry>) -> Result<()>;
+    /// Adds `delta` to the byte 4-gram regression's weights at `slots`.
+    fn gram_add(&mut self, slots: &[u32], delta: f32) -> Result<()>;
 }
 
 /// A token store.
@@ -220,6 +269,12 @@ impl ReadView for CachedView<'_> {
     }
     fn journal_scan(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, JournalEntry)>> {
         self.inner.journal_scan(after, limit)
+    }
+    fn gram_sum(&self, slots: &[u32]) -> Result<f64> {
+        self.inner.gram_sum(slots)
+    }
+    fn gram_weights(&self) -> Result<Grams> {
+        self.inner.gram_weights()
     }
 }
 
@@ -375,5 +430,40 @@ pub(crate) mod conformance {
         let st = expire(store, 200, 50, 10, 1).unwrap();
         assert_eq!(st.removed, 1);
         assert_eq!(store.read().unwrap().token_count().unwrap(), 0);
+        grams(store);
+    }
+
+    /// The byte 4-gram weights: zero at first, changes seen inside their
+    /// write, committed or rolled back whole, snapshots isolated.
+    fn grams(store: &dyn TokenStore) {
+        let r = store.read().unwrap();
+        assert_eq!(r.gram_sum(&[0, 5, 70_000]).unwrap(), 0.0);
+        assert!(r.gram_weights().unwrap().iter().all(|w| *w == 0.0));
+        drop(r);
+        store
+            .write(&mut |w| {
+                w.gram_add(&[5, 70_000], 0.5)?;
+                w.gram_add(&[5, (GRAM_DIM - 1) as u32], -0.25)?;
+                // Out of range: ignored, not a panic.
+                w.gram_add(&[GRAM_DIM as u32], 1.0)?;
+                assert_eq!(w.gram_sum(&[5, 70_000])?, 0.75);
+                Ok(())
+            })
+            .unwrap();
+        let snap = store.read().unwrap();
+        assert_eq!(snap.gram_sum(&[5]).unwrap(), 0.25);
+        assert_eq!(snap.gram_sum(&[5, 70_000, (GRAM_DIM - 1) as u32, 6]).unwrap(), 0.5);
+        let all = snap.gram_weights().unwrap();
+        assert_eq!((all.len(), all[70_000]), (GRAM_DIM, 0.5));
+        let res = store.write(&mut |w| {
+            w.gram_add(&[5], 10.0)?;
+            Err(Error::Invalid("boom".into()))
+        });
+        assert!(res.is_err());
+        assert_eq!(store.read().unwrap().gram_sum(&[5]).unwrap(), 0.25);
+        store.write(&mut |w| w.gram_add(&[5], 1.0)).unwrap();
+        assert_eq!(snap.gram_sum(&[5]).unwrap(), 0.25, "a snapshot keeps its weights");
+        drop(snap);
+        assert_eq!(store.read().unwrap().gram_sum(&[5]).unwrap(), 1.25);
     }
 }

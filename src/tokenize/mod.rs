@@ -15,6 +15,7 @@
 //! SpamBayes and bogofilter: repeating a word a thousand times buys a spammer
 //! nothing.
 
+pub mod grams;
 mod header;
 mod html;
 mod text;
@@ -25,7 +26,7 @@ use mail_parser::{MessageParser, MimeHeaders, PartType};
 /// Version of the token vocabulary; stored in every database.
 ///
 /// Bump it whenever a change here would give a stored model different tokens.
-pub const TOKENIZER_VERSION: u32 = 1;
+pub const TOKENIZER_VERSION: u32 = 2;
 
 /// Token prefixes. They are part of the stored model: renaming one is a
 /// tokenizer version change.

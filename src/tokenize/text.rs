@@ -63,7 +63,54 @@ pub(crate) fn words(text: &str, sink: &mut Sink, pairs: bool) {
 /// that), at a fraction of the cost (the table-driven segmenter was 11% of a
 /// bulk `check`).
 pub(crate) fn unicode_words(text: &str) -> Box<dyn Iterator<Item = &str> + '_> {
-    if text.is_ascii() { Box::new(AsciiWords { s: text.as_bytes(), text, i: 0 }) } else { Box::new(text.unicode_words()) }
+    if text.is_ascii() {
+        Box::new(AsciiWords { s: text.as_bytes(), text, i: 0 })
+    } else {
+        Box::new(CjkRuns { inner: text.unicode_word_indices().peekable(), text })
+    }
+}
+
+/// Han and kana: scripts written without spaces between words, where UAX #29
+/// gives one "word" per character.
+///
+/// A run of them between spaces or punctuation is kept as one word (and, at
+/// over [`MAX_WORD`] characters, becomes a skip token), as a whitespace
+/// tokenizer sees it: what SpamBayes, SpamAssassin's Bayes and bogofilter
+/// do. One token per character made every kanji of a Japanese message a
+/// separate, strongly correlated clue: on spamassassin (whose few CJK
+/// messages are nearly all spam) a Japanese hard ham scored 0.99999995 on
+/// the strength of 150 single characters. Measured (TREC on-line, 1-ROCA%
+/// spamassassin / csdmc2010 / enron-raw, 2026-11-27): characters 0.0504 /
+/// 0.0223 / 0.0002, runs 0.0404 / 0.0224 / 0.0002. Character bigrams, the
+/// usual choice in CJK retrieval, measured 0.0733 against 0.0724 for
+/// characters before the other changes of that day.
+fn is_cjk(c: char) -> bool {
+    matches!(c as u32, 0x3040..=0x30FF | 0x31F0..=0x31FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0xFF66..=0xFF9F)
+}
+
+/// UAX #29 words, with adjacent CJK words (nothing between them) joined
+/// into one run, as a whitespace tokenizer would see them.
+struct CjkRuns<'a, I: Iterator<Item = (usize, &'a str)>> {
+    inner: std::iter::Peekable<I>,
+    text: &'a str,
+}
+
+impl<'a, I: Iterator<Item = (usize, &'a str)>> Iterator for CjkRuns<'a, I> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        let (start, w) = self.inner.next()?;
+        let mut end = start + w.len();
+        if w.chars().all(is_cjk) {
+            while let Some(&(s, n)) = self.inner.peek() {
+                if s != end || !n.chars().all(is_cjk) {
+                    break;
+                }
+                end = s + n.len();
+                self.inner.next();
+            }
+        }
+        Some(&self.text[start..end])
+    }
 }
 
 /// The UAX #29 word rules restricted to ASCII:

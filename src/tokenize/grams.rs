@@ -1,0 +1,82 @@
+//! Byte 4-grams of the raw message: the features of the second learner (an
+//! on-line logistic regression, see `classify`), as in Cormack's TREC 2007
+//! filter, the best of that year's on-line task.
+//!
+//! Every overlapping 4-byte window of the first [`GRAM_BYTES`] bytes of the
+//! message as it arrived (headers and undecoded body alike) is hashed into
+//! one of [`GRAM_DIM`] slots; a message's features are the set of its slots.
+//! They see what word tokens cannot: spelling inside words ("v1agra"),
+//! header formatting and ordering, punctuation, encodings, and scripts
+//! written without spaces, at no parsing cost.
+//!
+//! Measured with a prototype on the shared corpora (TREC on-line, the
+//! regression's 1-ROCA% alone, then added at weight 0.1 to the Fisher logit),
+//! 2026-11-27: first 3,500 bytes and 2¹⁸ slots gave 0.2045 alone /
+//! 0.0391 added on spamassassin, 0.1180 / 0.0232 on csdmc2010 (Fisher alone:
+//! 0.0482 / 0.0198 before this learner, with its early-model shrink).
+//! 2,500 bytes: 0.0394 / 0.0228; 5,000: 0.0423 / 0.0224; 2²⁰ slots: 0.0388 /
+//! 0.0229, 2²² slots: 0.0388 / 0.0233 — 2¹⁸ is as good as more slots and
+//! keeps the weights at 1 MiB, which a one-shot `hamlet check` reads.
+
+/// Slots: the regression has this many weights (a power of two).
+pub const GRAM_BITS: u32 = 18;
+/// Number of weights.
+pub const GRAM_DIM: usize = 1 << GRAM_BITS;
+/// Only the first this-many bytes of a message are read for 4-grams.
+pub const GRAM_BYTES: usize = 3500;
+
+/// The distinct slots of `raw`'s byte 4-grams, in order of first
+/// occurrence (a fixed order, so sums over them repeat exactly).
+///
+/// De-duplicated with a bitmap of all slots (32 KiB) rather than by sorting:
+/// a sort of 3,500 slots cost more than the scoring they feed.
+pub fn byte_grams(raw: &[u8]) -> Vec<u32> {
+    let head = &raw[..raw.len().min(GRAM_BYTES)];
+    let mut seen = vec![0u64; GRAM_DIM / 64];
+    let mut out = Vec::with_capacity(head.len());
+    for w in head.windows(4) {
+        let s = slot(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+        let (word, bit) = (s as usize / 64, 1u64 << (s % 64));
+        if seen[word] & bit == 0 {
+            seen[word] |= bit;
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// Fibonacci hashing: the top bits of the 4 bytes times 2³²/φ spread
+/// neighbouring byte patterns over the table.
+fn slot(x: u32) -> u32 {
+    x.wrapping_mul(0x9E37_79B1) >> (32 - GRAM_BITS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grams_are_unique_and_in_range() {
+        let g = byte_grams(b"abcdabcdabcd xyz");
+        let mut sorted = g.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), g.len());
+        assert!(g.iter().all(|&s| (s as usize) < GRAM_DIM));
+        // "abcd", "bcda", "cdab", "dabc" repeat; then "bcd ", "cd x", "d xy", " xyz".
+        assert_eq!(g.len(), 8);
+    }
+
+    #[test]
+    fn short_and_long_inputs() {
+        assert!(byte_grams(b"").is_empty());
+        assert!(byte_grams(b"abc").is_empty());
+        assert_eq!(byte_grams(b"abcd").len(), 1);
+        let long = vec![b'x'; 10 * GRAM_BYTES];
+        assert_eq!(byte_grams(&long).len(), 1);
+        // Only the head counts.
+        let mut a = vec![b'a'; GRAM_BYTES];
+        a.extend_from_slice(b"zzzz");
+        assert_eq!(byte_grams(&a), byte_grams(&vec![b'a'; GRAM_BYTES]));
+    }
+}
