@@ -13,12 +13,13 @@
 //! The 4-gram weights are one value: a message's 4-grams touch nearly every
 //! part of the vector, so a write rewrites it anyway, and one 1 MiB value
 //! reads much faster than many small ones (256 chunks of 4 KiB made a
-//! one-shot `hamlet check` 2.5 ms slower). A snapshot sums a message's
-//! slots straight from redb's copy of the value; one that scores more
-//! messages (bulk `check`, the service) decodes the weights once, and the
-//! store keeps the last decoded weights, tagged with the `grams_gen` counter
-//! in `meta` that every write changing them bumps, so the service's many
-//! snapshots share one copy.
+//! one-shot `hamlet check` 2.5 ms slower). The store keeps the last decoded
+//! weights, tagged with the `grams_gen` counter in `meta` that every write
+//! changing them bumps; a write leaves its new weights there, so a
+//! service's snapshots after its own learns share one copy. A snapshot that
+//! finds none sums its first message straight from redb's copy of the value
+//! (a one-shot `hamlet check` never decodes it) and decodes the weights for
+//! its second (bulk `check`).
 //!
 //! Tokens are keyed by their 64-bit [`token_hash`], not their text: fixed
 //! 8-byte keys make the B-tree smaller and a lookup a few integer compares
