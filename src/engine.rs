@@ -105,9 +105,14 @@ impl<S: TokenStore> Engine<S> {
 
     /// Scores a raw message.
     pub fn check(&self, raw: &[u8]) -> Result<Score> {
-        let p = self.prepare(raw);
-        let view = self.store.read()?;
-        self.score(&*view, &p.tokens, &p.grams)
+        self.score_raw(&*self.store.read()?, raw)
+    }
+
+    /// Scores a raw message against a snapshot: what [`Prepared::new`]
+    /// reads of it, without the digest (scoring needs none).
+    pub fn score_raw(&self, view: &dyn ReadView, raw: &[u8]) -> Result<Score> {
+        let raw = crate::mailbox::as_message(raw);
+        self.score(view, &self.tokenizer.tokenize(&raw), &crate::tokenize::grams::byte_grams(&raw))
     }
 
     /// Scores a message's tokens and byte 4-gram slots (a [`Prepared`]'s)

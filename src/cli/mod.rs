@@ -507,11 +507,7 @@ fn check(db_path: &Path, a: CheckArgs) -> Result<ExitCode> {
                     };
                     part.iter()
                         .map(|e| {
-                            let r = e.read(max).and_then(|raw| {
-                                let raw = crate::mailbox::as_message(&raw);
-                                let toks = engine.tokenizer.tokenize(&raw);
-                                engine.score(&view, &toks, &crate::tokenize::grams::byte_grams(&raw))
-                            });
+                            let r = e.read(max).and_then(|raw| engine.score_raw(&view, &raw));
                             (e.name(), r)
                         })
                         .collect()

@@ -102,10 +102,7 @@ pub type Grams = std::sync::Arc<Vec<f32>>;
 /// Σ w over `slots` of a dense weight vector (empty: all zero), summed in
 /// the order given, so the same slots give the same sum on every store.
 pub fn sum_slots(w: &[f32], slots: &[u32]) -> f64 {
-    if w.is_empty() {
-        return 0.0;
-    }
-    slots.iter().map(|&s| w.get(s as usize).map_or(0.0, |&v| f64::from(v))).sum()
+    slots.iter().map(|&s| f64::from(gram_at(w, s))).sum()
 }
 
 /// The weight at `slot` (0 in an empty vector).

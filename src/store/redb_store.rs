@@ -210,18 +210,14 @@ impl RedbStore {
     /// The 4-gram weights of generation `generation`: the remembered ones if they
     /// are those, else read from `table`.
     fn grams_at<T: ReadableTable<u32, &'static [u8]>>(&self, generation: u64, table: &T) -> Result<Grams> {
-        if generation == 0 {
-            return Ok(Arc::default());
-        }
-        if let Some((g, w)) = &*self.grams.lock().unwrap_or_else(|p| p.into_inner()) {
-            if *g == generation {
-                return Ok(w.clone());
-            }
+        if let Some(w) = self.kept_grams(generation) {
+            return Ok(w);
         }
         let mut w = vec![0.0f32; GRAM_DIM];
         if let Some(v) = table.get(0)? {
-            for (x, b) in w.iter_mut().zip(v.value().chunks_exact(4)) {
-                *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let bytes = v.value();
+            for (s, x) in w.iter_mut().enumerate() {
+                *x = stored_weight(bytes, s);
             }
         }
         let w: Grams = Arc::new(w);
@@ -242,6 +238,18 @@ impl RedbStore {
         Ok(cell.get_or_init(|| g))
     }
 
+    /// The decoded weights of generation `generation`, if they are at hand
+    /// (generation 0: none ever written, all zero).
+    fn kept_grams(&self, generation: u64) -> Option<Grams> {
+        if generation == 0 {
+            return Some(Arc::default());
+        }
+        match &*self.grams.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((g, w)) if *g == generation => Some(w.clone()),
+            _ => None,
+        }
+    }
+
     /// Keeps `grams` as the last weights read, unless newer ones are kept.
     fn remember_grams(&self, grams: Option<(u64, Grams)>) {
         if let Some((generation, w)) = grams {
@@ -251,6 +259,11 @@ impl RedbStore {
             }
         }
     }
+}
+
+/// Weight `slot` of the stored little-endian f32 vector (0 past its end).
+fn stored_weight(bytes: &[u8], slot: usize) -> f32 {
+    bytes.get(slot * 4..slot * 4 + 4).map_or(0.0, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 fn grams_gen<T: ReadableTable<&'static str, u64>>(meta: &T) -> Result<u64> {
@@ -336,8 +349,8 @@ struct RedbRead<'s> {
     grams_table: redb::ReadOnlyTable<u32, &'static [u8]>,
     store: &'s RedbStore,
     grams: std::cell::OnceCell<Grams>,
-    /// Messages summed straight from the stored bytes so far.
-    raw_sums: std::cell::Cell<u32>,
+    /// A message was summed straight from the stored bytes already.
+    summed_raw: std::cell::Cell<bool>,
 }
 
 impl RedbRead<'_> {
@@ -350,13 +363,7 @@ impl RedbRead<'_> {
         if let Some(g) = self.grams.get() {
             return Ok(Some(g));
         }
-        let generation = grams_gen(&self.meta)?;
-        let kept = self.store.grams.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        match kept {
-            Some((g, w)) if g == generation => Ok(Some(self.grams.get_or_init(|| w))),
-            _ if generation == 0 => Ok(Some(self.grams.get_or_init(Arc::default))),
-            _ => Ok(None),
-        }
+        Ok(self.store.kept_grams(grams_gen(&self.meta)?).map(|w| self.grams.get_or_init(|| w)))
     }
 }
 
@@ -389,17 +396,12 @@ impl ReadView for RedbRead<'_> {
         // The first message of this snapshot: straight from the bytes (a
         // one-shot `hamlet check` never needs the decoded vector); a second
         // one decodes them for every later message.
-        if self.raw_sums.get() >= 1 {
+        if self.summed_raw.replace(true) {
             return Ok(super::sum_slots(self.grams()?, slots));
         }
-        self.raw_sums.set(self.raw_sums.get() + 1);
         let Some(v) = self.grams_table.get(0)? else { return Ok(0.0) };
         let bytes = v.value();
-        let at = |s: u32| {
-            let i = s as usize * 4;
-            bytes.get(i..i + 4).map_or(0.0, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        };
-        Ok(slots.iter().map(|&s| f64::from(at(s))).sum())
+        Ok(slots.iter().map(|&s| f64::from(stored_weight(bytes, s as usize))).sum())
     }
     fn gram_weights(&self) -> Result<Grams> {
         self.grams().cloned()
@@ -535,7 +537,7 @@ impl TokenStore for RedbStore {
             grams_table: txn.open_table(GRAMS)?,
             store: self,
             grams: std::cell::OnceCell::new(),
-            raw_sums: std::cell::Cell::new(0),
+            summed_raw: std::cell::Cell::new(false),
         }))
     }
 
