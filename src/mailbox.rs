@@ -180,15 +180,26 @@ pub fn as_message(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         return std::borrow::Cow::Borrowed(raw);
     }
     let rest = raw.iter().position(|&b| b == b'\n').map_or(&[][..], |i| &raw[i + 1..]);
+    // Most messages quote no `From ` line: no copy (copying every message
+    // of the spamassassin corpus, whose files start with a `From ` line,
+    // was 2.8% of a bulk `check`).
+    if !rest.split(|&b| b == b'\n').any(is_quoted_from) {
+        return std::borrow::Cow::Borrowed(rest);
+    }
     std::borrow::Cow::Owned(unescape_mboxrd(rest))
+}
+
+/// A line `>From `, `>>From `, ...
+fn is_quoted_from(line: &[u8]) -> bool {
+    let gts = line.iter().take_while(|&&b| b == b'>').count();
+    gts > 0 && line[gts..].starts_with(b"From ")
 }
 
 /// mboxrd: a line `>From ` (any number of `>`) loses one `>`.
 fn unescape_mboxrd(buf: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(buf.len());
     for line in buf.split_inclusive(|&b| b == b'\n') {
-        let gts = line.iter().take_while(|&&b| b == b'>').count();
-        if gts > 0 && line[gts..].starts_with(b"From ") {
+        if is_quoted_from(line) {
             out.extend_from_slice(&line[1..]);
         } else {
             out.extend_from_slice(line);

@@ -11,6 +11,7 @@
 //! one transaction, or nothing if it returns an error.
 
 mod dump;
+mod gram_file;
 mod memory;
 mod redb_store;
 
@@ -228,12 +229,39 @@ pub struct CachedView<'a> {
     inner: Box<dyn ReadView + 'a>,
     cache: std::cell::RefCell<std::collections::HashMap<String, Option<TokenRecord>, FxBuild>>,
     limit: usize,
+    /// The cache holds every token of the snapshot (see `preload`).
+    complete: bool,
 }
 
 impl<'a> CachedView<'a> {
     /// Caches at most `limit` tokens (then stops adding).
     pub fn new(inner: Box<dyn ReadView + 'a>, limit: usize) -> CachedView<'a> {
-        CachedView { inner, cache: Default::default(), limit }
+        CachedView { inner, cache: Default::default(), limit, complete: false }
+    }
+
+    /// Reads every token of the snapshot into the cache in one scan, if
+    /// there are at most `limit`; then a token not in the cache is not in
+    /// the model, with no lookup. Returns whether it did.
+    ///
+    /// Worth it when many messages will be scored: a scan reads each stored
+    /// record once, in key order (a 145,622-token model in about 50 ms),
+    /// where lookups of tokens not yet cached each descend the B-tree (about
+    /// 1.5 µs apiece; scoring all 6,046 spamassassin messages against the
+    /// model trained on them misses once per distinct token).
+    pub fn preload(&mut self) -> Result<bool> {
+        if self.inner.token_count()? > self.limit as u64 {
+            return Ok(false);
+        }
+        let cache = self.cache.get_mut();
+        let mut after: Option<String> = None;
+        loop {
+            let batch = self.inner.scan(after.as_deref(), 4096)?;
+            let Some((last, _)) = batch.last() else { break };
+            after = Some(last.clone());
+            cache.extend(batch.into_iter().map(|(t, r)| (t, Some(r))));
+        }
+        self.complete = true;
+        Ok(true)
     }
 }
 
@@ -244,6 +272,9 @@ impl ReadView for CachedView<'_> {
     fn get(&self, token: &str) -> Result<Option<TokenRecord>> {
         if let Some(r) = self.cache.borrow().get(token) {
             return Ok(*r);
+        }
+        if self.complete {
+            return Ok(None);
         }
         let r = self.inner.get(token)?;
         let mut c = self.cache.borrow_mut();
@@ -462,5 +493,38 @@ pub(crate) mod conformance {
         assert_eq!(snap.gram_sum(&[5]).unwrap(), 0.25, "a snapshot keeps its weights");
         drop(snap);
         assert_eq!(store.read().unwrap().gram_sum(&[5]).unwrap(), 1.25);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preloaded_cache_answers_without_the_store() {
+        let store = MemoryStore::new();
+        // More tokens than one scan batch.
+        store
+            .write(&mut |w| {
+                for i in 0..5000u32 {
+                    w.put(&format!("t{i}"), TokenRecord { spam: i, ham: 1, day: 1, weight: 0.0 })?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let mut small = CachedView::new(store.read().unwrap(), 4999);
+        assert!(!small.preload().unwrap(), "more tokens than the limit: not preloaded");
+        assert_eq!(small.get("t4999").unwrap().map(|r| r.spam), Some(4999));
+        let mut view = CachedView::new(store.read().unwrap(), 5000);
+        assert!(view.preload().unwrap());
+        // Written after the snapshot: neither the snapshot nor its cache has it.
+        store.write(&mut |w| w.put("late", TokenRecord::default())).unwrap();
+        assert_eq!(view.cache.borrow().len(), 5000);
+        for i in (0..5000u32).step_by(97) {
+            assert_eq!(view.get(&format!("t{i}")).unwrap().map(|r| r.spam), Some(i));
+        }
+        assert_eq!(view.get("t5000").unwrap(), None);
+        assert_eq!(view.get("late").unwrap(), None);
+        assert_eq!(view.cache.borrow().len(), 5000, "misses are not added once complete");
     }
 }

@@ -6,7 +6,7 @@
 //! | table     | key                | value                                   |
 //! |-----------|--------------------|-----------------------------------------|
 //! | `tokens`  | token hash (u64)   | (spam u32, ham u32, last-seen day u32, weight f32, token `&str`) |
-//! | `meta`    | name (`&str`)      | u64: `schema`, `tokenizer`, `spam`, `ham` (weighted totals), `msg_spam`, `msg_ham`, `created`; f64 bits: `bias`, `mix0`..`mix2` |
+//! | `meta`    | name (`&str`)      | u64: `schema`, `tokenizer`, `spam`, `ham` (weighted totals), `msg_spam`, `msg_ham`, `created`, `grams_gen` (counts writes of the 4-gram weights), `grams_id` (random, names their `gram_file` copy); f64 bits: `bias`, `mix0`..`mix2` |
 //! | `journal` | digest (32 bytes)  | (class u8, day u32, weight u8)          |
 //! | `grams`   | 0 (u32)            | all 2¹⁸ weights of the byte 4-gram regression, f32 little-endian (1 MiB) |
 //!
@@ -19,7 +19,9 @@
 //! service's snapshots after its own learns share one copy. A snapshot that
 //! finds none sums its first message straight from redb's copy of the value
 //! (a one-shot `hamlet check` never decodes it) and decodes the weights for
-//! its second (bulk `check`).
+//! its second (bulk `check`). Both read a mapped copy of the weights beside
+//! the database instead when it is current (`gram_file`: the `grams_id` in
+//! `meta` names it), which a one-shot check reads 0.9 ms faster.
 //!
 //! Tokens are keyed by their 64-bit [`token_hash`], not their text: fixed
 //! 8-byte keys make the B-tree smaller and a lookup a few integer compares
@@ -30,6 +32,7 @@
 //! token's write replaces the earlier one's record, and a remove only
 //! removes a record holding its own text.
 
+use super::gram_file;
 use super::{GRAM_DIM, Grams, JournalEntry, ModelState, ReadView, SCHEMA_VERSION, TokenRecord, TokenStore, Totals, WriteView};
 use crate::digest::Digest;
 use crate::tokenize::{TOKENIZER_VERSION, token_hash};
@@ -60,6 +63,16 @@ pub struct RedbStore {
     path: PathBuf,
     /// The 4-gram weights last read, and their `grams_gen`.
     grams: Mutex<Option<(u64, Grams)>>,
+    /// The 4-gram weights this store committed last, and their `grams_id`,
+    /// until written to the `gram_file` (when the store is dropped).
+    unsaved: Mutex<Option<(u64, Grams)>>,
+}
+
+/// What a write transaction did to the 4-gram weights.
+struct NewGrams {
+    generation: u64,
+    id: u64,
+    weights: Grams,
 }
 
 /// Opened for writing (exclusive: one process), or read-only (shared by
@@ -119,7 +132,7 @@ impl RedbStore {
             }
         }
         let db = retry_open(path, wait, || Database::builder().set_cache_size(cache_bytes).create(path))?;
-        let store = RedbStore { db: Db::ReadWrite(db), path: path.to_path_buf(), grams: Mutex::new(None) };
+        let store = RedbStore { db: Db::ReadWrite(db), path: path.to_path_buf(), grams: Mutex::new(None), unsaved: Mutex::new(None) };
         store.check_schema(seed)?;
         Ok(store)
     }
@@ -130,7 +143,7 @@ impl RedbStore {
     /// processes from a mail pipeline don't queue. Writes fail.
     pub fn open_read_only(path: &Path, wait: Duration) -> Result<RedbStore> {
         let db = retry_open(path, wait, || Database::builder().set_cache_size(CACHE_BYTES).open_read_only(path))?;
-        let store = RedbStore { db: Db::ReadOnly(db), path: path.to_path_buf(), grams: Mutex::new(None) };
+        let store = RedbStore { db: Db::ReadOnly(db), path: path.to_path_buf(), grams: Mutex::new(None), unsaved: Mutex::new(None) };
         store.check_schema(None)?;
         Ok(store)
     }
@@ -186,7 +199,7 @@ impl RedbStore {
                     view.finish()?
                 };
                 w.commit()?;
-                self.remember_grams(grams);
+                self.committed(grams);
                 Ok(())
             }
             Err(e) => Err(e.into()),
@@ -200,41 +213,85 @@ impl RedbStore {
             tokens: w.open_table(TOKENS)?,
             meta: w.open_table(META)?,
             journal: w.open_table(JOURNAL)?,
-            grams_table: w.open_table(GRAMS)?,
+            txn: w,
+            grams_table: std::cell::OnceCell::new(),
             store: self,
             base: std::cell::OnceCell::new(),
             changed: None,
         })
     }
 
-    /// The 4-gram weights of generation `generation`: the remembered ones if they
-    /// are those, else read from `table`.
-    fn grams_at<T: ReadableTable<u32, &'static [u8]>>(&self, generation: u64, table: &T) -> Result<Grams> {
+    /// The 4-gram weights of the snapshot with `meta` and `table`: the
+    /// remembered ones if they are its generation, else decoded from the
+    /// stored bytes.
+    fn grams_at<'t, M, T>(&self, meta: &M, table: impl FnOnce() -> Result<Option<&'t T>>) -> Result<Grams>
+    where
+        M: ReadableTable<&'static str, u64>,
+        T: ReadableTable<u32, &'static [u8]> + 't,
+    {
+        let generation = grams_gen(meta)?;
         if let Some(w) = self.kept_grams(generation) {
             return Ok(w);
         }
-        let mut w = vec![0.0f32; GRAM_DIM];
-        if let Some(v) = table.get(0)? {
-            let bytes = v.value();
-            for (s, x) in w.iter_mut().enumerate() {
-                *x = stored_weight(bytes, s);
-            }
-        }
+        let w = self.with_stored_grams(meta, table, |bytes| (0..GRAM_DIM).map(|s| stored_weight(bytes, s)).collect())?;
         let w: Grams = Arc::new(w);
         self.remember_grams(Some((generation, w.clone())));
         Ok(w)
     }
 
-    /// The 4-gram weights of a transaction, decoded once into `cell`.
-    fn grams_once<'c, M, T>(&self, cell: &'c std::cell::OnceCell<Grams>, meta: &M, table: &T) -> Result<&'c Grams>
+    /// Calls `f` with the snapshot's stored 4-gram weights (f32
+    /// little-endian; empty when none were ever written): the mapped
+    /// `gram_file` when it holds this snapshot's `grams_id`, else redb's
+    /// value. `table` opens the `grams` table only then: redb reads a
+    /// table's root page when it opens it, and this table's root is the
+    /// 2 MiB page of the weights.
+    fn with_stored_grams<'t, M, T, R>(
+        &self,
+        meta: &M,
+        table: impl FnOnce() -> Result<Option<&'t T>>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R>
     where
         M: ReadableTable<&'static str, u64>,
-        T: ReadableTable<u32, &'static [u8]>,
+        T: ReadableTable<u32, &'static [u8]> + 't,
+    {
+        let id = meta.get("grams_id")?.map_or(0, |v| v.value());
+        if id != 0 {
+            if let Some(m) = gram_file::Mapped::open(&gram_file::path_for(&self.path), id) {
+                return Ok(f(m.weights()));
+            }
+        }
+        let Some(table) = table()? else { return Ok(f(&[])) };
+        Ok(match table.get(0)? {
+            Some(v) => f(v.value()),
+            None => f(&[]),
+        })
+    }
+
+    /// After a commit: remembers the weights it wrote, to share with later
+    /// snapshots and to write to the `gram_file` when the store closes.
+    fn committed(&self, grams: Option<NewGrams>) {
+        if let Some(g) = grams {
+            *self.unsaved.lock().unwrap_or_else(|p| p.into_inner()) = Some((g.id, g.weights.clone()));
+            self.remember_grams(Some((g.generation, g.weights)));
+        }
+    }
+
+    /// The 4-gram weights of a transaction, decoded once into `cell`.
+    fn grams_once<'c, 't, M, T>(
+        &self,
+        cell: &'c std::cell::OnceCell<Grams>,
+        meta: &M,
+        table: impl FnOnce() -> Result<Option<&'t T>>,
+    ) -> Result<&'c Grams>
+    where
+        M: ReadableTable<&'static str, u64>,
+        T: ReadableTable<u32, &'static [u8]> + 't,
     {
         if let Some(g) = cell.get() {
             return Ok(g);
         }
-        let g = self.grams_at(grams_gen(meta)?, table)?;
+        let g = self.grams_at(meta, table)?;
         Ok(cell.get_or_init(|| g))
     }
 
@@ -346,7 +403,9 @@ struct RedbRead<'s> {
     tokens: redb::ReadOnlyTable<u64, Rec>,
     meta: redb::ReadOnlyTable<&'static str, u64>,
     journal: redb::ReadOnlyTable<&'static [u8], (u8, u32, u8)>,
-    grams_table: redb::ReadOnlyTable<u32, &'static [u8]>,
+    txn: redb::ReadTransaction,
+    /// Opened when first needed (see `with_stored_grams`).
+    grams_table: std::cell::OnceCell<Option<redb::ReadOnlyTable<u32, &'static [u8]>>>,
     store: &'s RedbStore,
     grams: std::cell::OnceCell<Grams>,
     /// A message was summed straight from the stored bytes already.
@@ -355,7 +414,20 @@ struct RedbRead<'s> {
 
 impl RedbRead<'_> {
     fn grams(&self) -> Result<&Grams> {
-        self.store.grams_once(&self.grams, &self.meta, &self.grams_table)
+        self.store.grams_once(&self.grams, &self.meta, || self.grams_table())
+    }
+
+    /// The `grams` table (`None` in a database that has none).
+    fn grams_table(&self) -> Result<Option<&redb::ReadOnlyTable<u32, &'static [u8]>>> {
+        if let Some(t) = self.grams_table.get() {
+            return Ok(t.as_ref());
+        }
+        let t = match self.txn.open_table(GRAMS) {
+            Ok(t) => Some(t),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(self.grams_table.get_or_init(|| t).as_ref())
     }
 
     /// The weights decoded already (here or in the store), if they are.
@@ -399,9 +471,9 @@ impl ReadView for RedbRead<'_> {
         if self.summed_raw.replace(true) {
             return Ok(super::sum_slots(self.grams()?, slots));
         }
-        let Some(v) = self.grams_table.get(0)? else { return Ok(0.0) };
-        let bytes = v.value();
-        Ok(slots.iter().map(|&s| f64::from(stored_weight(bytes, s as usize))).sum())
+        self.store.with_stored_grams(&self.meta, || self.grams_table(), |bytes| {
+            slots.iter().map(|&s| f64::from(stored_weight(bytes, s as usize))).sum()
+        })
     }
     fn gram_weights(&self) -> Result<Grams> {
         self.grams().cloned()
@@ -412,7 +484,9 @@ struct RedbWrite<'t> {
     tokens: redb::Table<'t, u64, Rec>,
     meta: redb::Table<'t, &'static str, u64>,
     journal: redb::Table<'t, &'static [u8], (u8, u32, u8)>,
-    grams_table: redb::Table<'t, u32, &'static [u8]>,
+    txn: &'t redb::WriteTransaction,
+    /// Opened when first needed (see `with_stored_grams`).
+    grams_table: std::cell::OnceCell<redb::Table<'t, u32, &'static [u8]>>,
     store: &'t RedbStore,
     /// The 4-gram weights as committed before this write.
     base: std::cell::OnceCell<Grams>,
@@ -421,20 +495,35 @@ struct RedbWrite<'t> {
     changed: Option<Vec<f32>>,
 }
 
-impl RedbWrite<'_> {
+impl<'t> RedbWrite<'t> {
     fn base(&self) -> Result<&Grams> {
-        self.store.grams_once(&self.base, &self.meta, &self.grams_table)
+        self.store.grams_once(&self.base, &self.meta, || self.grams_table().map(Some))
     }
 
-    /// Writes back the 4-gram chunks this write changed and bumps their
-    /// generation. Returns the new weights, to remember once committed.
-    fn finish(mut self) -> Result<Option<(u64, Grams)>> {
+    fn grams_table(&self) -> Result<&redb::Table<'t, u32, &'static [u8]>> {
+        if let Some(t) = self.grams_table.get() {
+            return Ok(t);
+        }
+        let t = self.txn.open_table(GRAMS)?;
+        Ok(self.grams_table.get_or_init(|| t))
+    }
+
+    /// Writes back the 4-gram weights if this write changed them, bumps
+    /// their generation and draws them a new id. Returns them, to remember
+    /// once committed.
+    fn finish(mut self) -> Result<Option<NewGrams>> {
         let Some(w) = self.changed.take() else { return Ok(None) };
         let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
-        self.grams_table.insert(0, bytes.as_slice())?;
+        let mut table = match self.grams_table.take() {
+            Some(t) => t,
+            None => self.txn.open_table(GRAMS)?,
+        };
+        table.insert(0, bytes.as_slice())?;
         let generation = grams_gen(&self.meta)? + 1;
+        let id = gram_file::fresh_id();
         self.meta.insert("grams_gen", generation)?;
-        Ok(Some((generation, Arc::new(w))))
+        self.meta.insert("grams_id", id)?;
+        Ok(Some(NewGrams { generation, id, weights: Arc::new(w) }))
     }
 }
 
@@ -534,7 +623,8 @@ impl TokenStore for RedbStore {
             tokens: txn.open_table(TOKENS)?,
             meta: txn.open_table(META)?,
             journal: txn.open_table(JOURNAL)?,
-            grams_table: txn.open_table(GRAMS)?,
+            txn,
+            grams_table: std::cell::OnceCell::new(),
             store: self,
             grams: std::cell::OnceCell::new(),
             summed_raw: std::cell::Cell::new(false),
@@ -550,7 +640,7 @@ impl TokenStore for RedbStore {
         match outcome {
             Ok(grams) => {
                 txn.commit()?;
-                self.remember_grams(grams);
+                self.committed(grams);
                 Ok(())
             }
             Err(e) => {
@@ -562,6 +652,19 @@ impl TokenStore for RedbStore {
 
     fn size_bytes(&self) -> u64 {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+impl Drop for RedbStore {
+    /// Writes the `gram_file` for the weights this store committed last.
+    /// The database is still open (and locked against other writers) here,
+    /// so they are still its current ones. A failure (a read-only folder)
+    /// is ignored: the file is only a faster copy, and readers without it
+    /// read redb.
+    fn drop(&mut self) {
+        if let Some((id, w)) = self.unsaved.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = gram_file::write(&gram_file::path_for(&self.path), id, &w);
+        }
     }
 }
 
@@ -592,6 +695,43 @@ mod tests {
         // A writer is excluded while readers hold it.
         assert!(matches!(RedbStore::open(&path, Duration::ZERO), Err(Error::DatabaseInUse { .. })));
         drop((a, b));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn gram_file_written_on_close_and_read_only_when_current() {
+        let dir = std::env::temp_dir().join(format!("hamlet-redb-gf-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("t.redb");
+        let file = gram_file::path_for(&path);
+        let store = RedbStore::open(&path, Duration::ZERO).unwrap();
+        store.write(&mut |w| w.gram_add(&[5, 70_000], 0.5)).unwrap();
+        assert!(!file.exists(), "written when the store closes, not per transaction");
+        drop(store);
+        let header = std::fs::read(&file).unwrap();
+        let id = u64::from_le_bytes(header[8..16].try_into().unwrap());
+        let sum = |slots: &[u32]| {
+            let s = RedbStore::open_read_only(&path, Duration::ZERO).unwrap();
+            let first = s.read().unwrap().gram_sum(slots).unwrap();
+            let decoded = super::super::sum_slots(&s.read().unwrap().gram_weights().unwrap(), slots);
+            assert_eq!(first, decoded, "one-shot and decoded reads agree");
+            first
+        };
+        assert_eq!(sum(&[5, 70_000, 6]), 1.0);
+        // The file is what is read while its id is current...
+        let mut other = vec![0.0f32; GRAM_DIM];
+        other[6] = 3.0;
+        gram_file::write(&file, id, &other).unwrap();
+        assert_eq!(sum(&[5, 70_000, 6]), 3.0);
+        // ...and ignored when not: redb's weights.
+        gram_file::write(&file, id ^ 2, &other).unwrap();
+        assert_eq!(sum(&[5, 70_000, 6]), 1.0);
+        // A later write makes a new id and file.
+        let store = RedbStore::open(&path, Duration::ZERO).unwrap();
+        store.write(&mut |w| w.gram_add(&[6], 0.25)).unwrap();
+        drop(store);
+        assert_eq!(sum(&[5, 70_000, 6]), 1.25);
+        assert_ne!(std::fs::read(&file).unwrap()[8..16], id.to_le_bytes());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
