@@ -58,15 +58,81 @@ pub(crate) fn words(text: &str, sink: &mut Sink, pairs: bool) {
     }
 }
 
-/// UAX #29 words of `text`: a fast path for pure-ASCII text (most mail),
-/// which gives exactly what `unicode_words` gives (a property test checks
-/// that), at a fraction of the cost (the table-driven segmenter was 11% of a
-/// bulk `check`).
+/// UAX #29 words of `text` (CJK runs joined, see [`CjkRuns`]): a fast path
+/// for ASCII, which gives exactly what `unicode_words` gives (a property
+/// test checks that), at a fraction of the cost (the table-driven segmenter
+/// was 11% of a bulk `check`).
+///
+/// Text with a few non-ASCII characters (an `&nbsp;`, a curly quote: about
+/// one spamassassin message in six) takes the fast path too, but for the
+/// whitespace-delimited stretches that hold them (see [`Mixed`]).
 pub(crate) fn unicode_words(text: &str) -> Box<dyn Iterator<Item = &str> + '_> {
     if text.is_ascii() {
-        Box::new(AsciiWords { s: text.as_bytes(), text, i: 0 })
+        Box::new(AsciiWords::new(text))
     } else {
-        Box::new(CjkRuns { inner: text.unicode_word_indices().peekable(), text })
+        Box::new(Mixed { text, pos: 0, ascii: AsciiWords::new(""), island: None })
+    }
+}
+
+/// The full segmenter, CJK runs joined.
+fn segmenter(text: &str) -> CjkRuns<'_, unicode_segmentation::UnicodeWordIndices<'_>> {
+    CjkRuns { inner: text.unicode_word_indices().peekable(), text }
+}
+
+/// ASCII whitespace: UAX #29 breaks before it after any other ASCII
+/// character (WB3a/b, WB999), so text cut before a run of it segments as
+/// the whole does.
+fn is_cut(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// Words of text that is not all ASCII: ASCII stretches through
+/// [`AsciiWords`], each whitespace-delimited stretch holding a non-ASCII
+/// character (an "island") through the full segmenter, in text order.
+struct Mixed<'a> {
+    text: &'a str,
+    /// Where the text not yet planned starts.
+    pos: usize,
+    ascii: AsciiWords<'a>,
+    island: Option<CjkRuns<'a, unicode_segmentation::UnicodeWordIndices<'a>>>,
+}
+
+impl<'a> Iterator for Mixed<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            if let Some(w) = self.ascii.next() {
+                return Some(w);
+            }
+            if let Some(w) = self.island.as_mut().and_then(|i| i.next()) {
+                return Some(w);
+            }
+            let b = self.text.as_bytes();
+            if self.pos >= b.len() {
+                return None;
+            }
+            let rest = &b[self.pos..];
+            match rest.iter().position(|&c| c >= 0x80) {
+                None => {
+                    self.ascii = AsciiWords::new(&self.text[self.pos..]);
+                    self.island = None;
+                    self.pos = b.len();
+                }
+                Some(off) => {
+                    let k = self.pos + off;
+                    // Cut points are ASCII, so both ends are char boundaries.
+                    let piece = b[self.pos..k].iter().rposition(|&c| is_cut(c)).map_or(self.pos, |i| self.pos + i + 1);
+                    // The whitespace before the piece goes with it: a
+                    // combining mark right after a space joins the space
+                    // (WB4), and that "word" holds the whole run of spaces.
+                    let start = b[self.pos..piece].iter().rposition(|&c| !is_cut(c)).map_or(self.pos, |i| self.pos + i + 1);
+                    let end = b[k..].iter().position(|&c| is_cut(c)).map_or(b.len(), |i| k + i);
+                    self.ascii = AsciiWords::new(&self.text[self.pos..start]);
+                    self.island = Some(segmenter(&self.text[start..end]));
+                    self.pos = end;
+                }
+            }
+        }
     }
 }
 
@@ -123,6 +189,12 @@ struct AsciiWords<'a> {
     s: &'a [u8],
     text: &'a str,
     i: usize,
+}
+
+impl<'a> AsciiWords<'a> {
+    fn new(text: &'a str) -> AsciiWords<'a> {
+        AsciiWords { s: text.as_bytes(), text, i: 0 }
+    }
 }
 
 fn is_word(b: u8) -> bool {
@@ -222,7 +294,25 @@ mod tests {
     use proptest::prelude::*;
 
     fn both(s: &str) -> (Vec<&str>, Vec<&str>) {
-        (AsciiWords { s: s.as_bytes(), text: s, i: 0 }.collect(), s.unicode_words().collect())
+        (AsciiWords::new(s).collect(), s.unicode_words().collect())
+    }
+
+    /// `unicode_words` on text with non-ASCII, against the full segmenter
+    /// over the whole text.
+    fn mixed(s: &str) -> (Vec<&str>, Vec<&str>) {
+        (unicode_words(s).collect(), segmenter(s).collect())
+    }
+
+    #[test]
+    fn mixed_text_matches_the_full_segmenter_on_cases() {
+        for s in [
+            "caf\u{e9} au lait", "a\u{a0}b c", "\u{a0}", "x \u{301}y", "don\u{2019}t stop", "\u{ad}word next\u{ad}",
+            "日本語 の テキスト abc", "price: 1\u{a0}000 \u{20ac}", "tab\there\u{e9}\r\nnext", "a\u{200d}\u{1f600} b",
+            "\u{e9}", "e\u{301}t\u{e9} a.b\u{e9}.c", "カタカナabc漢字 x", "x \u{ce2}", "ab  \r\n \u{ce2}y z",
+        ] {
+            let (fast, full) = mixed(s);
+            assert_eq!(fast, full, "on {s:?}");
+        }
     }
 
     #[test]
@@ -247,6 +337,20 @@ mod tests {
         fn ascii_fast_path_matches_uax29_on_any_ascii(s in "[\\x00-\\x7f]{0,80}") {
             let (fast, uax) = both(&s);
             prop_assert_eq!(fast, uax);
+        }
+
+        #[test]
+        fn mixed_text_matches_the_full_segmenter(
+            s in "[a-cA-C0-2 _.,;:'@/\\t\\n\\r\\x0b\\x0c\\-\u{a0}\u{e9}\u{301}\u{ad}\u{200d}\u{2019}\u{20ac}\u{65e5}\u{672c}\u{30ab}\u{1f600}\u{0661}\u{ff10}]{0,60}"
+        ) {
+            let (fast, full) = mixed(&s);
+            prop_assert_eq!(fast, full);
+        }
+
+        #[test]
+        fn mixed_text_matches_on_any_chars(s in "[\\PC\\t\\n\\r ]{0,40}") {
+            let (fast, full) = mixed(&s);
+            prop_assert_eq!(fast, full);
         }
     }
 }
