@@ -11,7 +11,7 @@ cargo build --release --locked -q
 H=$PWD/target/release/hamlet
 work=$(mktemp -d)
 srv=
-trap 'kill $srv 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $srv 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 dir=target/corpora/spamassassin
 $H --db "$work/h.redb" db init --empty >/dev/null
 $H --db "$work/h.redb" train "$dir/index" >/dev/null

@@ -15,7 +15,7 @@ cargo build --release --locked -q
 H=$PWD/target/release/hamlet
 work=$(mktemp -d)
 srv= learner=
-trap 'kill $srv $learner 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $srv $learner 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 $H --db "$work/h.redb" db init --empty >/dev/null
 $H --db "$work/h.redb" train target/corpora/spamassassin/index >/dev/null
 awk -v d=target/corpora/csdmc2010 'NR<=2000{print d"/"$2}' target/corpora/csdmc2010/index > "$work/bodies"

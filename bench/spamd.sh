@@ -13,7 +13,7 @@ command -v spamc >/dev/null || { echo "bench: apt-get install -y spamc" >&2; exi
 cargo build --release --locked -q
 H=$PWD/target/release/hamlet
 work=$(mktemp -d)
-trap 'kill $srv 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $srv 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 $H --db "$work/h.redb" db init --empty >/dev/null
 $H --db "$work/h.redb" train target/corpora/spamassassin/index >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
