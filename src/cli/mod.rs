@@ -510,8 +510,11 @@ fn check(db_path: &Path, a: CheckArgs) -> Result<ExitCode> {
                     // brings ~150 tokens new to the cache early on, and a
                     // stored token costs a scan about a fifth of what a
                     // lookup costs (see `CachedView::preload`).
-                    let preload = view.token_count().map(|n| part.len() as u64 * 750 >= n);
-                    if let Err(e) = preload.and_then(|p| if p { view.preload().map(|_| ()) } else { Ok(()) }) {
+                    let preloaded = match view.token_count() {
+                        Ok(n) if part.len() as u64 * 750 >= n => view.preload().map(drop),
+                        other => other.map(drop),
+                    };
+                    if let Err(e) = preloaded {
                         return vec![(String::new(), Err(e))];
                     }
                     part.iter()

@@ -109,9 +109,8 @@ pub fn write(path: &Path, id: u64, w: &[f32]) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(FILE_BYTES);
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(&id.to_le_bytes());
-    for s in 0..GRAM_DIM {
-        buf.extend_from_slice(&w.get(s).copied().unwrap_or(0.0).to_le_bytes());
-    }
+    buf.extend_from_slice(&super::weight_bytes(&w[..w.len().min(GRAM_DIM)]));
+    buf.resize(FILE_BYTES, 0);
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
@@ -130,10 +129,7 @@ pub fn write(path: &Path, id: u64, w: &[f32]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn weight(bytes: &[u8], s: usize) -> f32 {
-        f32::from_le_bytes(bytes[s * 4..s * 4 + 4].try_into().unwrap())
-    }
+    use crate::store::stored_weight as weight;
 
     #[test]
     fn written_file_maps_back_only_with_its_id() {

@@ -111,6 +111,17 @@ pub fn gram_at(w: &[f32], slot: u32) -> f32 {
     w.get(slot as usize).copied().unwrap_or(0.0)
 }
 
+/// The weights as stored (redb's `grams` value, the `gram_file`): f32
+/// little-endian, one after another.
+pub(crate) fn weight_bytes(w: &[f32]) -> Vec<u8> {
+    w.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Weight `slot` of stored weights ([`weight_bytes`]; 0 past their end).
+pub(crate) fn stored_weight(bytes: &[u8], slot: usize) -> f32 {
+    bytes.get(slot * 4..slot * 4 + 4).map_or(0.0, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 /// Sets the weights in `values` (slot → new value), making the vector dense
 /// first. A write collects its changes this way (each slot changed in
 /// sequence, as one message after another), so every store ends with the

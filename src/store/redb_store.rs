@@ -32,7 +32,7 @@
 //! token's write replaces the earlier one's record, and a remove only
 //! removes a record holding its own text.
 
-use super::gram_file;
+use super::{gram_file, stored_weight};
 use super::{GRAM_DIM, Grams, JournalEntry, ModelState, ReadView, SCHEMA_VERSION, TokenRecord, TokenStore, Totals, WriteView};
 use crate::digest::Digest;
 use crate::tokenize::{TOKENIZER_VERSION, token_hash};
@@ -318,11 +318,6 @@ impl RedbStore {
     }
 }
 
-/// Weight `slot` of the stored little-endian f32 vector (0 past its end).
-fn stored_weight(bytes: &[u8], slot: usize) -> f32 {
-    bytes.get(slot * 4..slot * 4 + 4).map_or(0.0, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
-
 fn grams_gen<T: ReadableTable<&'static str, u64>>(meta: &T) -> Result<u64> {
     Ok(meta.get("grams_gen")?.map(|v| v.value()).unwrap_or(0))
 }
@@ -513,7 +508,7 @@ impl<'t> RedbWrite<'t> {
     /// once committed.
     fn finish(mut self) -> Result<Option<NewGrams>> {
         let Some(w) = self.changed.take() else { return Ok(None) };
-        let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let bytes = super::weight_bytes(&w);
         let mut table = match self.grams_table.take() {
             Some(t) => t,
             None => self.txn.open_table(GRAMS)?,
