@@ -14,8 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v bogofilter >/dev/null || { echo "bench: apt-get install -y bogofilter" >&2; exit 1; }
-cargo build --release --locked -q
-H=$PWD/target/release/hamlet
+# The binary the README deploys (static on glibc Linux, see scripts/build).
+H=$(scripts/build -q)
 rounds=${ROUNDS:-3}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

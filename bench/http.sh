@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 command -v wrk >/dev/null || { echo "bench: apt-get install -y wrk" >&2; exit 1; }
-cargo build --release --locked -q
-H=$PWD/target/release/hamlet
+# The binary the README deploys (static on glibc Linux, see scripts/build).
+H=$(scripts/build -q)
 work=$(mktemp -d)
 srv=
 trap 'kill $srv 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 n=${1:-2000}
 [[ -x /usr/sbin/dovecot ]] || { echo "bench: apt-get install -y dovecot-imapd" >&2; exit 1; }
 id -u vmail >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin vmail
-cargo build --release --locked -q
-H=$PWD/target/release/hamlet
+# The binary the README deploys (static on glibc Linux, see scripts/build).
+H=$(scripts/build -q)
 work=$(mktemp -d)
 chmod 755 "$work"   # Dovecot's processes (vmail, dovecot) must reach the maildirs
 trap '[[ -f $work/run/master.pid ]] && kill "$(cat "$work/run/master.pid")"; rm -rf "$work"' EXIT

@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}
 command -v spamc >/dev/null || { echo "bench: apt-get install -y spamc" >&2; exit 1; }
-cargo build --release --locked -q
-H=$PWD/target/release/hamlet
+# The binary the README deploys (static on glibc Linux, see scripts/build).
+H=$(scripts/build -q)
 work=$(mktemp -d)
 trap 'kill $srv 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 $H --db "$work/h.redb" db init --empty >/dev/null

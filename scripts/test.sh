@@ -48,3 +48,26 @@ export HAMLET_CORPORA=${HAMLET_CORPORA:-$PWD/target/corpora}
 export HAMLET_TREC_RUN=${HAMLET_TREC_RUN:-$(cd "$shared" 2>/dev/null && pwd)/tools/trec-run}
 
 cargo test --release --locked "$@"
+
+# The binary the README deploys (scripts/build: static-pie on glibc Linux)
+# runs the README's first command on a new database with the starter
+# model, and resolves a host name through NSS (client -d localhost against
+# its own SPAMD listener; -x: an unreachable service is an error here).
+bin=$(scripts/build -q)
+smoke=$(mktemp -d)
+server=
+cleanup() { [[ -n $server ]] && kill "$server" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$smoke"; }
+trap cleanup EXIT
+out=$("$bin" --db "$smoke/h.redb" check --clues < corpus/messages/01-plain.eml) && rc=0 || rc=$?
+[[ $rc -le 2 && $out =~ ^(ham|spam|unsure)\ [0-9] ]] || { echo "test.sh: $bin check: exit $rc, output: $out" >&2; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+"$bin" --db "$smoke/h.redb" serve --spamd "127.0.0.1:$port" --http "127.0.0.1:$(free_port)" 2> "$smoke/serve.log" &
+server=$!
+for _ in $(seq 100); do
+  python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null && break
+  sleep 0.1
+done
+out=$("$bin" client -x -d localhost -p "$port" -c < corpus/messages/01-plain.eml) && rc=0 || rc=$?
+[[ $rc -le 1 && $out =~ ^-?[0-9.]+/5\.0$ ]] || { echo "test.sh: $bin client -d localhost: exit $rc, output: $out" >&2; cat "$smoke/serve.log" >&2; exit 1; }
+echo "test.sh: deployed binary $bin: check and client -d localhost work"
