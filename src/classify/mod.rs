@@ -156,6 +156,14 @@ impl std::str::FromStr for Combining {
 /// three. Fisher alone has the lowest lam% on csdmc2010 only because its
 /// messages without any strong token score exactly 0.5, which counts as
 /// neither error at the 0.5 threshold.
+///
+/// Rechecked 2026-11-27 (fifth session; default 0.0400/0.651,
+/// 0.0227/0.960, 0.0002/0.000), 1-ROCA% SA / CS: η_g = 0.0125 0.0399 /
+/// 0.0233; η = 0.015 / 0.025 0.0399 / 0.0405, CS 0.0229 / 0.0226; g =
+/// 0.12 0.0397 / 0.0231; s = 0.08 / 0.12 0.0398 / 0.0398, CS 0.0241 /
+/// 0.0369; min-dev 0.44 0.0410 / 0.0246; k = 15 0.0401 / 0.0227; 2²⁰
+/// 4-gram slots 0.0399 / 0.0230. The optimum is flat: spamassassin moves
+/// within ±0.0005 and every move costs csdmc2010.
 #[derive(Debug, Clone)]
 pub struct Params {
     /// Robinson's strength S of the prior.

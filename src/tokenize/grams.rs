@@ -36,13 +36,16 @@ pub fn byte_grams(raw: &[u8]) -> Vec<u32> {
     let mut n = 0;
     SEEN_SLOTS.with_borrow_mut(|seen| {
         seen.resize(GRAM_DIM / 64, 0);
+        // As an array, so that a slot's word (a slot is < GRAM_DIM) needs
+        // no bounds check.
+        let Ok(seen) = <&mut [u64; GRAM_DIM / 64]>::try_from(seen.as_mut_slice()) else { return };
         // The 4-gram ending at each byte, rolled along (little-endian, as
         // `u32::from_le_bytes` of the window).
         let mut x = u32::from_le_bytes([0, head.first().copied().unwrap_or(0), head.get(1).copied().unwrap_or(0), head.get(2).copied().unwrap_or(0)]);
         for &b in head.iter().skip(3) {
             x = (x >> 8) | (u32::from(b) << 24);
             let s = slot(x);
-            let (word, bit) = ((s >> 6) as usize % seen.len(), 1u64 << (s & 63));
+            let (word, bit) = ((s >> 6) as usize, 1u64 << (s & 63));
             // Without a branch on it: every slot is written at `n`, and
             // only a new one moves `n` on (whether a 4-gram repeats is a
             // coin toss that a branch predictor loses often).
@@ -54,9 +57,8 @@ pub fn byte_grams(raw: &[u8]) -> Vec<u32> {
             n += usize::from(new);
         }
         // Left all clear for the next message.
-        let words = seen.len();
         for &s in &out[..n] {
-            seen[(s >> 6) as usize % words] = 0;
+            seen[(s >> 6) as usize] = 0;
         }
     });
     out.truncate(n);
