@@ -82,19 +82,13 @@ pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, min_count: u32, with_gr
     writeln!(out, "messages {} {}", state.messages.spam, state.messages.ham).map_err(io)?;
     writeln!(out, "bias {}", state.bias).map_err(io)?;
     writeln!(out, "mix {} {} {}", state.mix[0], state.mix[1], state.mix[2]).map_err(io)?;
-    let mut after: Option<String> = None;
-    loop {
-        let chunk = view.scan(after.as_deref(), 10_000)?;
-        let Some((last, _)) = chunk.last() else { break };
-        after = Some(last.clone());
-        for (t, r) in &chunk {
-            if u64::from(r.spam) + u64::from(r.ham) < u64::from(min_count) {
-                continue;
-            }
+    view.for_each_token(&mut |_, t, r| {
+        if u64::from(r.spam) + u64::from(r.ham) >= u64::from(min_count) {
             writeln!(out, "t {} {} {} {} {}", r.spam, r.ham, r.day, r.weight, escape(t)).map_err(io)?;
             stats.tokens += 1;
         }
-    }
+        Ok(())
+    })?;
     if with_grams {
         for (slot, w) in view.gram_weights()?.iter().enumerate() {
             if *w != 0.0 {

@@ -82,16 +82,16 @@ pub trait ReadView {
     fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>>;
     /// Calls `f` with every stored token, its [`token_hash`] and its record,
     /// in the store's order ([`ReadView::scan`] in batches, unless a store
-    /// has a cheaper way).
+    /// has a cheaper way); stops at `f`'s first error.
     ///
     /// [`token_hash`]: crate::tokenize::token_hash
-    fn for_each_token(&self, f: &mut dyn FnMut(u64, &str, TokenRecord)) -> Result<()> {
+    fn for_each_token(&self, f: &mut dyn FnMut(u64, &str, TokenRecord) -> Result<()>) -> Result<()> {
         let mut after: Option<String> = None;
         loop {
             let batch = self.scan(after.as_deref(), 4096)?;
             let Some((last, _)) = batch.last() else { return Ok(()) };
             for (t, r) in &batch {
-                f(crate::tokenize::token_hash(t), t, *r);
+                f(crate::tokenize::token_hash(t), t, *r)?;
             }
             after = Some(last.clone());
         }
@@ -417,7 +417,10 @@ impl<'a> CachedView<'a> {
         // Sized once: growing a map to 145,622 entries rehashed them all
         // along the way (a fifth of the preload's instructions, callgrind).
         let mut p = Preloaded::with_capacity(count as usize);
-        self.inner.for_each_token(&mut |hash, token, r| p.insert(hash, token, r))?;
+        self.inner.for_each_token(&mut |hash, token, r| {
+            p.insert(hash, token, r);
+            Ok(())
+        })?;
         self.preloaded = Some(p);
         self.cache.get_mut().clear();
         Ok(true)
@@ -448,7 +451,7 @@ impl ReadView for CachedView<'_> {
     fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>> {
         self.inner.scan(after, limit)
     }
-    fn for_each_token(&self, f: &mut dyn FnMut(u64, &str, TokenRecord)) -> Result<()> {
+    fn for_each_token(&self, f: &mut dyn FnMut(u64, &str, TokenRecord) -> Result<()>) -> Result<()> {
         self.inner.for_each_token(f)
     }
     fn token_count(&self) -> Result<u64> {

@@ -447,13 +447,13 @@ impl ReadView for RedbRead<'_> {
     fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>> {
         scan_table(&self.tokens, after, limit)
     }
-    fn for_each_token(&self, f: &mut dyn FnMut(u64, &str, TokenRecord)) -> Result<()> {
+    fn for_each_token(&self, f: &mut dyn FnMut(u64, &str, TokenRecord) -> Result<()>) -> Result<()> {
         // One range over the snapshot: its key is the token's hash, and no
         // text is copied out.
         for item in self.tokens.range::<u64>(..)? {
             let (k, v) = item?;
             let r = v.value();
-            f(k.value(), r.4, from_rec(r));
+            f(k.value(), r.4, from_rec(r))?;
         }
         Ok(())
     }

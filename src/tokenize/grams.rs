@@ -35,10 +35,6 @@ pub fn byte_grams(raw: &[u8]) -> Vec<u32> {
     let mut out = vec![0u32; head.len().saturating_sub(3)];
     let mut n = 0;
     SEEN_SLOTS.with_borrow_mut(|seen| {
-        seen.resize(GRAM_DIM / 64, 0);
-        // As an array, so that a slot's word (a slot is < GRAM_DIM) needs
-        // no bounds check.
-        let Ok(seen) = <&mut [u64; GRAM_DIM / 64]>::try_from(seen.as_mut_slice()) else { return };
         // The 4-gram ending at each byte, rolled along (little-endian, as
         // `u32::from_le_bytes` of the window).
         let mut x = u32::from_le_bytes([0, head.first().copied().unwrap_or(0), head.get(1).copied().unwrap_or(0), head.get(2).copied().unwrap_or(0)]);
@@ -68,8 +64,9 @@ pub fn byte_grams(raw: &[u8]) -> Vec<u32> {
 thread_local! {
     /// The slots seen in the message at hand, one bit each (32 KiB): kept
     /// per thread, where a new zeroed one per message was 2% of a bulk
-    /// check's instructions.
-    static SEEN_SLOTS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// check's instructions. An array, so a slot's word (a slot is below
+    /// GRAM_DIM) needs no bounds check.
+    static SEEN_SLOTS: std::cell::RefCell<[u64; GRAM_DIM / 64]> = const { std::cell::RefCell::new([0; GRAM_DIM / 64]) };
 }
 
 /// Fibonacci hashing: the top bits of the 4 bytes times 2³²/φ spread
