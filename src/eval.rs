@@ -18,8 +18,14 @@ use std::fmt::Write as _;
 /// When the on-line run trains a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrainMode {
+    /// Every message (the default, and trec-run's `on-everything`).
     OnEverything,
+    /// Misclassified messages, and those scored exactly 0.5 (the model has
+    /// no opinion: a class without messages yet). trec-run's `on-error`
+    /// counts a ham at 0.5 as right and does not train it, so from an empty
+    /// model it never learns ham from hamlet; seed the model first there.
     OnError,
+    /// As `OnError`, plus every message in the unsure band.
     OnErrorOrUnsure,
 }
 
@@ -193,12 +199,14 @@ pub fn online_with<S: TokenStore>(engine: &Engine<S>, messages: &[(Class, Prepar
         };
         let spam = *class == Class::Spam;
         out.push(Judgement { spam, score: score.probability });
-        // As in the engine: exactly 0.5 ("no idea") is not wrong.
+        // As in the engine: exactly 0.5 ("no idea") is not wrong. But it is
+        // a message to learn from: a model that scores 0.5 because a class
+        // has no messages yet would otherwise never learn one on error.
         let wrong = if spam { score.probability < 0.5 } else { score.probability > 0.5 };
-        let unsure = score.verdict == crate::classify::Verdict::Unsure;
+        let unsure = score.verdict == crate::classify::Verdict::Unsure || score.probability == 0.5;
         let train = match mode {
             TrainMode::OnEverything => true,
-            TrainMode::OnError => wrong,
+            TrainMode::OnError => wrong || score.probability == 0.5,
             TrainMode::OnErrorOrUnsure => wrong || unsure,
         };
         if train {
@@ -380,6 +388,26 @@ mod tests {
         assert_eq!(m.hm, 0.5);
         assert_eq!(m.sm, 0.5);
         assert!((m.lam - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn on_error_learns_from_an_empty_model() {
+        // An empty model scores everything 0.5 ("no idea", not an error);
+        // on-error must still learn those, or it never learns anything.
+        let tk = crate::tokenize::Tokenizer::default();
+        let mk = |class, body: &str| {
+            let raw = format!("From: a@example.org\r\nSubject: {body}\r\n\r\n{body}\r\n");
+            (class, Prepared::new(&tk, raw.as_bytes()))
+        };
+        let mut stream = Vec::new();
+        for i in 0..6 {
+            stream.push(mk(Class::Spam, &format!("cheap pills viagra offer {i}")));
+            stream.push(mk(Class::Ham, &format!("meeting notes for the project {i}")));
+        }
+        let j = online(&Params::default(), &stream, TrainMode::OnError).unwrap();
+        assert_eq!(j[0].score, 0.5);
+        let late = &j[8..];
+        assert!(late.iter().all(|j| (j.score > 0.5) == j.spam), "{late:?}");
     }
 
     #[test]
