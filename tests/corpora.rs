@@ -19,7 +19,7 @@ use std::path::PathBuf;
 /// `long_token_report`).
 const MAX_TOKEN_BYTES: usize = 300;
 /// 1-ROCA% ceiling for the default parameters on spamassassin.
-const ROCA_CEILING_PERCENT: f64 = 0.15;
+const ROCA_CEILING_PERCENT: f64 = 0.06;
 const THREADS: usize = 2;
 
 fn corpora_dir() -> PathBuf {

@@ -260,6 +260,9 @@ pub struct ParamArgs {
     /// k of the early-model shrink n / (n + k).
     #[arg(long)]
     pub maturity: Option<f64>,
+    /// β of the two-sided Fisher term (0 turns it off).
+    #[arg(long)]
+    pub tail_weight: Option<f64>,
     /// Word pairs (orthogonal sparse bigrams) on or off.
     #[arg(long)]
     pub pairs: Option<bool>,
@@ -282,6 +285,7 @@ impl ParamArgs {
         if let Some(v) = self.gram_rate { p.gram_rate = v }
         if let Some(v) = self.mix_grams { p.gram_mix = v }
         if let Some(v) = self.maturity { p.maturity = v }
+        if let Some(v) = self.tail_weight { p.tail_weight = v }
         if let Some(v) = self.pairs { o.pairs = v }
     }
 }
