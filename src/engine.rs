@@ -119,11 +119,16 @@ impl<S: TokenStore> Engine<S> {
     /// against a snapshot.
     pub fn score(&self, view: &dyn ReadView, tokens: &[String], grams: &[u32]) -> Result<Score> {
         let state = view.state()?;
-        let mut evidence = Vec::with_capacity(tokens.len());
-        for t in tokens {
-            let r = view.get(t)?.unwrap_or_default();
-            evidence.push(Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight });
-        }
+        let mut records = Vec::with_capacity(tokens.len());
+        view.get_many(tokens, &mut records)?;
+        let evidence: Vec<Evidence<'_>> = tokens
+            .iter()
+            .zip(records)
+            .map(|(t, r)| {
+                let r = r.unwrap_or_default();
+                Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight }
+            })
+            .collect();
         let gram_z = if self.params.gram_mix != 0.0 || self.params.combining == classify::Combining::Grams {
             view.gram_sum(grams)?
         } else {

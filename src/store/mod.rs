@@ -96,6 +96,15 @@ pub trait ReadView {
             after = Some(last.clone());
         }
     }
+    /// The records of `tokens`, in order, appended to `out`: what
+    /// [`ReadView::get`] gives each, which is all this does unless a store
+    /// can look many up faster together.
+    fn get_many(&self, tokens: &[String], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
+        for t in tokens {
+            out.push(self.get(t)?);
+        }
+        Ok(())
+    }
     /// Number of distinct tokens stored.
     fn token_count(&self) -> Result<u64>;
     /// Number of journal entries.
@@ -274,9 +283,23 @@ pub struct CachedView<'a> {
 /// Preloading costs no allocation per token either (145,622 tokens: 167 M
 /// instructions with a map of owned strings, 102 M here, callgrind).
 ///
+/// Three things make those misses cheaper (bulk `check` of spamassassin's
+/// 6,046 messages on one core, minimum of 5 runs alternating with the
+/// build before, same output; 2026-11-27):
+/// - [`Preloaded::get_many`] prefetches the slot of the token 8 places on
+///   while it reads this one, so the misses overlap: 1.166 → 1.108 s;
+/// - the table asks for huge pages (`MADV_HUGEPAGE`; this kernel's THP
+///   setting is "madvise"): one TLB entry per 2 MiB instead of per 4 KiB,
+///   and 3,840 page faults instead of 11,514 for 300 messages: 1.064 →
+///   1.001 s;
+/// - at most three quarters full instead of half: 16 MiB of slots for that
+///   model instead of 32, which fits the 32 MiB L3 cache: 1.028 → 0.999 s
+///   (linear probing at load 0.56 reads 1.6 slots per hit, most of them
+///   in the line the first read brought).
+///
 /// [`token_hash`]: crate::tokenize::token_hash
 struct Preloaded {
-    /// A power of two of slots, at most half full; linear probing from the
+    /// A power of two of slots, at most 3/4 full; linear probing from the
     /// top bits of the hash (the well-mixed ones of a multiplicative hash).
     slots: Vec<Slot>,
     shift: u32,
@@ -288,6 +311,28 @@ struct Preloaded {
     /// can hold both; redb's cannot).
     others: std::collections::HashMap<String, TokenRecord, FxBuild>,
 }
+
+/// Asks the kernel to back `len` bytes at `ptr` (memory not yet touched)
+/// with huge pages where it can.
+fn advise_huge_pages(ptr: *mut u8, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = (ptr as usize).next_multiple_of(PAGE);
+        let end = (ptr as usize + len) / PAGE * PAGE;
+        if end > start {
+            // SAFETY: madvise only gives the kernel a hint about pages of
+            // this allocation (the range is inside it, page-aligned); it
+            // changes no contents. Failure (no THP) is fine.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, len);
+}
+
+/// How many lookups ahead [`Preloaded::get_many`] fetches slots.
+const AHEAD: usize = 8;
 
 /// Texts up to this many bytes are kept in their slot.
 const INLINE: usize = 38;
@@ -312,10 +357,13 @@ const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 impl Preloaded {
     /// A table for up to `count` tokens (more still fit, more slowly).
     fn with_capacity(count: usize) -> Preloaded {
-        let n = (count.max(1) * 2).next_power_of_two().max(16);
+        let n = (count.max(1) * 4 / 3 + 1).next_power_of_two().max(16);
         let empty = Slot { hash: 0, record: TokenRecord::default(), len: EMPTY, text: [0; INLINE] };
+        let mut slots: Vec<Slot> = Vec::with_capacity(n);
+        advise_huge_pages(slots.as_mut_ptr().cast(), n * std::mem::size_of::<Slot>());
+        slots.resize(n, empty);
         Preloaded {
-            slots: vec![empty; n],
+            slots,
             shift: 64 - n.trailing_zeros(),
             used: 0,
             long_texts: String::new(),
@@ -357,7 +405,7 @@ impl Preloaded {
     }
 
     fn insert(&mut self, hash: u64, token: &str, record: TokenRecord) {
-        if (self.used + 1) * 2 > self.slots.len() {
+        if (self.used + 1) * 4 > self.slots.len() * 3 {
             self.grow();
         }
         let i = self.find(hash);
@@ -378,7 +426,47 @@ impl Preloaded {
     }
 
     fn get(&self, token: &str) -> Option<TokenRecord> {
-        let slot = &self.slots[self.find(crate::tokenize::token_hash(token))];
+        self.get_hashed(token, crate::tokenize::token_hash(token))
+    }
+
+    /// The records of `tokens`, in order. Each lookup is one cache miss in
+    /// a table far bigger than the caches; here the slot of the token
+    /// [`AHEAD`] places on is fetched while this one is read, so the misses
+    /// overlap instead of following each other.
+    fn get_many(&self, tokens: &[String], out: &mut Vec<Option<TokenRecord>>) {
+        let hash = |i: usize| crate::tokenize::token_hash(&tokens[i]);
+        let mut ring = [0u64; AHEAD];
+        for (i, h) in ring.iter_mut().enumerate().take(tokens.len()) {
+            *h = hash(i);
+            self.prefetch(*h);
+        }
+        for (i, token) in tokens.iter().enumerate() {
+            let h = ring[i % AHEAD];
+            if i + AHEAD < tokens.len() {
+                let next = hash(i + AHEAD);
+                ring[i % AHEAD] = next;
+                self.prefetch(next);
+            }
+            out.push(self.get_hashed(token, h));
+        }
+    }
+
+    /// Asks the CPU to bring `hash`'s first slot into the cache.
+    #[inline]
+    fn prefetch(&self, hash: u64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let slot = &self.slots[(hash >> self.shift) as usize];
+            // SAFETY: SSE is part of x86_64's baseline, and a prefetch of
+            // any address (here one inside `slots`) reads and faults nothing.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((slot as *const Slot).cast()) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = hash;
+    }
+
+    fn get_hashed(&self, token: &str, hash: u64) -> Option<TokenRecord> {
+        let slot = &self.slots[self.find(hash)];
         if slot.len == EMPTY {
             None
         } else if self.text(slot) == token.as_bytes() {
@@ -444,6 +532,15 @@ impl ReadView for CachedView<'_> {
             c.insert(token.to_string(), r);
         }
         Ok(r)
+    }
+    fn get_many(&self, tokens: &[String], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
+        match &self.preloaded {
+            Some(p) => {
+                p.get_many(tokens, out);
+                Ok(())
+            }
+            None => tokens.iter().try_for_each(|t| Ok(out.push(self.get(t)?))),
+        }
     }
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
         self.inner.journal(digest)
@@ -690,6 +787,15 @@ mod tests {
         }
         assert_eq!(view.get("t5000").unwrap(), None);
         assert_eq!(view.get("late").unwrap(), None);
+        // Many at once (the prefetching path): the same answers, in order,
+        // for lists shorter and longer than the prefetch distance.
+        for n in [0, 1, AHEAD - 1, AHEAD, AHEAD + 1, 300] {
+            let tokens: Vec<String> = (0..n).map(|i| if i % 3 == 0 { format!("absent{i}") } else { format!("t{}", i * 13) }).collect();
+            let mut got = vec![Some(TokenRecord::default())];
+            view.get_many(&tokens, &mut got).unwrap();
+            let want: Vec<_> = tokens.iter().map(|t| view.get(t).unwrap()).collect();
+            assert_eq!(got[1..], want[..], "n = {n}");
+        }
         assert_eq!(view.preloaded.as_ref().map(Preloaded::len), Some(5000));
         assert!(view.cache.borrow().is_empty(), "misses are not cached once preloaded");
     }
