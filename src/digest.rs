@@ -33,8 +33,8 @@ pub fn digest(raw: &[u8]) -> Digest {
     let (headers, body) = split(raw);
     let mut h = Sha256::new();
     h.update(b"hamlet-digest-v1\0");
-    for name in IDENTITY_HEADERS {
-        if let Some(v) = header_value(headers, name) {
+    for v in header_values(headers, &IDENTITY_HEADERS) {
+        if let Some(v) = v {
             h.update(v.as_slice());
         }
         h.update(b"\0");
@@ -72,10 +72,22 @@ pub fn split(raw: &[u8]) -> (&[u8], &[u8]) {
 
 /// The first value of header `name` (lower-case), unfolded and trimmed.
 pub fn header_value(headers: &[u8], name: &str) -> Option<Vec<u8>> {
+    let [v] = header_values(headers, &[name]);
+    v
+}
+
+/// The first value of each header of `names`, in one pass over the
+/// headers (four passes, one per identity header, were 2% of a bulk
+/// training's time).
+fn header_values<const N: usize>(headers: &[u8], names: &[&str; N]) -> [Option<Vec<u8>>; N] {
+    let mut out = [const { None }; N];
+    let mut missing = N;
     let mut lines = headers.split(|&b| b == b'\n').peekable();
-    while let Some(line) = lines.next() {
+    while missing > 0 {
+        let Some(line) = lines.next() else { break };
         let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-        if !line[..colon].eq_ignore_ascii_case(name.as_bytes()) {
+        let Some(k) = names.iter().position(|n| line[..colon].eq_ignore_ascii_case(n.as_bytes())) else { continue };
+        if out[k].is_some() {
             continue;
         }
         let mut v: Vec<u8> = line[colon + 1..].to_vec();
@@ -88,10 +100,10 @@ pub fn header_value(headers: &[u8], name: &str) -> Option<Vec<u8>> {
                 break;
             }
         }
-        let s: Vec<u8> = v.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(&b' ');
-        return Some(s);
+        out[k] = Some(v.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(&b' '));
+        missing -= 1;
     }
-    None
+    out
 }
 
 #[cfg(test)]

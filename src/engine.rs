@@ -190,7 +190,7 @@ impl<S: TokenStore> Engine<S> {
         let mut outcomes = Vec::with_capacity(batch.len());
         store.write(&mut |view| {
             outcomes.clear();
-            let mut cache = Cache { records: HashMap::with_hasher(crate::store::FxBuild) };
+            let mut cache = Cache::new();
             let mut state = view.state()?;
             for (p, action) in batch {
                 let o = apply(params, day, &mut *view, &mut cache, &mut state, p, *action)?;
@@ -207,22 +207,36 @@ impl<S: TokenStore> Engine<S> {
 /// end (in the store's key order, which B-trees like) instead of once per
 /// message.
 struct Cache {
-    records: HashMap<String, TokenRecord, crate::store::FxBuild>,
+    /// Token -> its place in `records`.
+    index: HashMap<String, usize, crate::store::FxBuild>,
+    records: Vec<TokenRecord>,
 }
 
 impl Cache {
-    fn get(&mut self, view: &dyn WriteView, token: &str) -> Result<TokenRecord> {
-        if let Some(r) = self.records.get(token) {
-            return Ok(*r);
+    fn new() -> Cache {
+        Cache { index: HashMap::with_hasher(crate::store::FxBuild), records: Vec::new() }
+    }
+
+    /// The place of `token`'s record, read from the store the first time.
+    /// The key is copied only then: a token's later messages in the batch
+    /// find it with one lookup and write the record in place (a
+    /// `HashMap::insert` per token and message cost a copy of its text,
+    /// freed again at once, and a second lookup).
+    fn slot(&mut self, view: &dyn WriteView, token: &str) -> Result<usize> {
+        if let Some(&i) = self.index.get(token) {
+            return Ok(i);
         }
         let r = view.get(token)?.unwrap_or_default();
-        self.records.insert(token.to_string(), r);
-        Ok(r)
+        let i = self.records.len();
+        self.records.push(r);
+        self.index.insert(token.to_string(), i);
+        Ok(i)
     }
 
     fn flush(&mut self, view: &mut dyn WriteView) -> Result<()> {
+        let records = std::mem::take(&mut self.records);
         let mut all: Vec<(u64, String, TokenRecord)> =
-            self.records.drain().map(|(t, r)| (crate::tokenize::token_hash(&t), t, r)).collect();
+            self.index.drain().map(|(t, i)| (crate::tokenize::token_hash(&t), t, records[i])).collect();
         all.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         for (_, t, r) in all {
             if r.spam == 0 && r.ham == 0 {
@@ -254,10 +268,11 @@ fn apply(
         (Action::Unlearn, Some(old)) => (Some(old), None, LearnOutcome::Unlearned),
     };
     // Current records: the message is scored as `check` would score it now.
-    let mut recs = Vec::with_capacity(p.tokens.len());
+    let mut slots = Vec::with_capacity(p.tokens.len());
     for t in &p.tokens {
-        recs.push(cache.get(view, t)?);
+        slots.push(cache.slot(view, t)?);
     }
+    let mut recs: Vec<TokenRecord> = slots.iter().map(|&i| cache.records[i]).collect();
     let mut weight: u8 = 1;
     // The regression's z before this message, when the score above computed it.
     let mut z_before = None;
@@ -313,7 +328,7 @@ fn apply(
     if dg != 0.0 {
         view.gram_add(&p.grams, dg as f32)?;
     }
-    for (t, r) in p.tokens.iter().zip(recs.iter_mut()) {
+    for (&i, r) in slots.iter().zip(recs.iter_mut()) {
         if let Some(c) = remove {
             match c {
                 Class::Spam => r.spam = r.spam.saturating_sub(removed),
@@ -328,7 +343,7 @@ fn apply(
             r.day = day;
         }
         r.weight += dw as f32;
-        cache.records.insert(t.clone(), *r);
+        cache.records[i] = *r;
     }
     if let Some(c) = remove {
         match c {
