@@ -13,22 +13,36 @@ pub(crate) fn find_in_text(text: &str, sink: &mut Sink) {
     let bytes = text.as_bytes();
     let mut found = 0;
     let mut i = 0;
+    // Where the previous URL ended: a scheme cannot start before it.
+    let mut floor = 0;
     while i < bytes.len() && found < MAX_URLS {
-        // Only h, f and w can start a URL: skip to the next one (ASCII, so
-        // always a char boundary).
-        match bytes[i..].iter().position(|b| matches!(b, b'h' | b'H' | b'f' | b'F' | b'w' | b'W')) {
+        // A URL shows as the ':' of its "://" or the 'w' of "www.": skip to
+        // the next of those (ASCII, so always a char boundary). Stopping at
+        // every letter that can start a scheme (h, f, w) stopped every few
+        // bytes of English and was 3% of a bulk check.
+        match bytes[i..].iter().position(|b| matches!(b, b':' | b'w' | b'W')) {
             Some(p) => i += p,
             None => break,
         }
-        let rest = &text[i..];
-        let start = if starts_with_ci(rest, "http://") || starts_with_ci(rest, "https://") || starts_with_ci(rest, "ftp://") {
-            Some(i)
-        } else if starts_with_ci(rest, "www.") && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()) {
+        let start = if bytes[i] == b':' {
+            // The scheme ends here (and must not start before the end of
+            // the previous URL: `floor`, below).
+            let back = |n: usize| i.checked_sub(n);
+            if !bytes[i..].starts_with(b"://") {
+                None
+            } else if let Some(s) = back(5).filter(|&s| bytes[s..i].eq_ignore_ascii_case(b"https")) {
+                Some(s)
+            } else {
+                [(4, &b"http"[..]), (3, &b"ftp"[..])]
+                    .into_iter()
+                    .find_map(|(n, scheme)| back(n).filter(|&s| bytes[s..i].eq_ignore_ascii_case(scheme)))
+            }
+        } else if starts_with_ci(&text[i..], "www.") && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric()) {
             Some(i)
         } else {
             None
         };
-        match start {
+        match start.filter(|&s| s >= floor) {
             Some(s) => {
                 let end = text[s..]
                     .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')' | ']'))
@@ -36,6 +50,7 @@ pub(crate) fn find_in_text(text: &str, sink: &mut Sink) {
                 crack(&text[s..end], sink);
                 found += 1;
                 i = end.max(i + 1);
+                floor = i;
             }
             None => i += 1,
         }
@@ -168,6 +183,29 @@ mod tests {
         let t = run(|s| find_in_text("see www.example.org/x and http://1.2.3.4/y.", s));
         assert!(t.iter().any(|x| x == "url:host:www.example.org"));
         assert!(t.iter().any(|x| x == "url:ip-host"));
+    }
+
+    #[test]
+    fn finds_each_scheme_where_it_starts() {
+        let hosts = |text: &str| -> Vec<String> {
+            let mut h: Vec<String> = run(|s| find_in_text(text, s))
+                .into_iter()
+                .filter(|t| t.starts_with("url:scheme:") || t.starts_with("url:host:a") || t.starts_with("url:host:www"))
+                .collect();
+            h.sort();
+            h
+        };
+        // The scheme's letters are found back from its "://", in any case,
+        // glued to the word before or not.
+        assert_eq!(hosts("xHTTPS://a1.org"), ["url:host:a1.org", "url:scheme:https"]);
+        assert_eq!(hosts("sftp://a2.org"), ["url:host:a2.org", "url:scheme:ftp"]);
+        assert_eq!(hosts("(http://a3.org)"), ["url:host:a3.org", "url:scheme:http"]);
+        // Not a URL: no "//", an unknown scheme, "www." inside a word.
+        assert!(hosts("http:/a4.org gopher://a5.org awww.a6.org").is_empty());
+        // Inside a URL: not another one.
+        assert_eq!(hosts("http://a7.org/www.a8.org/http://a9.org"), ["url:host:a7.org", "url:scheme:http"]);
+        // Right after one: the next.
+        assert_eq!(hosts("http://a7.org\"https://a8.org"), ["url:host:a7.org", "url:host:a8.org", "url:scheme:http", "url:scheme:https"]);
     }
 
     #[test]
