@@ -112,19 +112,31 @@ impl<S: TokenStore> Engine<S> {
     /// reads of it, without the digest (scoring needs none).
     pub fn score_raw(&self, view: &dyn ReadView, raw: &[u8]) -> Result<Score> {
         let raw = crate::mailbox::as_message(raw);
-        self.score(view, &self.tokenizer.tokenize(&raw), &crate::tokenize::grams::byte_grams(&raw))
+        let set = self.tokenizer.token_set(&raw);
+        let tokens: Vec<(u64, &str)> = set.iter().collect();
+        self.score_hashed(view, &tokens, &crate::tokenize::grams::byte_grams(&raw))
     }
 
     /// Scores a message's tokens and byte 4-gram slots (a [`Prepared`]'s)
     /// against a snapshot.
     pub fn score(&self, view: &dyn ReadView, tokens: &[String], grams: &[u32]) -> Result<Score> {
+        let hashed: Vec<(u64, &str)> = tokens.iter().map(|t| (crate::tokenize::token_hash(t), t.as_str())).collect();
+        self.score_hashed(view, &hashed, grams)
+    }
+
+    /// [`Engine::score`] of tokens that come with their [`token_hash`]
+    /// (as a [`TokenSet`] has them).
+    ///
+    /// [`token_hash`]: crate::tokenize::token_hash
+    /// [`TokenSet`]: crate::tokenize::TokenSet
+    pub fn score_hashed(&self, view: &dyn ReadView, tokens: &[(u64, &str)], grams: &[u32]) -> Result<Score> {
         let state = view.state()?;
         let mut records = Vec::with_capacity(tokens.len());
         view.get_many(tokens, &mut records)?;
         let evidence: Vec<Evidence<'_>> = tokens
             .iter()
             .zip(records)
-            .map(|(t, r)| {
+            .map(|(&(_, t), r)| {
                 let r = r.unwrap_or_default();
                 Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight }
             })

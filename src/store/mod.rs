@@ -96,11 +96,12 @@ pub trait ReadView {
             after = Some(last.clone());
         }
     }
-    /// The records of `tokens`, in order, appended to `out`: what
+    /// The records of `tokens` (each with its [`token_hash`]), in order,
+    /// appended to `out`: what
     /// [`ReadView::get`] gives each, which is all this does unless a store
     /// can look many up faster together.
-    fn get_many(&self, tokens: &[String], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
-        for t in tokens {
+    fn get_many(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
+        for (_, t) in tokens {
             out.push(self.get(t)?);
         }
         Ok(())
@@ -433,18 +434,12 @@ impl Preloaded {
     /// a table far bigger than the caches; here the slot of the token
     /// [`AHEAD`] places on is fetched while this one is read, so the misses
     /// overlap instead of following each other.
-    fn get_many(&self, tokens: &[String], out: &mut Vec<Option<TokenRecord>>) {
-        let hash = |i: usize| crate::tokenize::token_hash(&tokens[i]);
-        let mut ring = [0u64; AHEAD];
-        for (i, h) in ring.iter_mut().enumerate().take(tokens.len()) {
-            *h = hash(i);
-            self.prefetch(*h);
+    fn get_many(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) {
+        for &(h, _) in tokens.iter().take(AHEAD) {
+            self.prefetch(h);
         }
-        for (i, token) in tokens.iter().enumerate() {
-            let h = ring[i % AHEAD];
-            if i + AHEAD < tokens.len() {
-                let next = hash(i + AHEAD);
-                ring[i % AHEAD] = next;
+        for (i, &(h, token)) in tokens.iter().enumerate() {
+            if let Some(&(next, _)) = tokens.get(i + AHEAD) {
                 self.prefetch(next);
             }
             out.push(self.get_hashed(token, h));
@@ -533,13 +528,18 @@ impl ReadView for CachedView<'_> {
         }
         Ok(r)
     }
-    fn get_many(&self, tokens: &[String], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
+    fn get_many(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
         match &self.preloaded {
             Some(p) => {
                 p.get_many(tokens, out);
                 Ok(())
             }
-            None => tokens.iter().try_for_each(|t| Ok(out.push(self.get(t)?))),
+            None => {
+                for (_, t) in tokens {
+                    out.push(self.get(t)?);
+                }
+                Ok(())
+            }
         }
     }
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
@@ -791,8 +791,9 @@ mod tests {
         // for lists shorter and longer than the prefetch distance.
         for n in [0, 1, AHEAD - 1, AHEAD, AHEAD + 1, 300] {
             let tokens: Vec<String> = (0..n).map(|i| if i % 3 == 0 { format!("absent{i}") } else { format!("t{}", i * 13) }).collect();
+            let hashed: Vec<(u64, &str)> = tokens.iter().map(|t| (crate::tokenize::token_hash(t), t.as_str())).collect();
             let mut got = vec![Some(TokenRecord::default())];
-            view.get_many(&tokens, &mut got).unwrap();
+            view.get_many(&hashed, &mut got).unwrap();
             let want: Vec<_> = tokens.iter().map(|t| view.get(t).unwrap()).collect();
             assert_eq!(got[1..], want[..], "n = {n}");
         }

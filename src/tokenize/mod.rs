@@ -159,14 +159,43 @@ pub const MAX_TOKEN_BYTES: usize = 160;
 /// Where tokens are collected, with the per-message budget.
 ///
 /// Duplicates are dropped as they arrive (by [`token_hash`]: a message repeats
-/// most of its words), so only distinct tokens are allocated and sorted.
+/// most of its words), so only distinct tokens are kept and sorted. Their
+/// texts sit back to back in one buffer: a `String` per token was a
+/// quarter of a bulk check's allocations.
 pub(crate) struct Sink {
-    tokens: Vec<(u64, String)>,
+    /// The distinct tokens' texts, back to back.
+    text: String,
+    /// (hash, start in `text`, length) of each distinct token.
+    tokens: Vec<(u64, u32, u32)>,
     /// token hash -> index in `tokens` of the first token with that hash.
     seen: SeenMap,
-    scratch: String,
     budget: usize,
     text_budget: usize,
+}
+
+/// A message's distinct tokens with their [`token_hash`]es, in
+/// [`canonical_order`], their texts in one buffer: what scoring needs,
+/// without a `String` per token.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSet {
+    text: String,
+    spans: Vec<(u64, u32, u32)>,
+}
+
+impl TokenSet {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The tokens and their hashes, in canonical order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (u64, &str)> + '_ {
+        self.spans.iter().map(|&(h, start, len)| (h, &self.text[start as usize..(start + len) as usize]))
+    }
 }
 
 type SeenMap = std::collections::HashMap<u64, usize, crate::store::FxBuild>;
@@ -187,21 +216,33 @@ impl Sink {
             .with(std::cell::Cell::take)
             .unwrap_or_else(|| SeenMap::with_capacity_and_hasher(1024, crate::store::FxBuild));
         Sink {
+            text: String::with_capacity(8192),
             tokens: Vec::with_capacity(512),
             seen,
-            scratch: String::with_capacity(64),
             budget: limits.max_tokens,
             text_budget: limits.max_text_bytes,
         }
     }
 
+    fn span(&self, i: usize) -> &str {
+        let (_, start, len) = self.tokens[i];
+        &self.text[start as usize..(start + len) as usize]
+    }
+
     /// The distinct tokens, in [`canonical_order`].
-    fn into_tokens(mut self) -> Vec<String> {
-        let mut t = std::mem::take(&mut self.tokens);
-        t.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    fn into_set(mut self) -> TokenSet {
+        let mut spans = std::mem::take(&mut self.tokens);
+        let text = std::mem::take(&mut self.text);
+        let at = |&(_, start, len): &(u64, u32, u32)| &text[start as usize..(start + len) as usize];
+        spans.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| at(a).cmp(at(b))));
         // Only hash collisions can leave duplicates here (see `push3`).
-        t.dedup();
-        t.into_iter().map(|(_, s)| s).collect()
+        spans.dedup_by(|a, b| a.0 == b.0 && at(a) == at(b));
+        TokenSet { text, spans }
+    }
+
+    /// The distinct tokens, in [`canonical_order`].
+    fn into_tokens(self) -> Vec<String> {
+        self.into_set().iter().map(|(_, t)| t.to_string()).collect()
     }
 
 }
@@ -220,7 +261,7 @@ impl Drop for Sink {
 impl Sink {
     #[cfg(test)]
     pub(crate) fn strings(&self) -> Vec<String> {
-        self.tokens.iter().map(|(_, s)| s.clone()).collect()
+        (0..self.tokens.len()).map(|i| self.span(i).to_string()).collect()
     }
 
     /// Adds `prefix` + `word`; silently drops it once the budget is spent.
@@ -244,28 +285,29 @@ impl Sink {
             end -= 1;
         }
         let word = &word[..end];
-        let mut t = std::mem::take(&mut self.scratch);
-        t.clear();
-        t.push_str(prefix);
-        t.push_str(prefix2);
+        // Written where it would stay, and taken back if it is a repeat.
+        let start = self.text.len();
+        self.text.push_str(prefix);
+        self.text.push_str(prefix2);
         if word.bytes().any(|b| b == b'\n' || b == b'\r' || b == b'\t') {
-            t.extend(word.chars().map(|c| if matches!(c, '\n' | '\r' | '\t') { ' ' } else { c }));
+            self.text.extend(word.chars().map(|c| if matches!(c, '\n' | '\r' | '\t') { ' ' } else { c }));
         } else {
-            t.push_str(word);
+            self.text.push_str(word);
         }
-        let h = token_hash(&t);
+        let t = &self.text[start..];
+        let h = token_hash(t);
+        let span = (h, start as u32, t.len() as u32);
         match self.seen.get(&h) {
-            // Seen: the common case, no allocation.
-            Some(&i) if self.tokens[i].1 == t => {}
+            // Seen: the common case.
+            Some(&i) if self.span(i) == &self.text[start..] => self.text.truncate(start),
             // A different token with the same hash (crafted, or 2⁻⁶⁴ bad
             // luck): kept too, so no word can be hidden behind another.
-            Some(_) => self.tokens.push((h, t.clone())),
+            Some(_) => self.tokens.push(span),
             None => {
                 self.seen.insert(h, self.tokens.len());
-                self.tokens.push((h, t.clone()));
+                self.tokens.push(span);
             }
         }
-        self.scratch = t;
     }
 
     /// Takes up to `want` bytes of text budget; returns how many were granted.
@@ -291,6 +333,13 @@ impl Tokenizer {
         let mut sink = Sink::new(&self.options.limits);
         self.tokenize_into(raw, &mut sink);
         sink.into_tokens()
+    }
+
+    /// [`Tokenizer::tokenize`]'s tokens, with their hashes, in one buffer.
+    pub fn token_set(&self, raw: &[u8]) -> TokenSet {
+        let mut sink = Sink::new(&self.options.limits);
+        self.tokenize_into(raw, &mut sink);
+        sink.into_set()
     }
 
     fn tokenize_into(&self, raw: &[u8], sink: &mut Sink) {
@@ -537,6 +586,30 @@ mod tests {
         u.sort();
         u.dedup();
         assert_eq!(u.len(), t.len());
+    }
+
+    #[test]
+    fn token_set_is_the_tokens_with_their_hashes() {
+        let tk = Tokenizer::default();
+        let raw = b"Subject: a a b\r\nFrom: x@example.org\r\n\r\nword word http://example.com/x other\r\n";
+        let set = tk.token_set(raw);
+        let from_set: Vec<String> = set.iter().map(|(_, t)| t.to_string()).collect();
+        assert_eq!(from_set, tk.tokenize(raw));
+        assert!(set.iter().all(|(h, t)| h == token_hash(t)));
+        assert_eq!(set.len(), from_set.len());
+        // Two tokens sharing a hash (as crafted ones could) are both kept
+        // (the second put in as `push` would on a collision).
+        let mut sink = Sink::new(&Limits::default());
+        sink.push("", "b");
+        sink.push("", "a");
+        sink.push("", "a");
+        let (h, start) = (token_hash("b"), sink.text.len() as u32);
+        sink.text.push_str("not-b");
+        sink.tokens.push((h, start, 5));
+        let set = sink.into_set();
+        let got: Vec<&str> = set.iter().map(|(_, t)| t).collect();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got.contains(&"b") && got.contains(&"not-b"), "{got:?}");
     }
 
     #[test]
