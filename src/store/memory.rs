@@ -157,7 +157,7 @@ impl ReadView for Overlay {
         if self.grams.is_empty() {
             return Ok(sum_slots(&self.base.grams, slots));
         }
-        Ok(slots.iter().map(|s| f64::from(self.grams.get(s).copied().unwrap_or_else(|| gram_at(&self.base.grams, *s)))).sum())
+        Ok(super::sum_weights(slots, |s| self.grams.get(&s).copied().unwrap_or_else(|| gram_at(&self.base.grams, s))))
     }
     fn gram_weights(&self) -> Result<Grams> {
         let mut w = self.base.grams.as_ref().clone();

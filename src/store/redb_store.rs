@@ -477,7 +477,7 @@ impl ReadView for RedbRead<'_> {
             return Ok(super::sum_slots(self.grams()?, slots));
         }
         self.store.with_stored_grams(&self.meta, || self.grams_table(), |bytes| {
-            slots.iter().map(|&s| f64::from(stored_weight(bytes, s as usize))).sum()
+            super::sum_weights(slots, |s| stored_weight(bytes, s as usize))
         })
     }
     fn gram_weights(&self) -> Result<Grams> {
