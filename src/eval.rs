@@ -203,10 +203,11 @@ pub fn online_with<S: TokenStore>(engine: &Engine<S>, messages: &[(Class, Prepar
         // a message to learn from: a model that scores 0.5 because a class
         // has no messages yet would otherwise never learn one on error.
         let wrong = if spam { score.probability < 0.5 } else { score.probability > 0.5 };
-        let unsure = score.verdict == crate::classify::Verdict::Unsure || score.probability == 0.5;
+        let no_opinion = score.probability == 0.5;
+        let unsure = score.verdict == crate::classify::Verdict::Unsure || no_opinion;
         let train = match mode {
             TrainMode::OnEverything => true,
-            TrainMode::OnError => wrong || score.probability == 0.5,
+            TrainMode::OnError => wrong || no_opinion,
             TrainMode::OnErrorOrUnsure => wrong || unsure,
         };
         if train {

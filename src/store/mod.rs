@@ -101,10 +101,7 @@ pub trait ReadView {
     /// [`ReadView::get`] gives each, which is all this does unless a store
     /// can look many up faster together.
     fn get_many(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
-        for (_, t) in tokens {
-            out.push(self.get(t)?);
-        }
-        Ok(())
+        get_each(self, tokens, out)
     }
     /// Number of distinct tokens stored.
     fn token_count(&self) -> Result<u64>;
@@ -121,6 +118,14 @@ pub trait ReadView {
 }
 
 pub use crate::tokenize::grams::GRAM_DIM;
+
+/// [`ReadView::get_many`] by one [`ReadView::get`] per token.
+fn get_each<V: ReadView + ?Sized>(view: &V, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
+    for (_, t) in tokens {
+        out.push(view.get(t)?);
+    }
+    Ok(())
+}
 
 /// The byte 4-gram regression's weights, shared between snapshots that
 /// have the same ones (empty: all zero).
@@ -552,12 +557,7 @@ impl ReadView for CachedView<'_> {
                 p.get_many(tokens, out);
                 Ok(())
             }
-            None => {
-                for (_, t) in tokens {
-                    out.push(self.get(t)?);
-                }
-                Ok(())
-            }
+            None => get_each(self, tokens, out),
         }
     }
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {

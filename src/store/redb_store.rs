@@ -96,10 +96,26 @@ fn from_rec(r: (u32, u32, u32, f32, &str)) -> TokenRecord {
 }
 
 fn get_token<T: ReadableTable<u64, Rec>>(t: &T, token: &str) -> Result<Option<TokenRecord>> {
-    Ok(t.get(token_hash(token))?.and_then(|v| {
+    get_hashed(t, token_hash(token), token)
+}
+
+/// [`get_token`] with the token's hash already known (a [`TokenSet`]'s).
+///
+/// [`TokenSet`]: crate::tokenize::TokenSet
+fn get_hashed<T: ReadableTable<u64, Rec>>(t: &T, hash: u64, token: &str) -> Result<Option<TokenRecord>> {
+    Ok(t.get(hash)?.and_then(|v| {
         let r = v.value();
         (r.4 == token).then(|| from_rec(r))
     }))
+}
+
+/// [`ReadView::get_many`] with the hashes the tokens come with, rather than
+/// hashing each token again in [`get_token`].
+fn get_many_hashed<T: ReadableTable<u64, Rec>>(t: &T, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
+    for &(hash, token) in tokens {
+        out.push(get_hashed(t, hash, token)?);
+    }
+    Ok(())
 }
 
 impl RedbStore {
@@ -441,6 +457,9 @@ impl ReadView for RedbRead<'_> {
     fn get(&self, token: &str) -> Result<Option<TokenRecord>> {
         get_token(&self.tokens, token)
     }
+    fn get_many(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
+        get_many_hashed(&self.tokens, tokens, out)
+    }
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
         journal_get(&self.journal, digest)
     }
@@ -538,6 +557,9 @@ impl ReadView for RedbWrite<'_> {
     }
     fn get(&self, token: &str) -> Result<Option<TokenRecord>> {
         get_token(&self.tokens, token)
+    }
+    fn get_many(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
+        get_many_hashed(&self.tokens, tokens, out)
     }
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
         journal_get(&self.journal, digest)
