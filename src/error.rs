@@ -36,7 +36,7 @@ impl fmt::Display for Error {
             Error::SchemaMismatch { path, found, expected } => write!(
                 f,
                 "database {} has format {found}, this hamlet needs {expected}: \
-                 `hamlet db dump` it with the hamlet that wrote it, or start a new database",
+                 `hamlet db dump` it with the hamlet that wrote it and `hamlet db load` the dump into a new database, or start a new one",
                 path.display()
             ),
             Error::Storage(m) => write!(f, "database error: {m}"),

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! # hamlet dump
-//! schema 3
+//! schema 3                         (the dump format, [`DUMP_FORMAT`])
 //! tokenizer 2
 //! totals <spam> <ham>                (weighted, as the counts see them)
 //! messages <spam> <ham>              (messages learned)
@@ -19,7 +19,7 @@
 //! totals summed, weights summed, latest day kept), in one transaction: a bad
 //! line anywhere loads nothing.
 
-use super::{GRAM_DIM, JournalEntry, SCHEMA_VERSION, TokenRecord, TokenStore, WriteView};
+use super::{DUMP_FORMAT, GRAM_DIM, JournalEntry, TokenRecord, TokenStore, WriteView};
 use crate::digest::Digest;
 use crate::tokenize::TOKENIZER_VERSION;
 use crate::{Class, Error, Result};
@@ -76,7 +76,7 @@ pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, min_count: u32, with_gr
     let state = view.state()?;
     let mut stats = DumpStats::default();
     writeln!(out, "# hamlet dump").map_err(io)?;
-    writeln!(out, "schema {SCHEMA_VERSION}").map_err(io)?;
+    writeln!(out, "schema {DUMP_FORMAT}").map_err(io)?;
     writeln!(out, "tokenizer {TOKENIZER_VERSION}").map_err(io)?;
     writeln!(out, "totals {} {}", state.totals.spam, state.totals.ham).map_err(io)?;
     writeln!(out, "messages {} {}", state.messages.spam, state.messages.ham).map_err(io)?;
@@ -168,8 +168,8 @@ pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
         let (kind, rest) = l.split_once(' ').unwrap_or((l, ""));
         match kind {
             "schema" => {
-                if rest.trim() != SCHEMA_VERSION.to_string() {
-                    return Err(perr(n, format!("schema {rest}, expected {SCHEMA_VERSION}")));
+                if rest.trim() != DUMP_FORMAT.to_string() {
+                    return Err(perr(n, format!("schema {rest}, expected {DUMP_FORMAT}")));
                 }
             }
             "tokenizer" => {
