@@ -8,7 +8,7 @@
 use crate::classify::{self, Evidence, Params, Score};
 use crate::digest::{Digest, digest};
 use crate::store::{JournalEntry, ReadView, TokenRecord, TokenStore, WriteView, today};
-use crate::tokenize::Tokenizer;
+use crate::tokenize::{TokenSet, Tokenizer};
 use crate::{Class, Result};
 use std::collections::HashMap;
 
@@ -55,8 +55,9 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub digest: Digest,
-    /// De-duplicated, in [`crate::tokenize::canonical_order`].
-    pub tokens: Vec<String>,
+    /// De-duplicated, in [`crate::tokenize::canonical_order`], with their
+    /// hashes.
+    pub tokens: TokenSet,
     /// The byte 4-gram slots, distinct ([`crate::tokenize::grams::byte_grams`]).
     pub grams: Vec<u32>,
 }
@@ -66,13 +67,12 @@ impl Prepared {
     /// not part of it: [`crate::mailbox::as_message`]).
     pub fn new(tokenizer: &Tokenizer, raw: &[u8]) -> Prepared {
         let raw = crate::mailbox::as_message(raw);
-        Prepared { digest: digest(&raw), tokens: tokenizer.tokenize(&raw), grams: crate::tokenize::grams::byte_grams(&raw) }
+        Prepared { digest: digest(&raw), tokens: tokenizer.token_set(&raw), grams: crate::tokenize::grams::byte_grams(&raw) }
     }
 
     /// Adds synthetic tokens (e.g. envelope outcomes), keeping the set sorted.
     pub fn add_tokens(&mut self, extra: impl IntoIterator<Item = String>) {
         self.tokens.extend(extra);
-        crate::tokenize::canonical_order(&mut self.tokens);
     }
 }
 
@@ -119,8 +119,8 @@ impl<S: TokenStore> Engine<S> {
 
     /// Scores a message's tokens and byte 4-gram slots (a [`Prepared`]'s)
     /// against a snapshot.
-    pub fn score(&self, view: &dyn ReadView, tokens: &[String], grams: &[u32]) -> Result<Score> {
-        let hashed: Vec<(u64, &str)> = tokens.iter().map(|t| (crate::tokenize::token_hash(t), t.as_str())).collect();
+    pub fn score(&self, view: &dyn ReadView, tokens: &TokenSet, grams: &[u32]) -> Result<Score> {
+        let hashed: Vec<(u64, &str)> = tokens.iter().collect();
         self.score_hashed(view, &hashed, grams)
     }
 
@@ -270,43 +270,101 @@ impl<S: TokenStore> Engine<S> {
 /// Token records read and changed in this transaction, written once at the
 /// end (in the store's key order, which B-trees like) instead of once per
 /// message.
+///
+/// Looked up by the hash each token comes with (a [`TokenSet`]'s), its text
+/// compared to make sure: hashing every token's text again here, and a
+/// `String` per record, made the writer's lookups a tenth of its time.
 struct Cache {
-    /// Token -> its place in `records`.
-    index: HashMap<String, usize, crate::store::FxBuild>,
+    /// Token hash -> place in `records` of the first token with that hash.
+    index: HashMap<u64, usize, crate::store::FxBuild>,
+    /// Tokens whose hash an earlier token here has (crafted collisions).
+    others: HashMap<String, usize, crate::store::FxBuild>,
     records: Vec<TokenRecord>,
+    /// Each record's token: (hash, start in `text`, length).
+    keys: Vec<(u64, usize, usize)>,
+    text: String,
+    /// Scratch for the records read from the store.
+    read: Vec<Option<TokenRecord>>,
 }
 
 impl Cache {
     fn new() -> Cache {
-        Cache { index: HashMap::with_hasher(crate::store::FxBuild), records: Vec::new() }
+        Cache {
+            index: HashMap::with_hasher(crate::store::FxBuild),
+            others: HashMap::with_hasher(crate::store::FxBuild),
+            records: Vec::new(),
+            keys: Vec::new(),
+            text: String::new(),
+            read: Vec::new(),
+        }
     }
 
-    /// The place of `token`'s record, read from the store the first time.
-    /// The key is copied only then: a token's later messages in the batch
-    /// find it with one lookup and write the record in place (a
-    /// `HashMap::insert` per token and message cost a copy of its text,
-    /// freed again at once, and a second lookup).
-    fn slot(&mut self, view: &dyn WriteView, token: &str) -> Result<usize> {
-        if let Some(&i) = self.index.get(token) {
-            return Ok(i);
+    fn key(&self, i: usize) -> &str {
+        let (_, start, len) = self.keys[i];
+        &self.text[start..start + len]
+    }
+
+    fn known(&self, hash: u64, token: &str) -> Option<usize> {
+        match self.index.get(&hash) {
+            Some(&i) if self.key(i) == token => Some(i),
+            Some(_) => self.others.get(token).copied(),
+            None => None,
         }
-        let r = view.get(token)?.unwrap_or_default();
-        let i = self.records.len();
-        self.records.push(r);
-        self.index.insert(token.to_string(), i);
-        Ok(i)
+    }
+
+    /// The places of `tokens`' records in `records`, in order (into
+    /// `slots`); the records not yet here are read from the store, in one
+    /// call.
+    fn slots(&mut self, view: &dyn WriteView, tokens: &TokenSet, slots: &mut Vec<usize>) -> Result<()> {
+        let mut missing: Vec<(u64, &str)> = Vec::new();
+        for (hash, token) in tokens.iter() {
+            match self.known(hash, token) {
+                Some(i) => slots.push(i),
+                None => {
+                    slots.push(usize::MAX);
+                    missing.push((hash, token));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.read.clear();
+        view.get_many(&missing, &mut self.read)?;
+        let mut read = 0;
+        for (slot, (hash, token)) in slots.iter_mut().zip(tokens.iter()) {
+            if *slot != usize::MAX {
+                continue;
+            }
+            // A token set holds each token once, so none was added meanwhile.
+            let i = self.records.len();
+            self.records.push(self.read[read].unwrap_or_default());
+            read += 1;
+            let start = self.text.len();
+            self.text.push_str(token);
+            self.keys.push((hash, start, token.len()));
+            match self.index.entry(hash) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(i);
+                }
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    self.others.insert(token.to_string(), i);
+                }
+            }
+            *slot = i;
+        }
+        Ok(())
     }
 
     fn flush(&mut self, view: &mut dyn WriteView) -> Result<()> {
-        let records = std::mem::take(&mut self.records);
-        let mut all: Vec<(u64, String, TokenRecord)> =
-            self.index.drain().map(|(t, i)| (crate::tokenize::token_hash(&t), t, records[i])).collect();
-        all.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        for (_, t, r) in all {
+        let mut order: Vec<usize> = (0..self.records.len()).collect();
+        order.sort_unstable_by(|&a, &b| self.keys[a].0.cmp(&self.keys[b].0).then_with(|| self.key(a).cmp(self.key(b))));
+        for i in order {
+            let r = self.records[i];
             if r.spam == 0 && r.ham == 0 {
-                view.remove(&t)?;
+                view.remove(self.key(i))?;
             } else {
-                view.put(&t, r)?;
+                view.put(self.key(i), r)?;
             }
         }
         Ok(())
@@ -333,9 +391,7 @@ fn apply(
     };
     // Current records: the message is scored as `check` would score it now.
     let mut slots = Vec::with_capacity(p.tokens.len());
-    for t in &p.tokens {
-        slots.push(cache.slot(view, t)?);
-    }
+    cache.slots(view, &p.tokens, &mut slots)?;
     let mut recs: Vec<TokenRecord> = slots.iter().map(|&i| cache.records[i]).collect();
     let mut weight: u8 = 1;
     // The regression's z before this message, when the score above computed it.
@@ -343,7 +399,7 @@ fn apply(
     if let Some(c) = add {
         let evidence: Vec<Evidence<'_>> = p
             .tokens
-            .iter()
+            .texts()
             .zip(&recs)
             .map(|(t, r)| Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight })
             .collect();

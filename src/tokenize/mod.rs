@@ -238,6 +238,35 @@ impl TokenSet {
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (u64, &str)> + '_ {
         self.spans.iter().map(|&(h, start, len)| (h, &self.text[start as usize..(start + len) as usize]))
     }
+
+    /// The tokens alone, in canonical order.
+    pub fn texts(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.iter().map(|(_, t)| t)
+    }
+
+    /// Adds tokens (e.g. envelope outcomes), keeping the set in canonical
+    /// order and free of duplicates.
+    pub fn extend<S: AsRef<str>>(&mut self, extra: impl IntoIterator<Item = S>) {
+        for t in extra {
+            let t = t.as_ref();
+            let start = self.text.len() as u32;
+            self.text.push_str(t);
+            self.spans.push((token_hash(t), start, t.len() as u32));
+        }
+        let text = &self.text;
+        let at = |&(_, start, len): &(u64, u32, u32)| &text[start as usize..(start + len) as usize];
+        self.spans.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| at(a).cmp(at(b))));
+        self.spans.dedup_by(|a, b| a.0 == b.0 && at(a) == at(b));
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for TokenSet {
+    /// The set of the given tokens (in any order, repeats allowed).
+    fn from_iter<I: IntoIterator<Item = S>>(tokens: I) -> TokenSet {
+        let mut set = TokenSet::default();
+        set.extend(tokens);
+        set
+    }
 }
 
 type SeenMap = std::collections::HashMap<u64, usize, crate::store::FxBuild>;
@@ -687,6 +716,13 @@ mod tests {
         assert_eq!(from_set, tk.tokenize(raw));
         assert!(set.iter().all(|(h, t)| h == token_hash(t)));
         assert_eq!(set.len(), from_set.len());
+        // Built or extended from loose tokens: the same canonical set.
+        let mut loose: Vec<&str> = from_set.iter().rev().map(String::as_str).collect();
+        loose.push(loose[0]);
+        assert_eq!(loose.iter().collect::<TokenSet>().texts().collect::<Vec<_>>(), from_set);
+        let mut grown: TokenSet = loose[..3].iter().collect();
+        grown.extend(&loose[2..]);
+        assert_eq!(grown.iter().collect::<Vec<_>>(), set.iter().collect::<Vec<_>>());
         // Two tokens sharing a hash (as crafted ones could) are both kept
         // (the second put in as `push` would on a collision).
         let mut sink = Sink::new(&Limits::default());
