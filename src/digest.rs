@@ -45,9 +45,10 @@ pub fn digest(raw: &[u8]) -> Digest {
         end -= 1;
     }
     let body = &body[..end];
+    // memchr finds the CRs: a loop over every byte was 3% of bulk training.
     let mut start = 0;
-    for (i, &b) in body.iter().enumerate() {
-        if b == b'\r' && body.get(i + 1) == Some(&b'\n') {
+    for i in memchr::memchr_iter(b'\r', body) {
+        if body.get(i + 1) == Some(&b'\n') {
             h.update(&body[start..i]);
             start = i + 1;
         }

@@ -186,10 +186,21 @@ pub fn as_message(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     // Most messages quote no `From ` line: no copy (copying every message
     // of the spamassassin corpus, whose files start with a `From ` line,
     // was 2.8% of a bulk `check`).
-    if !rest.split(|&b| b == b'\n').any(is_quoted_from) {
+    if !quotes_a_from_line(rest) {
         return std::borrow::Cow::Borrowed(rest);
     }
     std::borrow::Cow::Owned(unescape_mboxrd(rest))
+}
+
+/// Whether a line of `buf` is a quoted `From ` line ([`is_quoted_from`]).
+/// Searched for as the text `From ` (memchr's substring search), then
+/// checked for `>`s from the start of its line: splitting every message
+/// into lines for this was 2.5% of bulk training.
+fn quotes_a_from_line(buf: &[u8]) -> bool {
+    memchr::memmem::find_iter(buf, b"From ").any(|i| {
+        let gts = buf[..i].iter().rev().take_while(|&&b| b == b'>').count();
+        gts > 0 && (gts == i || buf[i - gts - 1] == b'\n')
+    })
 }
 
 /// A line `>From `, `>>From `, ...
@@ -232,6 +243,28 @@ mod tests {
         assert_eq!(e.len(), 1);
         assert_eq!(as_message(raw).as_ref(), e[0].read(1 << 20).unwrap().as_slice());
         assert_eq!(as_message(b"Subject: x\n\n>From y\n").as_ref(), b"Subject: x\n\n>From y\n");
+    }
+
+    #[test]
+    fn finds_quoted_from_lines_as_a_line_split_does() {
+        let by_lines = |b: &[u8]| b.split(|&c| c == b'\n').any(is_quoted_from);
+        for buf in [
+            &b">From x"[..],
+            b">>>From x\n",
+            b"a\n>From x",
+            b"a\n>>From \nb",
+            b"From x\n",
+            b"a>From x\n",
+            b"a\n >From x\n",
+            b"a\n>From\n",
+            b">Fro\nm x",
+            b"\n>\nFrom x",
+            b"x>>From y\n>From z",
+            b"",
+            b">",
+        ] {
+            assert_eq!(quotes_a_from_line(buf), by_lines(buf), "{:?}", String::from_utf8_lossy(buf));
+        }
     }
 
     #[test]
