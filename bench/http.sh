@@ -36,5 +36,5 @@ echo "RSS after check-only run: $(rss)"
 learner=$!
 wrk -t2 -c16 -d"${secs}s" --latency -s "$work/post.lua" "http://127.0.0.1:$port/v1/check" | grep -E "Requests/sec|Non-2xx|Socket errors|50%|99%|requests in"
 wait $learner || true
-echo "learns during the run: $(grep -c '^200$' "$work/learns" || true) x 200, $(grep -vc '^200$' "$work/learns" || true) other"
+echo "learns during the run (HTTP status: count): $(sort "$work/learns" | uniq -c | awk '{printf "%s%s: %s", sep, $2, $1; sep=", "}')"
 echo "RSS after: $(rss)"
