@@ -199,7 +199,9 @@ impl<S: TokenStore> Engine<S> {
 
     /// Trains batches as they arrive, several to one write transaction:
     /// it commits once the transaction has touched `max_records` token
-    /// records (so memory stays bounded) and when the batches end. `done`
+    /// records or learned `max_messages` messages (so memory stays bounded:
+    /// redb keeps a transaction's changed pages, journal entries included,
+    /// in memory until it commits), and when the batches end. `done`
     /// hears each batch's outcomes once they are applied (committed with
     /// the transaction that follows). A batch that fails to arrive (`Err`:
     /// a message could not be read) ends training: what came before it is
@@ -217,6 +219,7 @@ impl<S: TokenStore> Engine<S> {
         &self,
         batches: &mut dyn Iterator<Item = Result<Vec<(Prepared, Action)>>>,
         max_records: usize,
+        max_messages: usize,
         done: &mut dyn FnMut(&[LearnOutcome]),
     ) -> Result<()> {
         let day = self.today();
@@ -227,7 +230,8 @@ impl<S: TokenStore> Engine<S> {
                 let mut cache = Cache::new();
                 let mut state = view.state()?;
                 let mut outcomes = Vec::new();
-                while cache.records.len() < max_records {
+                let mut messages = 0;
+                while cache.records.len() < max_records && messages < max_messages {
                     let batch = match batches.next() {
                         None => break,
                         Some(Ok(b)) => b,
@@ -240,6 +244,7 @@ impl<S: TokenStore> Engine<S> {
                     for (p, action) in &batch {
                         outcomes.push(apply(&self.params, day, &mut *view, &mut cache, &mut state, p, *action)?);
                     }
+                    messages += batch.len();
                     done(&outcomes);
                 }
                 cache.flush(view)?;
@@ -593,12 +598,13 @@ mod tests {
         let msgs = [(SPAM, Class::Spam), (HAM, Class::Ham), (SPAM, Class::Spam), (b"Subject: x\r\n\r\nother words".as_slice(), Class::Ham)];
         let one = Engine::new(MemoryStore::new(), Params::default());
         let want: Vec<LearnOutcome> = msgs.iter().map(|&(m, c)| one.learn(m, c).unwrap()).collect();
-        // One transaction for everything, then one per batch (max_records 1).
-        for max_records in [usize::MAX, 1] {
+        // One transaction for everything, then one per batch (by records,
+        // then by messages).
+        for (max_records, max_messages) in [(usize::MAX, usize::MAX), (1, usize::MAX), (usize::MAX, 1)] {
             let e = Engine::new(MemoryStore::new(), Params::default());
             let mut batches = msgs.chunks(2).map(|c| Ok(c.iter().map(|&(m, class)| (e.prepare(m), Action::Learn(class))).collect()));
             let mut got = Vec::new();
-            e.train_stream(&mut batches, max_records, &mut |o| got.extend_from_slice(o)).unwrap();
+            e.train_stream(&mut batches, max_records, max_messages, &mut |o| got.extend_from_slice(o)).unwrap();
             assert_eq!(got, want);
             let (va, vb) = (one.store().read().unwrap(), e.store().read().unwrap());
             assert_eq!(va.scan(None, 1000).unwrap(), vb.scan(None, 1000).unwrap());
@@ -613,7 +619,7 @@ mod tests {
         ]
         .into_iter();
         let mut got = Vec::new();
-        assert!(e.train_stream(&mut batches, usize::MAX, &mut |o| got.extend_from_slice(o)).is_err());
+        assert!(e.train_stream(&mut batches, usize::MAX, usize::MAX, &mut |o| got.extend_from_slice(o)).is_err());
         assert_eq!(got, [LearnOutcome::Learned]);
         assert_eq!(e.learn(SPAM, Class::Spam).unwrap(), LearnOutcome::AlreadyLearned, "learned before the error");
         assert_eq!(e.store().read().unwrap().state().unwrap().messages.ham, 0, "nothing after it");

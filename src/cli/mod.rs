@@ -365,11 +365,13 @@ fn train(db_path: &Path, a: TrainArgs) -> Result<ExitCode> {
     // Messages are read and tokenized in chunks of CHUNK (all cores) while
     // the writer (one thread) learns the chunk before; its transaction
     // spans chunks until it has touched MAX_RECORDS token records, about
-    // 100 MB of cache (spamassassin's 6,046 messages touch 146,000).
+    // 100 MB of cache (spamassassin's 6,046 messages touch 146,000), or
+    // learned MAX_MESSAGES (their journal entries, about 10 MB).
     // Chunks of 2,000, one transaction each, took 0.9-1.0 s for
     // spamassassin on two threads; see `Engine::train_stream`.
     const CHUNK: usize = 500;
     const MAX_RECORDS: usize = 1_000_000;
+    const MAX_MESSAGES: usize = 100_000;
     let threads = num_threads(a.threads);
     let tokenizer = &engine.tokenizer;
     let untrain = a.untrain;
@@ -387,7 +389,7 @@ fn train(db_path: &Path, a: TrainArgs) -> Result<ExitCode> {
         bar.inc(outcomes.len() as u64);
     };
     if threads <= 1 {
-        engine.train_stream(&mut entries.chunks(CHUNK).map(make_batch), MAX_RECORDS, &mut done)?;
+        engine.train_stream(&mut entries.chunks(CHUNK).map(make_batch), MAX_RECORDS, MAX_MESSAGES, &mut done)?;
     } else {
         // With more threads, a pipeline: the next chunk is tokenized while
         // the writer learns this one.
@@ -403,7 +405,7 @@ fn train(db_path: &Path, a: TrainArgs) -> Result<ExitCode> {
                     }
                 }
             });
-            let outcome = engine.train_stream(&mut rx.iter(), MAX_RECORDS, &mut done);
+            let outcome = engine.train_stream(&mut rx.iter(), MAX_RECORDS, MAX_MESSAGES, &mut done);
             // On an error the receiver goes first, so a blocked producer wakes.
             drop(rx);
             let _ = producer.join();
