@@ -112,9 +112,7 @@ impl<S: TokenStore> Engine<S> {
     /// reads of it, without the digest (scoring needs none).
     pub fn score_raw(&self, view: &dyn ReadView, raw: &[u8]) -> Result<Score> {
         let raw = crate::mailbox::as_message(raw);
-        let set = self.tokenizer.token_set(&raw);
-        let tokens: Vec<(u64, &str)> = set.iter().collect();
-        self.score_hashed(view, &tokens, &crate::tokenize::grams::byte_grams(&raw))
+        self.score(view, &self.tokenizer.token_set(&raw), &crate::tokenize::grams::byte_grams(&raw))
     }
 
     /// Scores a message's tokens and byte 4-gram slots (a [`Prepared`]'s)
@@ -241,9 +239,7 @@ impl<S: TokenStore> Engine<S> {
                         }
                     };
                     outcomes.clear();
-                    for (p, action) in &batch {
-                        outcomes.push(apply(&self.params, day, &mut *view, &mut cache, &mut state, p, *action)?);
-                    }
+                    apply_all(&self.params, day, &mut *view, &mut cache, &mut state, &batch, &mut outcomes)?;
                     messages += batch.len();
                     done(&outcomes);
                 }
@@ -261,10 +257,7 @@ impl<S: TokenStore> Engine<S> {
             outcomes.clear();
             let mut cache = Cache::new();
             let mut state = view.state()?;
-            for (p, action) in batch {
-                let o = apply(params, day, &mut *view, &mut cache, &mut state, p, *action)?;
-                outcomes.push(o);
-            }
+            apply_all(params, day, &mut *view, &mut cache, &mut state, batch, &mut outcomes)?;
             cache.flush(view)?;
             view.set_state(state)
         })?;
@@ -374,6 +367,22 @@ impl Cache {
         }
         Ok(())
     }
+}
+
+/// [`apply`] to each of a batch, in order, appending the outcomes.
+fn apply_all(
+    params: &Params,
+    day: u32,
+    view: &mut dyn WriteView,
+    cache: &mut Cache,
+    state: &mut crate::store::ModelState,
+    batch: &[(Prepared, Action)],
+    outcomes: &mut Vec<LearnOutcome>,
+) -> Result<()> {
+    for (p, action) in batch {
+        outcomes.push(apply(params, day, view, cache, state, p, *action)?);
+    }
+    Ok(())
 }
 
 /// One learn/unlearn inside a transaction.
