@@ -72,9 +72,23 @@ impl Default for Config {
             users_dir: None,
             // spamc sends the Unix user it runs as: the usual MTA, delivery
             // and filter accounts mean "no one in particular".
-            users_ignore: ["root", "nobody", "mail", "postfix", "Debian-exim", "exim", "vmail", "dovecot", "dovenull", "amavis", "debian-spamd", "spamd", "_rspamd"]
-                .map(String::from)
-                .to_vec(),
+            users_ignore: [
+                "root",
+                "nobody",
+                "mail",
+                "postfix",
+                "Debian-exim",
+                "exim",
+                "vmail",
+                "dovecot",
+                "dovenull",
+                "amavis",
+                "debian-spamd",
+                "spamd",
+                "_rspamd",
+            ]
+            .map(String::from)
+            .to_vec(),
             users_max_open: 64,
             imap: Default::default(),
             policy: None,
@@ -93,10 +107,7 @@ impl Config {
 
     /// Refuses settings that would be unsafe or cannot work.
     pub fn check(&self) -> Result<()> {
-        let addr: std::net::SocketAddr = self
-            .http
-            .parse()
-            .map_err(|_| Error::Invalid(format!("http address {:?} is not IP:PORT", self.http)))?;
+        let addr: std::net::SocketAddr = self.http.parse().map_err(|_| Error::Invalid(format!("http address {:?} is not IP:PORT", self.http)))?;
         if self.learn_token.is_none() && !addr.ip().is_loopback() {
             return Err(Error::Invalid(format!(
                 "refusing to serve learning on {} without a learn token: set learn_token in the config, \

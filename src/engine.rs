@@ -139,11 +139,7 @@ impl<S: TokenStore> Engine<S> {
                 Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight }
             })
             .collect();
-        let gram_z = if self.params.gram_mix != 0.0 || self.params.combining == classify::Combining::Grams {
-            view.gram_sum(grams)?
-        } else {
-            0.0
-        };
+        let gram_z = if self.params.gram_mix != 0.0 || self.params.combining == classify::Combining::Grams { view.gram_sum(grams)? } else { 0.0 };
         Ok(classify::score(&self.params, &state, &evidence, gram_z))
     }
 
@@ -411,12 +407,8 @@ fn apply(
     // The regression's z before this message, when the score above computed it.
     let mut z_before = None;
     if let Some(c) = add {
-        let evidence: Vec<Evidence<'_>> = p
-            .tokens
-            .texts()
-            .zip(&recs)
-            .map(|(t, r)| Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight })
-            .collect();
+        let evidence: Vec<Evidence<'_>> =
+            p.tokens.texts().zip(&recs).map(|(t, r)| Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight }).collect();
         let before = classify::score(params, state, &evidence, view.gram_sum(&p.grams)?);
         z_before = Some((before.lr_logit, before.gram_logit));
         let y = if c == Class::Spam { 1.0 } else { 0.0 };

@@ -68,11 +68,4 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(
-    redb::Error,
-    redb::StorageError,
-    redb::TableError,
-    redb::TransactionError,
-    redb::CommitError,
-    redb::DatabaseError
-);
+from_redb!(redb::Error, redb::StorageError, redb::TableError, redb::TransactionError, redb::CommitError, redb::DatabaseError);

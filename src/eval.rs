@@ -187,9 +187,7 @@ pub fn prepare_entries(tokenizer: &Tokenizer, entries: &[Entry], threads: usize)
                 })
             })
             .collect();
-        hs.into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err((0, crate::Error::Invalid("tokenizer thread panicked".into())))))
-            .collect()
+        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err((0, crate::Error::Invalid("tokenizer thread panicked".into()))))).collect()
     });
     let mut slots: Vec<Option<Prepared>> = Vec::new();
     slots.resize_with(entries.len(), || None);
@@ -266,7 +264,12 @@ pub struct AfterSeed {
 /// only as `after` says (never with the truth, except as a correction).
 /// Judgements are for the messages after the seed. Returns them and the
 /// number of auto-learns and of those that took the wrong class.
-pub fn seeded<S: TokenStore>(engine: &Engine<S>, messages: &[(Class, Prepared)], seed: usize, after: &AfterSeed) -> Result<(Vec<Judgement>, usize, usize)> {
+pub fn seeded<S: TokenStore>(
+    engine: &Engine<S>,
+    messages: &[(Class, Prepared)],
+    seed: usize,
+    after: &AfterSeed,
+) -> Result<(Vec<Judgement>, usize, usize)> {
     let seed = seed.min(messages.len());
     let batch: Vec<(Prepared, Action)> = messages[..seed].iter().map(|(c, p)| (p.clone(), Action::Learn(*c))).collect();
     engine.train(&batch)?;
@@ -279,11 +282,8 @@ pub fn seeded<S: TokenStore>(engine: &Engine<S>, messages: &[(Class, Prepared)],
         let spam = *class == Class::Spam;
         out.push(Judgement { spam, score: score.probability });
         let wrong = if spam { score.probability < 0.5 } else { score.probability > 0.5 };
-        let learn = if after.corrections && wrong {
-            Some(*class)
-        } else {
-            after.autolearn.as_ref().and_then(|a| a.decide(score.probability, totals))
-        };
+        let learn =
+            if after.corrections && wrong { Some(*class) } else { after.autolearn.as_ref().and_then(|a| a.decide(score.probability, totals)) };
         if let Some(c) = learn {
             if !(after.corrections && wrong) {
                 learned += 1;
@@ -302,12 +302,8 @@ pub fn kfold(params: &Params, messages: &[(Class, Prepared)], k: usize) -> Resul
     for fold in 0..k {
         let mut engine = Engine::new(MemoryStore::new(), params.clone());
         engine.day = Some(crate::store::today());
-        let train: Vec<(Prepared, Action)> = messages
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % k != fold)
-            .map(|(_, (c, p))| (p.clone(), Action::Learn(*c)))
-            .collect();
+        let train: Vec<(Prepared, Action)> =
+            messages.iter().enumerate().filter(|(i, _)| i % k != fold).map(|(_, (c, p))| (p.clone(), Action::Learn(*c))).collect();
         engine.train(&train)?;
         let view = engine.store().read()?;
         for (_, (c, p)) in messages.iter().enumerate().filter(|(i, _)| i % k == fold) {

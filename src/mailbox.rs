@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 pub enum Location {
     File(PathBuf),
     /// Bytes `start..end` of an mbox file (the `From ` line excluded).
-    Mbox { path: PathBuf, start: u64, end: u64 },
+    Mbox {
+        path: PathBuf,
+        start: u64,
+        end: u64,
+    },
 }
 
 /// One message to read, with its label if the source gives one.
@@ -92,9 +96,7 @@ fn looks_like_index(head: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(head) else { return false };
     let Some(first) = text.lines().find(|l| !l.trim().is_empty()) else { return false };
     let mut parts = first.split_whitespace();
-    matches!(parts.next().map(|s| s.to_ascii_lowercase()).as_deref(), Some("spam" | "ham"))
-        && parts.next().is_some()
-        && parts.next().is_none()
+    matches!(parts.next().map(|s| s.to_ascii_lowercase()).as_deref(), Some("spam" | "ham")) && parts.next().is_some() && parts.next().is_none()
 }
 
 /// Reads a TREC index.
@@ -163,10 +165,7 @@ fn mbox(path: &Path) -> Result<Vec<Entry>> {
         let body_start = data[s..].iter().position(|&b| b == b'\n').map_or(data.len(), |p| s + p + 1);
         let end = starts.get(k + 1).copied().unwrap_or(data.len());
         if body_start < end {
-            out.push(Entry {
-                label: None,
-                location: Location::Mbox { path: path.to_path_buf(), start: body_start as u64, end: end as u64 },
-            });
+            out.push(Entry { label: None, location: Location::Mbox { path: path.to_path_buf(), start: body_start as u64, end: end as u64 } });
         }
     }
     Ok(out)

@@ -179,7 +179,13 @@ impl<S: TokenStore + 'static> Service<S> {
     /// into the shared model.
     /// With an envelope, its outcome tokens are learned with the message
     /// (send the same envelope when unlearning it).
-    pub async fn train(self: &Arc<Self>, user: Option<String>, raw: Vec<u8>, class: Option<Class>, env: Option<Envelope>) -> Result<LearnOutcome, JobError> {
+    pub async fn train(
+        self: &Arc<Self>,
+        user: Option<String>,
+        raw: Vec<u8>,
+        class: Option<Class>,
+        env: Option<Envelope>,
+    ) -> Result<LearnOutcome, JobError> {
         let me = self.clone();
         let lookups = self.lookups(env.as_ref()).await;
         let auth = self.envelope.authenticate(&raw, env.as_ref(), lookups.spf.as_ref()).await;
@@ -301,9 +307,8 @@ pub async fn run(cfg: Config) -> crate::Result<()> {
     let service: Arc<Service<RedbStore>> = Arc::new(service);
     service.start_autolearn();
 
-    let listener = tokio::net::TcpListener::bind(&cfg.http)
-        .await
-        .map_err(|e| crate::Error::Invalid(format!("cannot listen on {}: {e}", cfg.http)))?;
+    let listener =
+        tokio::net::TcpListener::bind(&cfg.http).await.map_err(|e| crate::Error::Invalid(format!("cannot listen on {}: {e}", cfg.http)))?;
     let spamd = match &cfg.spamd {
         Some(addr) => Some(crate::spamd::Listener::bind(addr).await?),
         None => None,

@@ -34,10 +34,7 @@ pub struct Users {
 /// (mail systems pass addresses), 1–128 bytes, not starting with `.` or
 /// `-`. They name files, so nothing else gets through.
 pub fn valid_name(u: &str) -> bool {
-    !u.is_empty()
-        && u.len() <= 128
-        && !u.starts_with(['.', '-'])
-        && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@+".contains(&b))
+    !u.is_empty() && u.len() <= 128 && !u.starts_with(['.', '-']) && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@+".contains(&b))
 }
 
 impl Users {

@@ -26,12 +26,7 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new(name: &str) -> TempDir {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "hamlet-cli-test-{}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst),
-            name
-        ));
+        let p = std::env::temp_dir().join(format!("hamlet-cli-test-{}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst), name));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
@@ -64,10 +59,7 @@ struct Out {
 
 impl Out {
     fn describe(&self) -> String {
-        format!(
-            "`{}` exited with {:?}\n--- stdout ---\n{}--- stderr ---\n{}--------------",
-            self.what, self.code, self.stdout, self.stderr
-        )
+        format!("`{}` exited with {:?}\n--- stdout ---\n{}--- stderr ---\n{}--------------", self.what, self.code, self.stdout, self.stderr)
     }
     /// Asserts exit code `want` and returns self for chaining.
     fn code(self, want: i32) -> Out {
@@ -91,11 +83,7 @@ impl Out {
 
 fn assert_no_panic(o: &Out) {
     for text in [&o.stdout, &o.stderr] {
-        assert!(
-            !text.contains("panicked") && !text.contains("RUST_BACKTRACE"),
-            "panic text in output\n{}",
-            o.describe()
-        );
+        assert!(!text.contains("panicked") && !text.contains("RUST_BACKTRACE"), "panic text in output\n{}", o.describe());
     }
 }
 
@@ -211,9 +199,7 @@ fn stats(dir: &TempDir) -> (u64, u64, u64, u64) {
             .lines()
             .find_map(|l| {
                 let mut it = l.split_whitespace();
-                (it.next() == Some(key))
-                    .then(|| it.filter_map(|v| v.trim_start_matches('(').parse().ok()).last())
-                    .flatten()
+                (it.next() == Some(key)).then(|| it.filter_map(|v| v.trim_start_matches('(').parse().ok()).last()).flatten()
             })
             .unwrap_or_else(|| panic!("no `{key} <number>` line in db stats\n{}", o.describe()))
     };
@@ -240,11 +226,7 @@ fn messages(dir: &TempDir) -> (u64, u64) {
     }
     let (ts, th, _, j) = stats(dir);
     assert_eq!(j, s + h, "`db stats` journal count differs from the `j` lines of `db dump --journal`");
-    assert_eq!(
-        (ts, th),
-        (ws, wh),
-        "`db stats` spam/ham totals differ from the per-class sums of the journal weights\n{d}"
-    );
+    assert_eq!((ts, th), (ws, wh), "`db stats` spam/ham totals differ from the per-class sums of the journal weights\n{d}");
     (s, h)
 }
 
@@ -256,13 +238,8 @@ fn dump(dir: &TempDir, db: &Path) -> String {
 fn train_summary(o: &Out) -> (usize, String) {
     let line = o.stdout.lines().next().unwrap_or_else(|| panic!("train printed nothing\n{}", o.describe()));
     // "<n> messages in <t>s (<r>/s): <summary>"
-    let (head, summary) =
-        line.split_once(": ").unwrap_or_else(|| panic!("unexpected train summary line {line:?}\n{}", o.describe()));
-    let n: usize = head
-        .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no message count in {line:?}"));
+    let (head, summary) = line.split_once(": ").unwrap_or_else(|| panic!("unexpected train summary line {line:?}\n{}", o.describe()));
+    let n: usize = head.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no message count in {line:?}"));
     assert!(head.contains(" messages in "), "unexpected train summary line {line:?}");
     (n, summary.to_string())
 }
@@ -270,12 +247,7 @@ fn train_summary(o: &Out) -> (usize, String) {
 fn train(dir: &TempDir, args: &[&str], want_n: usize, want_summary: &str) {
     let o = run(dir, args).ok();
     let (n, summary) = train_summary(&o);
-    assert_eq!(
-        (n, summary.as_str()),
-        (want_n, want_summary),
-        "train outcome (messages, summary) is wrong\n{}",
-        o.describe()
-    );
+    assert_eq!((n, summary.as_str()), (want_n, want_summary), "train outcome (messages, summary) is wrong\n{}", o.describe());
 }
 
 // ---------------------------------------------------------------------------
@@ -283,14 +255,56 @@ fn train(dir: &TempDir, args: &[&str], want_n: usize, want_summary: &str) {
 // ---------------------------------------------------------------------------
 
 const SPAM_WORDS: &[&str] = &[
-    "viagra", "cheap", "pills", "winner", "lottery", "casino", "bonus", "discount", "pharmacy", "replica",
-    "watches", "prize", "credit", "mortgage", "refinance", "investment", "guaranteed", "offer", "unclaimed",
-    "jackpot", "millionaire", "rolex", "exclusive", "miracle",
+    "viagra",
+    "cheap",
+    "pills",
+    "winner",
+    "lottery",
+    "casino",
+    "bonus",
+    "discount",
+    "pharmacy",
+    "replica",
+    "watches",
+    "prize",
+    "credit",
+    "mortgage",
+    "refinance",
+    "investment",
+    "guaranteed",
+    "offer",
+    "unclaimed",
+    "jackpot",
+    "millionaire",
+    "rolex",
+    "exclusive",
+    "miracle",
 ];
 const HAM_WORDS: &[&str] = &[
-    "meeting", "agenda", "minutes", "project", "deadline", "review", "quarterly", "budget", "schedule",
-    "colleague", "lunch", "report", "draft", "committee", "conference", "presentation", "thesis", "seminar",
-    "kernel", "compiler", "patch", "repository", "benchmark", "lecture",
+    "meeting",
+    "agenda",
+    "minutes",
+    "project",
+    "deadline",
+    "review",
+    "quarterly",
+    "budget",
+    "schedule",
+    "colleague",
+    "lunch",
+    "report",
+    "draft",
+    "committee",
+    "conference",
+    "presentation",
+    "thesis",
+    "seminar",
+    "kernel",
+    "compiler",
+    "patch",
+    "repository",
+    "benchmark",
+    "lecture",
 ];
 
 fn pick(words: &[&str], i: usize, k: usize) -> Vec<String> {
@@ -311,7 +325,20 @@ fn spam_msg(i: usize) -> String {
          {} {} {} {}!\r\n\
          {} {} {} {} {} {}\r\n\
          Visit http://www.cheap-deals.example/buy/{i} today.\r\n",
-        w[0], w[1], w[2], i % 60, w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[0], w[1], w[2]
+        w[0],
+        w[1],
+        w[2],
+        i % 60,
+        w[3],
+        w[4],
+        w[5],
+        w[6],
+        w[7],
+        w[8],
+        w[9],
+        w[0],
+        w[1],
+        w[2]
     )
 }
 
@@ -330,7 +357,19 @@ fn ham_msg(i: usize) -> String {
          {} {} {} {} {} {}.\r\n\
          {} {} {}.\r\n\
          Alice\r\n",
-        w[0], w[1], w[2], i % 60, w[3], w[4], w[5], w[6], w[7], w[8], w[9], w[0], w[1]
+        w[0],
+        w[1],
+        w[2],
+        i % 60,
+        w[3],
+        w[4],
+        w[5],
+        w[6],
+        w[7],
+        w[8],
+        w[9],
+        w[0],
+        w[1]
     )
 }
 
@@ -738,12 +777,7 @@ fn dump_then_load_into_empty_db_is_identical() {
     let n_tokens = d1.lines().filter(|l| l.starts_with("t ")).count();
     let n_grams = d1.lines().filter(|l| l.starts_with("g ")).count();
     assert!(n_grams > 0, "the dump holds the byte 4-gram weights\n{d1}");
-    assert_eq!(
-        o.stdout.trim(),
-        format!("loaded {n_tokens} tokens, {n_grams} 4-gram weights, {} journal entries", 2 * N),
-        "{}",
-        o.describe()
-    );
+    assert_eq!(o.stdout.trim(), format!("loaded {n_tokens} tokens, {n_grams} 4-gram weights, {} journal entries", 2 * N), "{}", o.describe());
     let d2 = dump(&dir, &db2);
     assert!(d1 == d2, "dump of the loaded database differs:\n{}", first_diff(&d1, &d2));
     // From stdin.
@@ -776,12 +810,7 @@ fn expire_runs_and_drops_old_tokens() {
     let dir = trained("expire");
     let before = stats(&dir);
     let o = run(&dir, &["db", "expire"]).ok();
-    assert_eq!(
-        o.stdout.trim(),
-        format!("examined {} tokens, removed 0", before.2),
-        "freshly trained tokens must survive expire\n{}",
-        o.describe()
-    );
+    assert_eq!(o.stdout.trim(), format!("examined {} tokens, removed 0", before.2), "freshly trained tokens must survive expire\n{}", o.describe());
     assert_eq!(stats(&dir), before);
     // Tokens last seen long ago (loaded from a dump) are dropped; recent ones stay.
     let today = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400;
@@ -847,10 +876,7 @@ fn database_in_use_is_reported() {
     let start = Instant::now();
     let o = loop {
         std::thread::sleep(Duration::from_millis(200));
-        assert!(
-            holder.0.as_mut().unwrap().try_wait().unwrap().is_none(),
-            "the holder `hamlet check` exited before its stdin was closed"
-        );
+        assert!(holder.0.as_mut().unwrap().try_wait().unwrap().is_none(), "the holder `hamlet check` exited before its stdin was closed");
         let o = run(&dir, &["db", "stats"]);
         if o.code != Some(0) {
             break o;
@@ -885,7 +911,11 @@ fn garbage_dump_loads_nothing() {
     let dump_before = dump(&dir, &dir.db());
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         // Good lines first: a bad line anywhere must load nothing.
-        ("bad-line.dump", b"# hamlet dump\nschema 3\ntokenizer 2\ntotals 5 5\nt 1 2 3 0.5 goodtoken\nthis is not a dump\n".to_vec(), "bad-line.dump:6"),
+        (
+            "bad-line.dump",
+            b"# hamlet dump\nschema 3\ntokenizer 2\ntotals 5 5\nt 1 2 3 0.5 goodtoken\nthis is not a dump\n".to_vec(),
+            "bad-line.dump:6",
+        ),
         ("bad-number.dump", b"t 1 2 3 0.5 goodtoken\nt x 2 3 0.5 badtoken\n".to_vec(), "bad-number.dump:2"),
         ("wrong-schema.dump", b"schema 999\nt 1 2 3 0.5 goodtoken\n".to_vec(), "schema"),
         ("binary.dump", (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(), "binary.dump"),
@@ -932,10 +962,7 @@ fn hostile_message_in_every_mode() {
     let o = run(&dir, &["check", "--threads", "3", s(&g1), s(&bad), s(&g2)]);
     let names: Vec<&str> = o.stdout.lines().map(|l| l.split(' ').next().unwrap_or("")).collect();
     if o.code != Some(0) || panicked(&o) || names != [s(&g1), s(&bad), s(&g2)] {
-        failures.push(format!(
-            "bulk check must exit 0 and print one line per file, in order, without panic text\n{}",
-            o.describe()
-        ));
+        failures.push(format!("bulk check must exit 0 and print one line per file, in order, without panic text\n{}", o.describe()));
     }
     // train
     let o = run(&dir, &["train", "--spam", s(&bad)]);

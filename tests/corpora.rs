@@ -35,11 +35,7 @@ fn corpora_dir() -> PathBuf {
 
 fn corpus(name: &str) -> Vec<Entry> {
     let index = corpora_dir().join(name).join("index");
-    assert!(
-        index.is_file(),
-        "{} is missing: run scripts/test.sh or ../shared/tools/unpack-corpora target/corpora",
-        index.display()
-    );
+    assert!(index.is_file(), "{} is missing: run scripts/test.sh or ../shared/tools/unpack-corpora target/corpora", index.display());
     let entries = mailbox::index(&index).unwrap_or_else(|e| panic!("{}: {e}", index.display()));
     assert!(entries.len() > 1000, "{}: only {} messages, expected the whole corpus", index.display(), entries.len());
     entries

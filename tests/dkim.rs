@@ -27,7 +27,10 @@ const MESSAGE: &str = "From: Alice <alice@example.test>\r\nTo: erin@corp.example
 fn rsa_key(dir: &std::path::Path) -> (String, String) {
     let key = dir.join("dkim.pem");
     let run = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).output().unwrap_or_else(|e| panic!("openssl: {e} (run scripts/test.sh, or apt-get install -y openssl)"));
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("openssl: {e} (run scripts/test.sh, or apt-get install -y openssl)"));
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         out.stdout
     };
@@ -46,7 +49,12 @@ fn sign(pem: &str, message: &str) -> String {
     use tokio_rustls::rustls::pki_types::pem::PemObject;
     use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
     let key = RsaKey::<Sha256>::from_key_der(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).unwrap())).unwrap();
-    let sig = DkimSigner::from_key(key).domain("example.test").selector("s1").headers(["From", "To", "Subject", "Message-ID"]).sign(message.as_bytes()).unwrap();
+    let sig = DkimSigner::from_key(key)
+        .domain("example.test")
+        .selector("s1")
+        .headers(["From", "To", "Subject", "Message-ID"])
+        .sign(message.as_bytes())
+        .unwrap();
     format!("{}{message}", sig.to_header())
 }
 

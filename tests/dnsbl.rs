@@ -5,8 +5,8 @@
 //! a:mail.example.test -all`); and a name server that never answers, to
 //! show the budget holds.
 
-use hamlet::envelope::dnsbl::{Answer, DnsConfig, Dnsbl, Zone};
 use hamlet::envelope::RuleAction;
+use hamlet::envelope::dnsbl::{Answer, DnsConfig, Dnsbl, Zone};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,19 +31,24 @@ impl Drop for Unbound {
 }
 
 fn unbound(name: &str) -> Unbound {
-    assert!(
-        Path::new("/usr/sbin/unbound").exists(),
-        "unbound is not installed: run scripts/test.sh, or `apt-get install -y unbound`"
-    );
+    assert!(Path::new("/usr/sbin/unbound").exists(), "unbound is not installed: run scripts/test.sh, or `apt-get install -y unbound`");
     let shared = std::env::var("HAMLET_SHARED").unwrap_or_else(|_| "../shared".into());
-    let template = std::fs::read_to_string(Path::new(&shared).join("reference/harness/unbound.conf")).expect("the shared harness's unbound.conf (set HAMLET_SHARED)");
+    let template = std::fs::read_to_string(Path::new(&shared).join("reference/harness/unbound.conf"))
+        .expect("the shared harness's unbound.conf (set HAMLET_SHARED)");
     let dir = std::env::temp_dir().join(format!("hamlet-dns-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port();
     let conf = template.replace("@PORT@", &port.to_string()).replace("@DIR@", dir.to_str().unwrap());
     std::fs::write(dir.join("unbound.conf"), conf).unwrap();
-    let child = Command::new("/usr/sbin/unbound").arg("-d").arg("-c").arg(dir.join("unbound.conf")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let child = Command::new("/usr/sbin/unbound")
+        .arg("-d")
+        .arg("-c")
+        .arg(dir.join("unbound.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     for _ in 0..100 {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Unbound { child, port, dir };
@@ -151,7 +156,9 @@ fn policy_service_rejects_a_listed_client() {
     let u = unbound("policy");
     let mut p = PolicyServer::start(&u, "[[envelope.dnsbl]]\nzone = \"bl.test\"\naction = \"reject\"");
     let ask = |p: &mut PolicyServer, client: &str| {
-        p.ask(&format!("client_address={client}\nclient_name=mail.x.example\nhelo_name=mail.x.example\nsender=a@x.example\nrecipient=erin@corp.example\n"))
+        p.ask(&format!(
+            "client_address={client}\nclient_name=mail.x.example\nhelo_name=mail.x.example\nsender=a@x.example\nrecipient=erin@corp.example\n"
+        ))
     };
     let listed = ask(&mut p, "127.0.0.2");
     assert!(listed.starts_with("action=REJECT 5.7.1") && listed.contains("bl.test"), "{listed}");

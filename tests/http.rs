@@ -255,9 +255,8 @@ async fn rspamd_compatible_endpoints() {
     let text = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&text[..], b"pong\n");
     // rspamc sends the controller password as `Password:`.
-    let learn = |body: &str, uri: &str| {
-        Request::builder().method("POST").uri(uri).header("Password", "pw").body(Body::from(body.to_string())).unwrap()
-    };
+    let learn =
+        |body: &str, uri: &str| Request::builder().method("POST").uri(uri).header("Password", "pw").body(Body::from(body.to_string())).unwrap();
     for _ in 0..2 {
         let r = app.clone().oneshot(learn(SPAM, "/learnspam")).await.unwrap();
         assert!(r.status() == StatusCode::OK || r.status() == StatusCode::ALREADY_REPORTED);
@@ -327,7 +326,13 @@ async fn call_with(app: &axum::Router, uri: &str, headers: &[(&str, &str)], body
 #[tokio::test]
 async fn envelope_headers_are_checked_reported_and_learned() {
     let app = app(None, 1 << 20);
-    let bare = [("IP", "198.51.100.23"), ("Hostname", "unknown"), ("Helo", "localhost"), ("From", "<frank@sender.example>"), ("Rcpt", "<erin@corp.example>")];
+    let bare = [
+        ("IP", "198.51.100.23"),
+        ("Hostname", "unknown"),
+        ("Helo", "localhost"),
+        ("From", "<frank@sender.example>"),
+        ("Rcpt", "<erin@corp.example>"),
+    ];
     let (st, v) = call_with(&app, "/v1/check", &bare, HAM).await;
     assert_eq!(st, StatusCode::OK);
     let env = &v["stages"]["envelope"];
@@ -343,7 +348,13 @@ async fn envelope_headers_are_checked_reported_and_learned() {
     let (_, v) = call(&app, "POST", "/v1/check", None, HAM).await;
     assert!(v["stages"]["envelope"].is_null(), "no envelope headers, no envelope stage");
     // checkv2: outcomes as symbols, a reject as the action.
-    let bad = [("IP", "198.51.100.23"), ("Hostname", "mail.sender.example"), ("Helo", "bad_helo!"), ("From", "frank@sender.example"), ("Rcpt", "erin@corp.example")];
+    let bad = [
+        ("IP", "198.51.100.23"),
+        ("Hostname", "mail.sender.example"),
+        ("Helo", "bad_helo!"),
+        ("From", "frank@sender.example"),
+        ("Rcpt", "erin@corp.example"),
+    ];
     let (_, v) = call_with(&app, "/checkv2", &bad, HAM).await;
     assert_eq!(v["action"], "reject", "{v}");
     assert_eq!(v["symbols"]["HELO_INVALID"]["options"][0], "env:helo=invalid");
@@ -351,6 +362,6 @@ async fn envelope_headers_are_checked_reported_and_learned() {
     let (_, v) = call_with(&app, "/checkv2", &[("IP", "198.51.100.23"), ("Rcpt", "erin@corp.example")], HAM).await;
     assert_ne!(v["action"], "reject", "{v}");
     assert!(v["symbols"]["HELO_MISSING"].is_null(), "{v}");
-        let (st, _) = call_with(&app, "/v1/check", &[("IP", "not-an-ip")], HAM).await;
+    let (st, _) = call_with(&app, "/v1/check", &[("IP", "not-an-ip")], HAM).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }

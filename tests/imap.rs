@@ -33,10 +33,7 @@ impl Dovecot {
     /// With `tls`: a private CA (`ca.pem`) signs a certificate for
     /// 127.0.0.1; STARTTLS on the IMAP port, implicit TLS on another.
     fn start_with(name: &str, tls: bool) -> Dovecot {
-        assert!(
-            Path::new("/usr/sbin/dovecot").exists(),
-            "dovecot is not installed: run scripts/test.sh, or `apt-get install -y dovecot-imapd`"
-        );
+        assert!(Path::new("/usr/sbin/dovecot").exists(), "dovecot is not installed: run scripts/test.sh, or `apt-get install -y dovecot-imapd`");
         let vmail = Command::new("id").args(["-u", "vmail"]).output().unwrap();
         assert!(
             vmail.status.success(),
@@ -180,11 +177,44 @@ fn make_certificates(dir: &Path) {
         let out = Command::new("openssl").current_dir(dir).args(args).output().expect("openssl is not installed: apt-get install -y openssl");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=hamlet test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=hamlet test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
     openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]);
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
-    openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf"]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
 }
 
 /// Made-up mail, distinct per index.

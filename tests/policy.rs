@@ -126,7 +126,10 @@ fn greylisting_helo_and_stages_over_one_connection() {
     std::thread::sleep(Duration::from_millis(2100));
     let retry = first.replace("198.51.100.23", "198.51.100.99");
     let pass = c.ask(&retry).unwrap();
-    assert!(pass.starts_with("PREPEND X-Greylist: delayed 2 seconds by hamlet-") || pass.starts_with("PREPEND X-Greylist: delayed 3 seconds"), "{pass}");
+    assert!(
+        pass.starts_with("PREPEND X-Greylist: delayed 2 seconds by hamlet-") || pass.starts_with("PREPEND X-Greylist: delayed 3 seconds"),
+        "{pass}"
+    );
     assert_eq!(c.ask(&retry).unwrap(), "DUNNO", "known triplet");
     drop(c);
     // The state survives a restart.
@@ -164,7 +167,12 @@ fn load_many_concurrent_connections() {
                 let mut c = Conn::open(&addr);
                 let mut answers = 0;
                 for j in 0..per {
-                    let req = request(&format!("203.0.{}.{}", i % 250, j + 1), "mail.sender.example", &format!("s{j}@sender{i}.example"), "erin@corp.example");
+                    let req = request(
+                        &format!("203.0.{}.{}", i % 250, j + 1),
+                        "mail.sender.example",
+                        &format!("s{j}@sender{i}.example"),
+                        "erin@corp.example",
+                    );
                     match c.ask(&req) {
                         Some(a) if a.starts_with("DEFER_IF_PERMIT") => answers += 1,
                         other => panic!("connection {i} request {j}: {other:?}"),

@@ -59,7 +59,11 @@ fn start() -> Stack {
         .join("\n");
     std::fs::write(dir.join("conf/main.cf"), main + "\n").unwrap();
     std::fs::write(dir.join("conf/master.cf"), harness("postfix-master.cf").replace("@SMTP_PORT@", &smtp.to_string())).unwrap();
-    std::fs::write(dir.join("hamlet.toml"), format!("log = \"warn\"\nhttp = \"127.0.0.1:{http}\"\n[envelope.greylist]\nenabled = true\ndelay_s = 2\n")).unwrap();
+    std::fs::write(
+        dir.join("hamlet.toml"),
+        format!("log = \"warn\"\nhttp = \"127.0.0.1:{http}\"\n[envelope.greylist]\nenabled = true\ndelay_s = 2\n"),
+    )
+    .unwrap();
     let db = dir.join("h.redb");
     assert!(Command::new(BIN).arg("--db").arg(&db).args(["db", "init", "--empty"]).status().unwrap().success());
     let hamlet = Command::new(BIN)

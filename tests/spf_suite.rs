@@ -32,7 +32,10 @@ use std::time::Duration;
 const KNOWN: &[(&str, &str)] = &[
     ("modifier-charset-good", "mail-auth rejects unknown modifier names with '.', '-' or '_' (RFC 7208 allows them): permerror, not pass"),
     ("redirect-after-mechanisms2", "redirects to the record of modifier-charset-good, same cause"),
-    ("invalid-domain-long", "a target name over 253 characters: hickory refuses to build it, mail-auth reports temperror (fail or permerror expected)"),
+    (
+        "invalid-domain-long",
+        "a target name over 253 characters: hickory refuses to build it, mail-auth reports temperror (fail or permerror expected)",
+    ),
     ("invalid-domain-long-via-macro", "same, with the long name from a macro"),
     ("ptr-match-implicit", "mail-auth compares the PTR answer with its trailing dot to the domain, so `ptr` never matches the domain itself"),
     ("ptr-match-ip6", "same, for an IPv6 client"),
@@ -206,5 +209,10 @@ async fn rfc7208_suite() {
     if std::env::var_os("SPF_ONLY").is_none() {
         assert_eq!(total, 203, "the suite has 203 tests");
     }
-    assert!(unexpected.is_empty(), "{} unexpected failures:\n{}", unexpected.len(), unexpected.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"));
+    assert!(
+        unexpected.is_empty(),
+        "{} unexpected failures:\n{}",
+        unexpected.len(),
+        unexpected.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n")
+    );
 }

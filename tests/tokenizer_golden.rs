@@ -87,11 +87,7 @@ fn decode(text: &str) -> Vec<String> {
     if text.is_empty() {
         return Vec::new();
     }
-    text.strip_suffix('\n')
-        .unwrap_or(text)
-        .split('\n')
-        .map(unescape)
-        .collect()
+    text.strip_suffix('\n').unwrap_or(text).split('\n').map(unescape).collect()
 }
 
 /// A readable account of how `actual` differs from `expected`.
@@ -118,11 +114,7 @@ fn updating() -> bool {
 #[test]
 fn golden_token_files_match() {
     let messages = messages();
-    assert!(
-        messages.len() >= 12,
-        "expected at least 12 messages in corpus/messages, found {}",
-        messages.len()
-    );
+    assert!(messages.len() >= 12, "expected at least 12 messages in corpus/messages, found {}", messages.len());
     let golden_dir = corpus().join("golden");
     let update = updating();
     if update {
@@ -151,12 +143,7 @@ fn golden_token_files_match() {
         };
         let expected = decode(&text);
         if expected != actual {
-            writeln!(
-                failures,
-                "{name}: tokens differ from {} (- missing, + extra):",
-                gpath.display()
-            )
-            .unwrap();
+            writeln!(failures, "{name}: tokens differ from {} (- missing, + extra):", gpath.display()).unwrap();
             failures.push_str(&diff(&expected, &actual));
         }
     }
@@ -169,22 +156,13 @@ fn golden_token_files_match() {
                 if update {
                     fs::remove_file(&p).unwrap();
                 } else {
-                    writeln!(
-                        failures,
-                        "{}: golden file has no message in corpus/messages",
-                        p.display()
-                    )
-                    .unwrap();
+                    writeln!(failures, "{}: golden file has no message in corpus/messages", p.display()).unwrap();
                 }
             }
         }
     }
     if update {
-        eprintln!(
-            "tokenizer_golden: wrote {} golden files in {}",
-            messages.len(),
-            golden_dir.display()
-        );
+        eprintln!("tokenizer_golden: wrote {} golden files in {}", messages.len(), golden_dir.display());
     }
     assert!(
         failures.is_empty(),
@@ -194,18 +172,8 @@ fn golden_token_files_match() {
 
 #[test]
 fn golden_escaping_round_trips() {
-    let tokens: Vec<String> = [
-        "plain",
-        "with space",
-        "back\\slash",
-        "new\nline",
-        "cr\rlf",
-        "\\n literal",
-        "",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let tokens: Vec<String> =
+        ["plain", "with space", "back\\slash", "new\nline", "cr\rlf", "\\n literal", ""].iter().map(|s| s.to_string()).collect();
     assert_eq!(decode(&encode(&tokens)), tokens);
     assert_eq!(decode(""), Vec::<String>::new());
 }
@@ -219,10 +187,7 @@ fn has(tokens: &[String], want: &str) -> bool {
 #[track_caller]
 fn assert_has_all(name: &str, tokens: &[String], wanted: &[&str]) {
     let missing: Vec<&&str> = wanted.iter().filter(|w| !has(tokens, w)).collect();
-    assert!(
-        missing.is_empty(),
-        "{name}: missing tokens {missing:?}\nall tokens: {tokens:#?}"
-    );
+    assert!(missing.is_empty(), "{name}: missing tokens {missing:?}\nall tokens: {tokens:#?}");
 }
 
 #[track_caller]
@@ -282,69 +247,28 @@ fn semantic_html_tag_split_word_is_joined_and_hidden_text_flagged() {
         ],
     );
     // The split halves are not words of their own; <style> text is dropped.
-    assert_has_none(
-        "02-html-only",
-        &t,
-        &["fr", "ee", "stylesheetonlyword", "promo", "amp"],
-    );
+    assert_has_none("02-html-only", &t, &["fr", "ee", "stylesheetonlyword", "promo", "amp"]);
 }
 
 #[test]
 fn semantic_base64_body_is_decoded() {
     let t = tokens_of("03-base64-text.eml");
-    assert_has_all(
-        "03-base64-text",
-        &t,
-        &["parcel", "courier", "café", "crème", "cte:base64"],
-    );
-    assert!(
-        !t.iter().any(|x| x.starts_with("skip:")),
-        "base64 debris leaked: {t:?}"
-    );
+    assert_has_all("03-base64-text", &t, &["parcel", "courier", "café", "crème", "cte:base64"]);
+    assert!(!t.iter().any(|x| x.starts_with("skip:")), "base64 debris leaked: {t:?}");
 }
 
 #[test]
 fn semantic_quoted_printable_soft_breaks_and_escapes_are_decoded() {
     let t = tokens_of("04-quoted-printable.eml");
-    assert_has_all(
-        "04-quoted-printable",
-        &t,
-        &[
-            "résumé",
-            "comité",
-            "extraordinaire",
-            "prochain",
-            "très",
-            "caractères",
-            "charset:iso-8859-1",
-        ],
-    );
-    assert_has_none(
-        "04-quoted-printable",
-        &t,
-        &["extra", "ordinaire", "proch", "e9"],
-    );
+    assert_has_all("04-quoted-printable", &t, &["résumé", "comité", "extraordinaire", "prochain", "très", "caractères", "charset:iso-8859-1"]);
+    assert_has_none("04-quoted-printable", &t, &["extra", "ordinaire", "proch", "e9"]);
 }
 
 #[test]
 fn semantic_attachment_gives_name_and_extension_not_payload() {
     let t = tokens_of("05-multipart-attachment.eml");
-    assert_has_all(
-        "05-multipart-attachment",
-        &t,
-        &[
-            "att:ext:pdf",
-            "att:name:invoice_2024-03.pdf",
-            "att:type:application/pdf",
-            "invoice",
-            "payment",
-        ],
-    );
-    assert_has_none(
-        "05-multipart-attachment",
-        &t,
-        &["catalog", "mediabox", "endobj", "pdf"],
-    );
+    assert_has_all("05-multipart-attachment", &t, &["att:ext:pdf", "att:name:invoice_2024-03.pdf", "att:type:application/pdf", "invoice", "payment"]);
+    assert_has_none("05-multipart-attachment", &t, &["catalog", "mediabox", "endobj", "pdf"]);
 }
 
 #[test]
@@ -353,66 +277,34 @@ fn semantic_multipart_alternative_reads_both_parts() {
     assert_has_all(
         "06-multipart-alternative",
         &t,
-        &[
-            "sourdough",
-            "roses",
-            "html:present",
-            "ctype:multipart/alternative",
-            "url:host:weekly.example.org",
-        ],
+        &["sourdough", "roses", "html:present", "ctype:multipart/alternative", "url:host:weekly.example.org"],
     );
 }
 
 #[test]
 fn semantic_wrong_charset_does_not_lose_the_ascii_words() {
     let t = tokens_of("07-wrong-charset.eml");
-    assert_has_all(
-        "07-wrong-charset",
-        &t,
-        &["dessert", "lunch", "menu", "charset:us-ascii"],
-    );
+    assert_has_all("07-wrong-charset", &t, &["dessert", "lunch", "menu", "charset:us-ascii"]);
 }
 
 #[test]
 fn semantic_truncated_mime_still_tokenizes_what_is_there() {
     let t = tokens_of("08-truncated-mime.eml");
-    assert_has_all(
-        "08-truncated-mime",
-        &t,
-        &["cover", "quarterly", "subject:Quarterly"],
-    );
+    assert_has_all("08-truncated-mime", &t, &["cover", "quarterly", "subject:Quarterly"]);
 }
 
 #[test]
 fn semantic_8bit_header_junk_is_flagged() {
     let t = tokens_of("09-8bit-header-junk.eml");
-    assert_has_all(
-        "09-8bit-header-junk",
-        &t,
-        &["hdr:8bit", "replica", "watches"],
-    );
+    assert_has_all("09-8bit-header-junk", &t, &["hdr:8bit", "replica", "watches"]);
 }
 
 #[test]
 fn semantic_huge_header_message_tokenizes() {
     let raw = fs::read(corpus().join("messages/10-huge-header.eml")).unwrap();
-    assert!(
-        raw.len() > 150_000 && raw.len() < 300_000,
-        "10-huge-header.eml is {} bytes",
-        raw.len()
-    );
+    assert!(raw.len() > 150_000 && raw.len() < 300_000, "10-huge-header.eml is {} bytes", raw.len());
     let t = Tokenizer::default().tokenize(&raw);
-    assert_has_all(
-        "10-huge-header",
-        &t,
-        &[
-            "subject:Monthly",
-            "subject:analytics",
-            "hdr:x-tracking-data",
-            "analytics",
-            "errors",
-        ],
-    );
+    assert_has_all("10-huge-header", &t, &["subject:Monthly", "subject:analytics", "hdr:x-tracking-data", "analytics", "errors"]);
 }
 
 #[test]
@@ -421,20 +313,9 @@ fn semantic_encoded_words_in_subject_and_from_are_decoded() {
     assert_has_all(
         "11-encoded-subject",
         &t,
-        &[
-            "subject:Réunion",
-            "subject:demain",
-            "subject:café",
-            "subject:crème",
-            "subject:encoded",
-            "from:name:jürgen",
-            "from:name:müller",
-        ],
+        &["subject:Réunion", "subject:demain", "subject:café", "subject:crème", "subject:encoded", "from:name:jürgen", "from:name:müller"],
     );
-    assert!(
-        !t.iter().any(|x| x.contains("=?") || x.contains("UTF-8")),
-        "undecoded encoded word: {t:?}"
-    );
+    assert!(!t.iter().any(|x| x.contains("=?") || x.contains("UTF-8")), "undecoded encoded word: {t:?}");
 }
 
 #[test]
@@ -452,41 +333,22 @@ fn semantic_other_filters_verdict_headers_give_no_tokens() {
                 || l.contains("198.51.100.200")
         })
         .collect();
-    assert!(
-        leaked.is_empty(),
-        "verdict headers leaked tokens: {leaked:?}"
-    );
+    assert!(leaked.is_empty(), "verdict headers leaked tokens: {leaked:?}");
     // The rest of the message is still tokenized.
-    assert_has_all(
-        "12-spam-status-headers",
-        &t,
-        &["subject:furniture", "benches", "rcvd:ip:203.0.113.80"],
-    );
+    assert_has_all("12-spam-status-headers", &t, &["subject:furniture", "benches", "rcvd:ip:203.0.113.80"]);
 }
 
 #[test]
 fn semantic_forwarded_message_keeps_words_not_relays() {
     let t = tokens_of("13-forwarded-rfc822.eml");
-    assert_has_all(
-        "13-forwarded-rfc822",
-        &t,
-        &["msg:rfc822", "orchestra", "symphony", "concert"],
-    );
-    assert_has_none(
-        "13-forwarded-rfc822",
-        &t,
-        &["rcvd:ip:198.51.100.33", "rcvd:host:tickets.example.net"],
-    );
+    assert_has_all("13-forwarded-rfc822", &t, &["msg:rfc822", "orchestra", "symphony", "concert"]);
+    assert_has_none("13-forwarded-rfc822", &t, &["rcvd:ip:198.51.100.33", "rcvd:host:tickets.example.net"]);
 }
 
 #[test]
 fn semantic_mbox_from_line_does_not_break_the_real_headers() {
     let t = tokens_of("14-mbox-from-line.eml");
-    assert_has_all(
-        "14-mbox-from-line",
-        &t,
-        &["from:addr:kate@example.org", "subject:Lunch", "noodle"],
-    );
+    assert_has_all("14-mbox-from-line", &t, &["from:addr:kate@example.org", "subject:Lunch", "noodle"]);
 }
 
 // ---- regressions: tokenizer problems found with these messages ---------------
@@ -496,15 +358,8 @@ fn regression_truncated_base64_decodes_the_complete_prefix() {
     let t = tokens_of("08-truncated-mime.eml");
     // Before the fix: `skip:u 70`, `skip:a 40` (the undecoded base64 lines) and no word
     // of the decodable first 87 bytes.
-    assert!(
-        !t.iter().any(|x| x.starts_with("skip:")),
-        "base64 debris: {t:?}"
-    );
-    assert_has_all(
-        "08-truncated-mime",
-        &t,
-        &["revenue", "region", "northern", "warehouse"],
-    );
+    assert!(!t.iter().any(|x| x.starts_with("skip:")), "base64 debris: {t:?}");
+    assert_has_all("08-truncated-mime", &t, &["revenue", "region", "northern", "warehouse"]);
 }
 
 #[test]
@@ -512,10 +367,7 @@ fn regression_mbox_from_line_gives_no_header_name_token() {
     let t = tokens_of("14-mbox-from-line.eml");
     // Before the fix: `hdr:from kate@example.org  tue mar 26 10` (every SpamAssassin
     // corpus file starts with such a line).
-    let bad: Vec<&String> = t
-        .iter()
-        .filter(|x| x.starts_with("hdr:") && x.contains(' '))
-        .collect();
+    let bad: Vec<&String> = t.iter().filter(|x| x.starts_with("hdr:") && x.contains(' ')).collect();
     assert!(bad.is_empty(), "header-name tokens with spaces: {bad:?}");
 }
 

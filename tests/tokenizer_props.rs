@@ -65,8 +65,7 @@ fn header_value() -> impl Strategy<Value = String> {
     prop_oneof![
         text(),
         // RFC 2047 encoded words, valid or not
-        ("(utf-8|iso-8859-1|koi8-r|gb2312|x-unknown|)", "[BbQqX]", "[A-Za-z0-9+/=_?]{0,40}")
-            .prop_map(|(cs, enc, p)| format!("=?{cs}?{enc}?{p}?=")),
+        ("(utf-8|iso-8859-1|koi8-r|gb2312|x-unknown|)", "[BbQqX]", "[A-Za-z0-9+/=_?]{0,40}").prop_map(|(cs, enc, p)| format!("=?{cs}?{enc}?{p}?=")),
         prop::collection::vec(any::<u8>(), 0..30).prop_map(|b| format!("=?utf-8?b?{}?=", base64(&b))),
         // addresses
         "(\"[a-zA-Z ]{0,20}\" )?<?[a-z0-9.]{0,20}@[a-z0-9.-]{0,30}>?(, [a-z]{1,8}@[a-z]{1,8}\\.[a-z]{2,3})*",
@@ -358,11 +357,7 @@ proptest! {
 fn tokenize_bounded(name: &str, raw: Vec<u8>) -> Vec<String> {
     let name = name.to_string();
     let n = raw.len();
-    let h = std::thread::Builder::new()
-        .name(name.clone())
-        .stack_size(2 << 20)
-        .spawn(move || Tokenizer::default().tokenize(&raw))
-        .unwrap();
+    let h = std::thread::Builder::new().name(name.clone()).stack_size(2 << 20).spawn(move || Tokenizer::default().tokenize(&raw)).unwrap();
     let t = h.join().unwrap_or_else(|_| panic!("{name}: tokenize panicked on {n} bytes"));
     let limits = Limits::default();
     assert!(t.len() <= limits.max_tokens, "{name}: {} tokens > max_tokens {}", t.len(), limits.max_tokens);
@@ -459,7 +454,6 @@ fn many_headers_and_huge_header() {
     tokenize_bounded("100k recipients", raw);
 }
 
-
 // ---------------------------------------------------------------------------
 // Inputs the properties above found failing, pinned
 // ---------------------------------------------------------------------------
@@ -483,4 +477,3 @@ fn long_non_ascii_helo() {
     let t = tokenize_bounded("non-ASCII HELO", raw.into_bytes());
     assert!(t.iter().any(|x| x.starts_with("rcvd:helo:")), "the HELO name is still a token");
 }
-

@@ -38,16 +38,12 @@ fn sh_quote(s: &str) -> String {
 }
 
 fn line<'a>(out: &'a str, prefix: &str, who: &str) -> &'a str {
-    out.lines()
-        .find(|l| l.starts_with(prefix))
-        .unwrap_or_else(|| panic!("{who} printed no `{prefix}...` line:\n{out}"))
+    out.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("{who} printed no `{prefix}...` line:\n{out}"))
 }
 
 /// Figures from a `hm%=.. sm%=.. lam%=.. sm%@hm0.1=..` line.
 fn fields(l: &str) -> Vec<(String, String)> {
-    l.split_whitespace()
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect()
+    l.split_whitespace().filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
 }
 
 /// `<path> judge=<label> score=<s>` lines.
@@ -112,24 +108,12 @@ fn eval_agrees_with_trec_run_over_the_cli() {
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", trec_run.display()));
     let trec_out = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "trec-run failed ({}):\n{trec_out}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "trec-run failed ({}):\n{trec_out}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     eprintln!("trec-run:\n{trec_out}");
 
     // The in-process evaluation.
     let eval_results = dir.0.join("eval.results");
-    let out = Command::new(BIN)
-        .arg("eval")
-        .arg(&index_path)
-        .arg("--results")
-        .arg(&eval_results)
-        .env_remove("HAMLET_DB")
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).arg("eval").arg(&index_path).arg("--results").arg(&eval_results).env_remove("HAMLET_DB").output().unwrap();
     let eval_out = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "hamlet eval failed:\n{eval_out}\n{}", String::from_utf8_lossy(&out.stderr));
     eprintln!("hamlet eval:\n{eval_out}");

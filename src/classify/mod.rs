@@ -386,10 +386,7 @@ pub fn sigmoid(z: f64) -> f64 {
 /// the [`CLUES_KEPT`] strongest of the tokens used.
 pub fn score(params: &Params, state: &ModelState, evidence: &[Evidence<'_>], gram_z: f64) -> Score {
     let totals = state.totals;
-    let mut scored: Vec<(f64, &Evidence<'_>)> = evidence
-        .iter()
-        .map(|e| (token_prob(params, totals, e.spam, e.ham), e))
-        .collect();
+    let mut scored: Vec<(f64, &Evidence<'_>)> = evidence.iter().map(|e| (token_prob(params, totals, e.spam, e.ham), e)).collect();
     let z_lr = lr_z(params, state.bias, evidence.iter().map(|e| e.weight), evidence.len());
     let (z_fisher, selected) = match params.combining {
         Combining::Graham => graham(params, totals, evidence),
@@ -417,10 +414,7 @@ pub fn score(params: &Params, state: &ModelState, evidence: &[Evidence<'_>], gra
     } else {
         Verdict::Unsure
     };
-    let clues = selected
-        .into_iter()
-        .map(|(prob, e)| Clue { token: e.token.to_string(), prob, spam: e.spam, ham: e.ham, weight: e.weight })
-        .collect();
+    let clues = selected.into_iter().map(|(prob, e)| Clue { token: e.token.to_string(), prob, spam: e.spam, ham: e.ham, weight: e.weight }).collect();
     Score { probability, logit: z, verdict, fisher_logit: z_fisher, lr_logit: z_lr, gram_logit: gram_z, mix_inputs: u, clues, tokens: evidence.len() }
 }
 
@@ -491,11 +485,7 @@ fn graham<'e>(params: &Params, totals: Totals, evidence: &'e [Evidence<'e>]) -> 
         .map(|e| {
             let g = 2.0 * f64::from(e.ham);
             let b = f64::from(e.spam);
-            let p = if g + b < 5.0 {
-                0.4
-            } else {
-                ((b / ns).min(1.0) / ((g / nh).min(1.0) + (b / ns).min(1.0))).clamp(0.01, 0.99)
-            };
+            let p = if g + b < 5.0 { 0.4 } else { ((b / ns).min(1.0) / ((g / nh).min(1.0) + (b / ns).min(1.0))).clamp(0.01, 0.99) };
             (p, e)
         })
         .collect();
@@ -549,8 +539,7 @@ mod tests {
         let names: Vec<String> = (0..240).map(|i| format!("t{i:03}")).collect();
         // 200 strong ham tokens and 40 strong spam ones: both tests reject
         // chance, so I alone is 1/2.
-        let mixed: Vec<Evidence<'_>> =
-            names.iter().enumerate().map(|(i, n)| if i < 40 { ev(n, 500, 0) } else { ev(n, 0, 500) }).collect();
+        let mixed: Vec<Evidence<'_>> = names.iter().enumerate().map(|(i, n)| if i < 40 { ev(n, 500, 0) } else { ev(n, 0, 500) }).collect();
         assert!(score(&off, &t, &mixed, 0.0).logit.abs() < 1e-9);
         let s = score(&p, &t, &mixed, 0.0);
         assert!(s.logit < -1.0, "the ham side is far stronger: {}", s.logit);

@@ -190,7 +190,11 @@ impl std::fmt::Display for Failure {
 #[derive(Debug)]
 enum Answer {
     /// `threshold`: the server's required score (SPAMD `Spam:` line).
-    Checked { outcome: Outcome, message: Option<Vec<u8>>, threshold: f64 },
+    Checked {
+        outcome: Outcome,
+        message: Option<Vec<u8>>,
+        threshold: f64,
+    },
     Learned(bool),
     Pong,
 }
@@ -226,10 +230,7 @@ impl ClientArgs {
             return Ok(Target::Socket(s.clone()));
         }
         if self.host.is_some() || self.port.is_some() {
-            return Ok(Target::Spamd {
-                host: self.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
-                port: self.port.unwrap_or(SPAMD_PORT),
-            });
+            return Ok(Target::Spamd { host: self.host.clone().unwrap_or_else(|| "127.0.0.1".into()), port: self.port.unwrap_or(SPAMD_PORT) });
         }
         if let Ok(s) = std::env::var("HAMLET_SPAMD") {
             return spamd_target(&s);
@@ -257,10 +258,9 @@ fn spamd_target(s: &str) -> Result<Target> {
         return Ok(Target::Spamd { host: a.ip().to_string(), port: a.port() });
     }
     match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => Ok(Target::Spamd {
-            host: h.to_string(),
-            port: p.parse().map_err(|_| Error::Invalid(format!("bad spamd address {s:?}")))?,
-        }),
+        Some((h, p)) if !h.contains(':') => {
+            Ok(Target::Spamd { host: h.to_string(), port: p.parse().map_err(|_| Error::Invalid(format!("bad spamd address {s:?}")))? })
+        }
         _ => Ok(Target::Spamd { host: s.to_string(), port: SPAMD_PORT }),
     }
 }
@@ -292,11 +292,7 @@ pub fn run(a: ClientArgs) -> Result<ExitCode> {
     }
     // Over -s: not sent, passed through, exit 0, even with -x, as spamc
     // does: the size limit is policy, not a failure the MTA should retry.
-    let result = if raw.len() > a.max_size {
-        Err(None)
-    } else {
-        target.and_then(|t| guarded(&t, &a, mode, &raw, deadline)).map_err(Some)
-    };
+    let result = if raw.len() > a.max_size { Err(None) } else { target.and_then(|t| guarded(&t, &a, mode, &raw, deadline)).map_err(Some) };
     let mut out = Vec::new();
     let code = match result {
         Ok(answer) => render(&a, mode, &raw, answer, &mut out),
@@ -455,7 +451,7 @@ fn connect(target: &Target, deadline: Option<Instant>) -> std::result::Result<Bo
             move || UnixStream::connect(p)
         })?
         .map(|s| Box::new(s) as Box<dyn Stream>)
-            .map_err(|e| Failure::Unavailable(format!("{}: {e}", p.display()))),
+        .map_err(|e| Failure::Unavailable(format!("{}: {e}", p.display()))),
         Target::Http(addr) => {
             let (host, port) = match spamd_target(addr) {
                 Ok(Target::Spamd { host, port }) => (host, port),
@@ -700,11 +696,7 @@ pub(crate) fn parse_http(buf: &[u8]) -> std::result::Result<(u16, Vec<u8>), Stri
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers")?;
     let head = String::from_utf8_lossy(&buf[..end]);
     let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or("bad status line")?;
+    let status: u16 = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).ok_or("bad status line")?;
     let mut length = None;
     let mut chunked = false;
     for l in lines {
@@ -761,7 +753,10 @@ mod tests {
     #[test]
     fn http_replies() {
         assert_eq!(parse_http(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi").unwrap(), (200, b"hi".to_vec()));
-        assert_eq!(parse_http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n1\r\n!\r\n0\r\n\r\n").unwrap(), (200, b"hi!".to_vec()));
+        assert_eq!(
+            parse_http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n1\r\n!\r\n0\r\n\r\n").unwrap(),
+            (200, b"hi!".to_vec())
+        );
         assert!(parse_http(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhi").is_err());
         assert!(parse_http(b"garbage").is_err());
         assert!(parse_http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello").is_err(), "truncated: an error, no panic");

@@ -270,23 +270,57 @@ pub struct ParamArgs {
 
 impl ParamArgs {
     fn apply(&self, p: &mut Params, o: &mut Options) {
-        if let Some(v) = self.robs { p.robs = v }
-        if let Some(v) = self.robx { p.robx = v }
-        if let Some(v) = self.min_dev { p.min_dev = v }
-        if let Some(v) = self.max_clues { p.max_clues = v }
-        if let Some(v) = self.combining { p.combining = v }
-        if let Some(v) = self.mix_fisher { p.mix_init[0] = v }
-        if let Some(v) = self.mix_lr { p.mix_init[1] = v }
-        if let Some(v) = self.mix_rate { p.mix_rate = v }
-        if let Some(v) = self.mix_clamp { p.mix_clamp = v }
-        if let Some(v) = self.boost_errors { p.boost_errors = v }
-        if let Some(v) = self.lr_rate { p.lr_rate = v }
-        if let Some(v) = self.lr_normalize { p.lr_normalize = v }
-        if let Some(v) = self.gram_rate { p.gram_rate = v }
-        if let Some(v) = self.mix_grams { p.gram_mix = v }
-        if let Some(v) = self.maturity { p.maturity = v }
-        if let Some(v) = self.tail_weight { p.tail_weight = v }
-        if let Some(v) = self.pairs { o.pairs = v }
+        if let Some(v) = self.robs {
+            p.robs = v
+        }
+        if let Some(v) = self.robx {
+            p.robx = v
+        }
+        if let Some(v) = self.min_dev {
+            p.min_dev = v
+        }
+        if let Some(v) = self.max_clues {
+            p.max_clues = v
+        }
+        if let Some(v) = self.combining {
+            p.combining = v
+        }
+        if let Some(v) = self.mix_fisher {
+            p.mix_init[0] = v
+        }
+        if let Some(v) = self.mix_lr {
+            p.mix_init[1] = v
+        }
+        if let Some(v) = self.mix_rate {
+            p.mix_rate = v
+        }
+        if let Some(v) = self.mix_clamp {
+            p.mix_clamp = v
+        }
+        if let Some(v) = self.boost_errors {
+            p.boost_errors = v
+        }
+        if let Some(v) = self.lr_rate {
+            p.lr_rate = v
+        }
+        if let Some(v) = self.lr_normalize {
+            p.lr_normalize = v
+        }
+        if let Some(v) = self.gram_rate {
+            p.gram_rate = v
+        }
+        if let Some(v) = self.mix_grams {
+            p.gram_mix = v
+        }
+        if let Some(v) = self.maturity {
+            p.maturity = v
+        }
+        if let Some(v) = self.tail_weight {
+            p.tail_weight = v
+        }
+        if let Some(v) = self.pairs {
+            o.pairs = v
+        }
     }
 }
 
@@ -351,10 +385,7 @@ fn train(db_path: &Path, a: TrainArgs) -> Result<ExitCode> {
             e.label = Some(c);
         }
         if e.label.is_none() && !a.untrain {
-            return Err(Error::Invalid(format!(
-                "{}: say --spam or --ham (or give a TREC index, which labels each message)",
-                e.name()
-            )));
+            return Err(Error::Invalid(format!("{}: say --spam or --ham (or give a TREC index, which labels each message)", e.name())));
         }
     }
     let store = open_db(db_path, true)?;
@@ -414,15 +445,8 @@ fn train(db_path: &Path, a: TrainArgs) -> Result<ExitCode> {
     }
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
-    let names = [
-        LearnOutcome::Learned,
-        LearnOutcome::AlreadyLearned,
-        LearnOutcome::Relearned,
-        LearnOutcome::Unlearned,
-        LearnOutcome::NotLearned,
-    ];
-    let summary: Vec<String> =
-        names.iter().filter(|o| counts[**o as usize] > 0).map(|o| format!("{} {}", counts[*o as usize], o.name())).collect();
+    let names = [LearnOutcome::Learned, LearnOutcome::AlreadyLearned, LearnOutcome::Relearned, LearnOutcome::Unlearned, LearnOutcome::NotLearned];
+    let summary: Vec<String> = names.iter().filter(|o| counts[**o as usize] > 0).map(|o| format!("{} {}", counts[*o as usize], o.name())).collect();
     println!(
         "{} messages in {:.1}s ({:.0}/s): {}",
         entries.len(),
@@ -449,7 +473,6 @@ fn num_threads(want: Option<usize>) -> usize {
     want.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1)
 }
 
-
 /// Formats a probability so that distinct values print distinctly (shortest
 /// round-trip form; scientific below 1e-4), keeping the ranking for tools
 /// that read the number back.
@@ -466,11 +489,7 @@ fn clue_lines(s: &Score, max: usize) -> String {
 }
 
 fn check(db_path: &Path, a: CheckArgs) -> Result<ExitCode> {
-    let store = if db_path.exists() {
-        RedbStore::open_read_only(db_path, LOCK_WAIT)?
-    } else {
-        open_db(db_path, true)?
-    };
+    let store = if db_path.exists() { RedbStore::open_read_only(db_path, LOCK_WAIT)? } else { open_db(db_path, true)? };
     let engine = Engine::new(store, Params::default());
     if a.files.is_empty() {
         let mut raw = Vec::new();
@@ -488,11 +507,7 @@ fn check(db_path: &Path, a: CheckArgs) -> Result<ExitCode> {
             Verdict::Unsure => 2,
         }));
     }
-    let entries: Vec<Entry> = a
-        .files
-        .iter()
-        .map(|f| Entry { label: None, location: mailbox::Location::File(f.clone()) })
-        .collect();
+    let entries: Vec<Entry> = a.files.iter().map(|f| Entry { label: None, location: mailbox::Location::File(f.clone()) }).collect();
     let threads = num_threads(a.threads).min(entries.len());
     let chunk = entries.len().div_ceil(threads).max(1);
     let engine = &engine;
@@ -670,10 +685,8 @@ fn serve(db: Option<PathBuf>, a: ServeArgs) -> Result<ExitCode> {
         cfg.policy = a.policy;
     }
     init_logging(&cfg.log);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Invalid(format!("cannot start the runtime: {e}")))?;
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Invalid(format!("cannot start the runtime: {e}")))?;
     rt.block_on(crate::service::run(cfg))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -683,11 +696,7 @@ fn init_logging(default: &str) {
     // async-imap traces every command it sends, LOGIN and its password
     // included: never below warnings, whatever the filter says.
     let filter = filter.add_directive("async_imap=warn".parse().expect("a valid directive"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).try_init();
 }
 
 fn imap_train(db: Option<PathBuf>, a: ImapArgs) -> Result<ExitCode> {
@@ -698,10 +707,8 @@ fn imap_train(db: Option<PathBuf>, a: ImapArgs) -> Result<ExitCode> {
     }
     let accounts = imap::accounts(&cfg.imap, a.account.as_deref())?;
     init_logging(&cfg.log);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Invalid(format!("cannot start the runtime: {e}")))?;
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Invalid(format!("cannot start the runtime: {e}")))?;
     rt.block_on(async {
         let state = imap::State::open(&imap::state_path(&cfg))?;
         let opts = imap::RunOptions { batch: cfg.imap.batch, max_messages: a.max_messages, progress: true };
@@ -759,11 +766,7 @@ fn imap_train(db: Option<PathBuf>, a: ImapArgs) -> Result<ExitCode> {
         bar.finish_and_clear();
         let secs = start.elapsed().as_secs_f64();
         println!("imap-train: {total} messages in {secs:.1} s ({:.0} messages/s)", total as f64 / secs.max(1e-9));
-        if failed.is_empty() {
-            Ok(ExitCode::SUCCESS)
-        } else {
-            Err(Error::Invalid(format!("failed accounts: {}", failed.join(", "))))
-        }
+        if failed.is_empty() { Ok(ExitCode::SUCCESS) } else { Err(Error::Invalid(format!("failed accounts: {}", failed.join(", ")))) }
     })
 }
 
@@ -796,12 +799,24 @@ fn run_eval(a: EvalArgs) -> Result<ExitCode> {
         (Some(k), _) => eval::kfold(&params, &prepared, k)?,
         (None, Some(seed)) => {
             let mut rule = crate::autolearn::AutoLearn { enabled: true, ..Default::default() };
-            if let Some(v) = a.al_spam_min { rule.spam_min = v }
-            if let Some(v) = a.al_spam_max { rule.spam_max = v }
-            if let Some(v) = a.al_ham_min { rule.ham_min = v }
-            if let Some(v) = a.al_ham_max { rule.ham_max = v }
-            if let Some(v) = a.al_max_ratio { rule.max_ratio = v }
-            if let Some(v) = a.al_min_per_class { rule.min_per_class = v }
+            if let Some(v) = a.al_spam_min {
+                rule.spam_min = v
+            }
+            if let Some(v) = a.al_spam_max {
+                rule.spam_max = v
+            }
+            if let Some(v) = a.al_ham_min {
+                rule.ham_min = v
+            }
+            if let Some(v) = a.al_ham_max {
+                rule.ham_max = v
+            }
+            if let Some(v) = a.al_max_ratio {
+                rule.max_ratio = v
+            }
+            if let Some(v) = a.al_min_per_class {
+                rule.min_per_class = v
+            }
             rule.check(params.ham_cutoff, params.spam_cutoff)?;
             let after = eval::AfterSeed { autolearn: a.autolearn.then_some(rule), corrections: a.corrections };
             let mut engine = crate::engine::Engine::new(crate::store::MemoryStore::new(), params.clone());

@@ -15,9 +15,9 @@
 //! and only DKIM can align.
 
 use super::spf::Spf;
-use mail_auth::{AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, SpfOutput, SpfResult};
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::{AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, SpfOutput, SpfResult};
 use std::time::Duration;
 
 /// What DKIM and DMARC said of one message.
@@ -50,7 +50,11 @@ impl AuthReport {
             _ => "DKIM_FAIL",
         };
         let domains: Vec<String> = self.dkim.iter().map(|(r, d)| format!("{d} {r}")).collect();
-        out.push((rule, format!("env:dkim={best}"), if domains.is_empty() { "no DKIM signature".into() } else { format!("DKIM {}", domains.join(", ")) }));
+        out.push((
+            rule,
+            format!("env:dkim={best}"),
+            if domains.is_empty() { "no DKIM signature".into() } else { format!("DKIM {}", domains.join(", ")) },
+        ));
         for (r, d) in &self.dkim {
             if *r == "pass" && !d.is_empty() {
                 out.push(("DKIM_PASS_DOMAIN", format!("env:dkim-d={}", d.to_ascii_lowercase()), format!("valid signature by {d}")));
@@ -65,7 +69,11 @@ impl AuthReport {
                 _ if *policy == "quarantine" => "DMARC_FAIL_QUARANTINE",
                 _ => "DMARC_FAIL",
             };
-            let token = if *r == "fail" && (*policy == "reject" || *policy == "quarantine") { format!("env:dmarc=fail:{policy}") } else { format!("env:dmarc={r}") };
+            let token = if *r == "fail" && (*policy == "reject" || *policy == "quarantine") {
+                format!("env:dmarc=fail:{policy}")
+            } else {
+                format!("env:dmarc={r}")
+            };
             out.push((rule, token, format!("DMARC {r} for {domain} (p={policy})")));
         }
         out
@@ -150,7 +158,10 @@ mod tests {
 
     #[test]
     fn findings_and_tokens() {
-        let r = AuthReport { dkim: vec![("fail", "a.example".into()), ("pass", "Mail.Example".into())], dmarc: Some(("pass", "reject", "mail.example".into())) };
+        let r = AuthReport {
+            dkim: vec![("fail", "a.example".into()), ("pass", "Mail.Example".into())],
+            dmarc: Some(("pass", "reject", "mail.example".into())),
+        };
         let f = r.findings();
         let tokens: Vec<&str> = f.iter().map(|(_, t, _)| t.as_str()).collect();
         assert_eq!(tokens, ["env:dkim=pass", "env:dkim-d=mail.example", "env:dmarc=pass"]);

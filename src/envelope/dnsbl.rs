@@ -175,7 +175,9 @@ impl Dnsbl {
                     })
                     // RFC 5782: answers are in 127.0.0.0/8; with a code table,
                     // only known codes count.
-                    .filter(|a| a.octets()[0] == 127 && (if zone.codes.is_empty() { !is_error_code(*a, zone.allow) } else { zone.codes.contains_key(a) }))
+                    .filter(|a| {
+                        a.octets()[0] == 127 && (if zone.codes.is_empty() { !is_error_code(*a, zone.allow) } else { zone.codes.contains_key(a) })
+                    })
                     .map(|a| (a, zone.codes.get(&a).cloned()))
                     .collect();
                 if codes.is_empty() { Answer::NotListed } else { Answer::Listed(codes) }

@@ -67,10 +67,7 @@ impl RedbGreyStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let db = redb::Database::builder()
-            .set_cache_size(16 << 20)
-            .create(path)
-            .map_err(|e| Error::Storage(format!("{}: {e}", path.display())))?;
+        let db = redb::Database::builder().set_cache_size(16 << 20).create(path).map_err(|e| Error::Storage(format!("{}: {e}", path.display())))?;
         let tx = db.begin_write()?;
         tx.open_table(GREY)?;
         tx.commit()?;
@@ -341,11 +338,7 @@ impl<S: GreyStore> Greylist<S> {
     pub fn expire(&self, now: u64) -> Result<u64> {
         let c = self.config.clone();
         self.store.retain(&move |_, r| {
-            if r.passes == 0 {
-                now.saturating_sub(r.first) <= c.delay_s + c.retry_window_s
-            } else {
-                now.saturating_sub(r.last) <= c.max_age_s
-            }
+            if r.passes == 0 { now.saturating_sub(r.first) <= c.delay_s + c.retry_window_s } else { now.saturating_sub(r.last) <= c.max_age_s }
         })
     }
 }
@@ -420,24 +413,36 @@ mod tests {
             g.check(ip(client), name, sender, rcpt, sasl, Signals { spf_pass: spf, dnsbl_listed: false }, T0).unwrap()
         };
         assert_eq!(check("10.1.2.3", None, "a@b.example", "x@corp.example", None, false), Verdict::Exempt("client whitelisted"));
-        assert_eq!(check("192.0.2.1", Some("out3.BigMail.example"), "a@b.example", "x@corp.example", None, false), Verdict::Exempt("client name whitelisted"));
+        assert_eq!(
+            check("192.0.2.1", Some("out3.BigMail.example"), "a@b.example", "x@corp.example", None, false),
+            Verdict::Exempt("client name whitelisted")
+        );
         assert_eq!(check("192.0.2.1", None, "a@b.example", "Postmaster@corp.example", None, false), Verdict::Exempt("recipient whitelisted"));
         assert_eq!(check("192.0.2.1", None, "a@b.example", "r@abuse.example", None, false), Verdict::Exempt("recipient whitelisted"));
         assert_eq!(check("192.0.2.1", None, "a@bank.example", "x@corp.example", None, true), Verdict::Exempt("sender domain with SPF pass"));
-        assert!(matches!(check("192.0.2.1", None, "a@bank.example", "x@corp.example", None, false), Verdict::Defer { .. }), "no SPF pass, no exemption");
+        assert!(
+            matches!(check("192.0.2.1", None, "a@bank.example", "x@corp.example", None, false), Verdict::Defer { .. }),
+            "no SPF pass, no exemption"
+        );
         assert_eq!(check("192.0.2.1", None, "a@b.example", "x@corp.example", Some("alice"), false), Verdict::Exempt("authenticated"));
         // Two first passes whitelist the client address (not its network).
         for (i, s) in ["p@one.example", "q@two.example"].iter().enumerate() {
             let t = T0 + 1000 * i as u64;
             assert!(matches!(g.check(ip("198.51.100.7"), None, s, "x@corp.example", None, Signals::default(), t).unwrap(), Verdict::Defer { .. }));
-            assert!(matches!(g.check(ip("198.51.100.7"), None, s, "x@corp.example", None, Signals::default(), t + 300).unwrap(), Verdict::Pass { .. }));
+            assert!(matches!(
+                g.check(ip("198.51.100.7"), None, s, "x@corp.example", None, Signals::default(), t + 300).unwrap(),
+                Verdict::Pass { .. }
+            ));
         }
         assert_eq!(
             g.check(ip("198.51.100.7"), None, "new@three.example", "x@corp.example", None, Signals::default(), T0 + 5000).unwrap(),
             Verdict::Exempt("client auto-whitelisted")
         );
         assert!(
-            matches!(g.check(ip("198.51.100.8"), None, "new@three.example", "x@corp.example", None, Signals::default(), T0 + 5000).unwrap(), Verdict::Defer { .. }),
+            matches!(
+                g.check(ip("198.51.100.8"), None, "new@three.example", "x@corp.example", None, Signals::default(), T0 + 5000).unwrap(),
+                Verdict::Defer { .. }
+            ),
             "a neighbour is not whitelisted"
         );
     }

@@ -144,7 +144,11 @@ pub fn valid_address(addr: &str) -> bool {
     let domain = domain.strip_suffix('.').unwrap_or(domain);
     !domain.is_empty()
         && domain.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_')
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_')
         })
 }
 

@@ -97,7 +97,13 @@ fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => {
             let o = a.octets();
-            !(a.is_private() || a.is_loopback() || a.is_link_local() || a.is_unspecified() || a.is_broadcast() || o[0] == 0 || (o[0] == 100 && (64..128).contains(&o[1])))
+            !(a.is_private()
+                || a.is_loopback()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_broadcast()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])))
         }
         IpAddr::V6(a) => !(a.is_loopback() || a.is_unspecified()),
     }
@@ -133,7 +139,10 @@ mod tests {
             Received: from dsl-7.isp.example (HELO my-pc) (198.51.100.77)\r\n  by mx.example.org with SMTP\r\n\
             Subject: hi\r\n\r\nbody\r\nReceived: from x ([203.0.113.1]) by y\r\n";
         let e = envelope(raw).unwrap();
-        assert_eq!((e.client_ip.unwrap().to_string(), e.helo.as_str(), e.client_name.as_deref()), ("198.51.100.77".into(), "my-pc", Some("dsl-7.isp.example")));
+        assert_eq!(
+            (e.client_ip.unwrap().to_string(), e.helo.as_str(), e.client_name.as_deref()),
+            ("198.51.100.77".into(), "my-pc", Some("dsl-7.isp.example"))
+        );
         assert!(envelope(b"Subject: no trace\r\n\r\nbody").is_none());
         assert!(envelope(b"Received: from a (a [10.1.1.1]) by b\r\n\r\n").is_none(), "private hops only");
     }

@@ -5,12 +5,12 @@
 //! Errors have one JSON shape, `{"error": {"status": 413, "message": "..."}}`;
 //! 5xx bodies say only "internal error", the detail goes to the log.
 
+use crate::Class;
 use crate::classify::Score;
 use crate::engine::{Engine, LearnOutcome};
 use crate::envelope::{Decision, Envelope, Report};
 use crate::service::{JobError, Service};
 use crate::store::TokenStore;
-use crate::Class;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -73,10 +73,7 @@ async fn observe<S: TokenStore + 'static>(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let path = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let path = req.extensions().get::<axum::extract::MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let start = Instant::now();
     let resp = next.run(req).await;
     state.metrics.request(&path, resp.status().as_u16(), start.elapsed().as_secs_f64());
@@ -117,12 +114,8 @@ fn message(body: Body) -> Result<Vec<u8>, ApiError> {
 
 /// The JSON form of a score.
 pub fn score_json(s: &Score, elapsed: Duration) -> Value {
-    let clues: Vec<Value> = s
-        .clues
-        .iter()
-        .take(30)
-        .map(|c| json!({ "token": c.token, "prob": c.prob, "spam": c.spam, "ham": c.ham, "weight": c.weight }))
-        .collect();
+    let clues: Vec<Value> =
+        s.clues.iter().take(30).map(|c| json!({ "token": c.token, "prob": c.prob, "spam": c.spam, "ham": c.ham, "weight": c.weight })).collect();
     json!({
         "verdict": s.verdict.name(),
         "probability": s.probability,
@@ -348,8 +341,8 @@ async fn stats<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) ->
 }
 
 async fn healthz<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) -> Result<Json<Value>, ApiError> {
-    blocking(&state, |e| e.store().read()?.state().map(|_| ())).await.map_err(|_| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database not readable")
-    })?;
+    blocking(&state, |e| e.store().read()?.state().map(|_| ()))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database not readable"))?;
     Ok(Json(json!({ "status": "ok" })))
 }

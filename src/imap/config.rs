@@ -144,8 +144,7 @@ impl Account {
                 let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
                 Ok(text.lines().next().unwrap_or("").to_string())
             }
-            (None, Some(v)) => std::env::var(v)
-                .map_err(|_| Error::Invalid(format!("account {}: environment variable {v} is not set", self.name))),
+            (None, Some(v)) => std::env::var(v).map_err(|_| Error::Invalid(format!("account {}: environment variable {v} is not set", self.name))),
             (None, None) => Err(Error::Invalid(format!("account {}: set password_file or password_env", self.name))),
         }
     }
@@ -154,11 +153,9 @@ impl Account {
     pub fn folders(&self) -> Vec<(String, crate::Class)> {
         let ignored = |f: &String| self.ignore_folders.iter().any(|i| i == f);
         let mut out = Vec::new();
-        for (list, class) in [
-            (&self.spam_folders, crate::Class::Spam),
-            (&self.ham_folders, crate::Class::Ham),
-            (&self.sent_folders, crate::Class::Ham),
-        ] {
+        for (list, class) in
+            [(&self.spam_folders, crate::Class::Spam), (&self.ham_folders, crate::Class::Ham), (&self.sent_folders, crate::Class::Ham)]
+        {
             out.extend(list.iter().filter(|f| !ignored(f)).map(|f| (f.clone(), class)));
         }
         out
@@ -193,8 +190,7 @@ impl Account {
                 Some(_) => {}
             }
         }
-        let atom_ok = !self.keyword.is_empty()
-            && self.keyword.bytes().all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b));
+        let atom_ok = !self.keyword.is_empty() && self.keyword.bytes().all(|b| b.is_ascii_graphic() && !b"(){%*\"\\]".contains(&b));
         if !atom_ok {
             return bad(format!("keyword {:?} is not an IMAP keyword (an atom: no spaces, parentheses, quotes or backslash)", self.keyword));
         }
@@ -227,12 +223,18 @@ mod tests {
         assert_eq!(a.folders(), vec![("Junk".into(), crate::Class::Spam), ("INBOX".into(), crate::Class::Ham)]);
         assert!(account("spam_folders = [\"Junk\"]\n").check().is_ok());
         assert_eq!(account("").port(), 993);
-        let remote: Account = toml::from_str("name = \"a\"\nhost = \"imap.example.org\"\nuser = \"u\"\npassword_env = \"P\"\ntls = \"plain\"\nspam_folders = [\"J\"]\n").unwrap();
+        let remote: Account = toml::from_str(
+            "name = \"a\"\nhost = \"imap.example.org\"\nuser = \"u\"\npassword_env = \"P\"\ntls = \"plain\"\nspam_folders = [\"J\"]\n",
+        )
+        .unwrap();
         assert!(remote.check().unwrap_err().to_string().contains("loopback"));
         assert!(account("").check().is_err(), "no folders");
         assert!(account("spam_folders = [\"J\"]\nham_folders = [\"J\"]\n").check().is_err());
         assert!(account("spam_folders = [\"J\"]\nafter = \"move\"\n").check().is_err());
-        assert!(account("spam_folders = [\"J\"]\nham_folders = [\"A\"]\nafter = \"move\"\nmove_to = \"A\"\n").check().is_err(), "move into a read folder");
+        assert!(
+            account("spam_folders = [\"J\"]\nham_folders = [\"A\"]\nafter = \"move\"\nmove_to = \"A\"\n").check().is_err(),
+            "move into a read folder"
+        );
         assert!(account("spam_folders = [\"J\"]\nafter = \"move\"\nmove_to = \"Learned\"\n").check().is_ok());
         assert!(account("spam_folders = [\"J\"]\nkeyword = \"\\\\Deleted\"\n").check().is_err());
         assert!(account("spam_folders = [\"J\"]\nkeyword = \"two words\"\n").check().is_err());

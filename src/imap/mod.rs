@@ -51,10 +51,7 @@ impl State {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         let db = redb::Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => Error::Invalid(format!(
-                "{} is in use: another hamlet imap-train is running",
-                path.display()
-            )),
+            redb::DatabaseError::DatabaseAlreadyOpen => Error::Invalid(format!("{} is in use: another hamlet imap-train is running", path.display())),
             e => Error::Storage(format!("{}: {e}", path.display())),
         })?;
         let tx = db.begin_write()?;
@@ -102,9 +99,7 @@ impl Learner {
                 match user {
                     None => engine.train(&batch),
                     Some(u) => {
-                        let users = users.as_ref().ok_or_else(|| {
-                            Error::Invalid("model = \"user\" needs users_dir in the configuration".into())
-                        })?;
+                        let users = users.as_ref().ok_or_else(|| Error::Invalid("model = \"user\" needs users_dir in the configuration".into()))?;
                         match users.get(u, true)? {
                             Some(store) => engine.train_in(&*store as &dyn TokenStore, &batch),
                             None => engine.train(&batch),
@@ -205,10 +200,7 @@ pub async fn connect(acct: &Account) -> Result<Session> {
         }
     }
     let password = acct.password()?;
-    client
-        .login(&acct.user, &password)
-        .await
-        .map_err(|(e, _)| fail(format!("login as {} failed: {e}", acct.user)))
+    client.login(&acct.user, &password).await.map_err(|(e, _)| fail(format!("login as {} failed: {e}", acct.user)))
 }
 
 async fn tls_wrap(acct: &Account, tcp: tokio::net::TcpStream) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {

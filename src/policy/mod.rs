@@ -50,11 +50,7 @@ pub async fn read_request<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = (&mut *r)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-            .await
-            .map_err(|e| ReadError::Bad(format!("read error: {e}")))?;
+        let n = (&mut *r).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await.map_err(|e| ReadError::Bad(format!("read error: {e}")))?;
         if n == 0 {
             return Err(if attrs.is_empty() { ReadError::Closed } else { ReadError::Bad("closed inside a request".into()) });
         }
@@ -102,7 +98,9 @@ pub fn action(report: &crate::envelope::Report, env: &Envelope, now: u64, first:
             (Some(Verdict::Pass { delayed: Some(secs) }), _, _) => {
                 format!("PREPEND X-Greylist: delayed {secs} seconds by hamlet-{}; {}", env!("CARGO_PKG_VERSION"), rfc2822_date(now))
             }
-            (_, Some(spf), Some(ip)) if first => format!("PREPEND Received-SPF: {}", crate::envelope::spf::received_spf(spf, ip, &env.helo, &env.mail_from)),
+            (_, Some(spf), Some(ip)) if first => {
+                format!("PREPEND Received-SPF: {}", crate::envelope::spf::received_spf(spf, ip, &env.helo, &env.mail_from))
+            }
             _ => "DUNNO".to_string(),
         },
     }
@@ -124,14 +122,7 @@ pub fn rfc2822_date(secs: u64) -> String {
     let y = yoe + era * 400 + i64::from(m <= 2);
     const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    format!(
-        "{}, {d} {} {y} {:02}:{:02}:{:02} +0000",
-        DAYS[(days % 7) as usize],
-        MONTHS[(m - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{}, {d} {} {y} {:02}:{:02}:{:02} +0000", DAYS[(days % 7) as usize], MONTHS[(m - 1) as usize], rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Seconds since the epoch: the envelope checks' clock.

@@ -204,9 +204,7 @@ pub fn parse_request_line(line: &[u8]) -> Result<Request, ProtoError> {
 pub fn parse_header_line(req: &mut Request, line: &[u8]) -> Result<(), ProtoError> {
     let line = trim_eol(line);
     let line = std::str::from_utf8(line).map_err(|_| ProtoError::protocol("header line is not UTF-8"))?;
-    let (name, value) = line
-        .split_once(':')
-        .ok_or_else(|| ProtoError::protocol(format!("bad header line {:?}", truncate(line, 60))))?;
+    let (name, value) = line.split_once(':').ok_or_else(|| ProtoError::protocol(format!("bad header line {:?}", truncate(line, 60))))?;
     let value = value.trim();
     match name.trim().to_ascii_lowercase().as_str() {
         "content-length" => {

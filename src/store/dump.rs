@@ -180,10 +180,9 @@ pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
             "totals" | "messages" => {
                 let v: Vec<&str> = rest.split_whitespace().collect();
                 let pair = match v.as_slice() {
-                    [s, h] => (
-                        s.parse().map_err(|_| perr(n, format!("bad spam {kind}")))?,
-                        h.parse().map_err(|_| perr(n, format!("bad ham {kind}")))?,
-                    ),
+                    [s, h] => {
+                        (s.parse().map_err(|_| perr(n, format!("bad spam {kind}")))?, h.parse().map_err(|_| perr(n, format!("bad ham {kind}")))?)
+                    }
                     _ => return Err(perr(n, format!("expected `{kind} <spam> <ham>`"))),
                 };
                 if kind == "totals" {
@@ -208,8 +207,7 @@ pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
                 let spam: u32 = num("spam count")?.parse().map_err(|_| perr(n, "bad spam count".into()))?;
                 let ham: u32 = num("ham count")?.parse().map_err(|_| perr(n, "bad ham count".into()))?;
                 let day: u32 = num("day")?.parse().map_err(|_| perr(n, "bad day".into()))?;
-                let weight: f32 =
-                    num("weight")?.parse().ok().and_then(finite).ok_or_else(|| perr(n, "bad weight".into()))?;
+                let weight: f32 = num("weight")?.parse().ok().and_then(finite).ok_or_else(|| perr(n, "bad weight".into()))?;
                 let token = unescape(num("token")?);
                 if token.is_empty() {
                     return Err(perr(n, "empty token".into()));

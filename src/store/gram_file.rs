@@ -70,9 +70,7 @@ impl Mapped {
         // a new one over it), so the mapped bytes stay valid and unchanged
         // until `Drop` unmaps them. (Another program truncating the file
         // while it is mapped would make reads fault, as with any mmap.)
-        let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), FILE_BYTES, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0)
-        };
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), FILE_BYTES, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
         if ptr == libc::MAP_FAILED {
             return None;
         }

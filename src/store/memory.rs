@@ -51,7 +51,12 @@ fn scan_map(map: &HashMap<String, TokenRecord>, after: Option<&str>, limit: usiz
     let mut keys: Vec<(u64, String)> = map.keys().map(|k| key(k)).filter(|k| after.as_ref().is_none_or(|a| k > a)).collect();
     keys.sort_unstable();
     keys.truncate(limit);
-    keys.into_iter().map(|(_, k)| { let r = map[&k]; (k, r) }).collect()
+    keys.into_iter()
+        .map(|(_, k)| {
+            let r = map[&k];
+            (k, r)
+        })
+        .collect()
 }
 
 impl ReadView for Snapshot {
@@ -199,13 +204,7 @@ impl TokenStore for MemoryStore {
     fn write(&self, f: &mut dyn FnMut(&mut dyn WriteView) -> Result<()>) -> Result<()> {
         // Holding the lock for the whole write serializes writers, as redb does.
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut overlay = Overlay {
-            base: guard.clone(),
-            tokens: HashMap::new(),
-            journal: HashMap::new(),
-            state: None,
-            grams: HashMap::new(),
-        };
+        let mut overlay = Overlay { base: guard.clone(), tokens: HashMap::new(), journal: HashMap::new(), state: None, grams: HashMap::new() };
         f(&mut overlay)?;
         let Overlay { base, tokens, journal, state, grams } = overlay;
         drop(base);

@@ -15,7 +15,7 @@ mod gram_file;
 mod memory;
 mod redb_store;
 
-pub use dump::{apply, dump, load, parse, DumpStats, Parsed};
+pub use dump::{DumpStats, Parsed, apply, dump, load, parse};
 pub use memory::MemoryStore;
 pub use redb_store::{RedbStore, USER_CACHE_BYTES};
 
@@ -223,12 +223,9 @@ impl ReadView for Layered<'_> {
         Ok(match (self.base.get(token)?, self.top.get(token)?) {
             (b, None) => b,
             (None, Some(t)) => Some(TokenRecord { weight: 0.0, ..t }),
-            (Some(b), Some(t)) => Some(TokenRecord {
-                spam: b.spam.saturating_add(t.spam),
-                ham: b.ham.saturating_add(t.ham),
-                day: b.day.max(t.day),
-                weight: b.weight,
-            }),
+            (Some(b), Some(t)) => {
+                Some(TokenRecord { spam: b.spam.saturating_add(t.spam), ham: b.ham.saturating_add(t.ham), day: b.day.max(t.day), weight: b.weight })
+            }
         })
     }
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
@@ -397,13 +394,7 @@ impl Preloaded {
         let mut slots: Vec<Slot> = Vec::with_capacity(n);
         advise_huge_pages(slots.as_mut_ptr().cast(), n * std::mem::size_of::<Slot>());
         slots.resize(n, empty);
-        Preloaded {
-            slots,
-            shift: 64 - n.trailing_zeros(),
-            used: 0,
-            long_texts: String::new(),
-            others: Default::default(),
-        }
+        Preloaded { slots, shift: 64 - n.trailing_zeros(), used: 0, long_texts: String::new(), others: Default::default() }
     }
 
     fn text<'s>(&'s self, slot: &'s Slot) -> &'s [u8] {
@@ -638,10 +629,7 @@ impl std::hash::Hasher for FxHasher {
 
 /// Today, as days since 1970-01-01 UTC.
 pub fn today() -> u32 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     (secs / 86_400) as u32
 }
 
@@ -655,13 +643,7 @@ pub struct ExpireStats {
 /// Drops tokens unseen for `max_age_days`, and hapaxes (spam + ham count of
 /// 1: one message, learned once) unseen for `hapax_age_days`, in batches of `batch` tokens per transaction
 /// so a big database never holds one huge write.
-pub fn expire(
-    store: &dyn TokenStore,
-    today: u32,
-    max_age_days: u32,
-    hapax_age_days: u32,
-    batch: usize,
-) -> Result<ExpireStats> {
+pub fn expire(store: &dyn TokenStore, today: u32, max_age_days: u32, hapax_age_days: u32, batch: usize) -> Result<ExpireStats> {
     let mut stats = ExpireStats::default();
     let mut after: Option<String> = None;
     loop {
@@ -709,7 +691,12 @@ pub(crate) mod conformance {
             .write(&mut |w| {
                 w.put("a", rec)?;
                 w.put("b", rec)?;
-                w.set_state(ModelState { totals: Totals { spam: 3, ham: 4 }, messages: Totals { spam: 2, ham: 4 }, bias: 0.25, mix: [0.5, -0.25, 1.0] })?;
+                w.set_state(ModelState {
+                    totals: Totals { spam: 3, ham: 4 },
+                    messages: Totals { spam: 2, ham: 4 },
+                    bias: 0.25,
+                    mix: [0.5, -0.25, 1.0],
+                })?;
                 w.set_journal(&d, Some(JournalEntry { class: Class::Spam, day: 100, weight: 2 }))?;
                 // Reads inside the transaction see its own writes.
                 assert_eq!(w.get("a")?, Some(rec));

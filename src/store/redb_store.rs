@@ -32,8 +32,8 @@
 //! token's write replaces the earlier one's record, and a remove only
 //! removes a record holding its own text.
 
-use super::{gram_file, stored_weight};
 use super::{GRAM_DIM, Grams, JournalEntry, ModelState, ReadView, SCHEMA_VERSION, TokenRecord, TokenStore, Totals, WriteView};
+use super::{gram_file, stored_weight};
 use crate::digest::Digest;
 use crate::tokenize::{TOKENIZER_VERSION, token_hash};
 use crate::{Class, Error, Result};
@@ -261,12 +261,7 @@ impl RedbStore {
     /// value. `table` opens the `grams` table only then: redb reads a
     /// table's root page when it opens it, and this table's root is the
     /// 2 MiB page of the weights.
-    fn with_stored_grams<'t, M, T, R>(
-        &self,
-        meta: &M,
-        table: impl FnOnce() -> Result<Option<&'t T>>,
-        f: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R>
+    fn with_stored_grams<'t, M, T, R>(&self, meta: &M, table: impl FnOnce() -> Result<Option<&'t T>>, f: impl FnOnce(&[u8]) -> R) -> Result<R>
     where
         M: ReadableTable<&'static str, u64>,
         T: ReadableTable<u32, &'static [u8]> + 't,
@@ -495,9 +490,7 @@ impl ReadView for RedbRead<'_> {
         if self.summed_raw.replace(true) {
             return Ok(super::sum_slots(self.grams()?, slots));
         }
-        self.store.with_stored_grams(&self.meta, || self.grams_table(), |bytes| {
-            super::sum_weights(slots, |s| stored_weight(bytes, s as usize))
-        })
+        self.store.with_stored_grams(&self.meta, || self.grams_table(), |bytes| super::sum_weights(slots, |s| stored_weight(bytes, s as usize)))
     }
     fn gram_weights(&self) -> Result<Grams> {
         self.grams().cloned()

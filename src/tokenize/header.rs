@@ -15,19 +15,8 @@ use super::{Sink, prefix, small_bucket, text, url};
 use mail_parser::{Address, HeaderValue, MimeHeaders};
 
 /// Header name prefixes whose headers are never tokenized (see module doc).
-const IGNORED_PREFIXES: &[&str] = &[
-    "x-spam",
-    "x-barracuda",
-    "x-bogosity",
-    "x-dspam",
-    "x-hamlet",
-    "x-virus",
-    "x-asg",
-    "x-policyd",
-    "x-amavis",
-    "x-quarantine",
-    "x-rspamd",
-];
+const IGNORED_PREFIXES: &[&str] =
+    &["x-spam", "x-barracuda", "x-bogosity", "x-dspam", "x-hamlet", "x-virus", "x-asg", "x-policyd", "x-amavis", "x-quarantine", "x-rspamd"];
 
 /// Headers whose short values are tokenized whole (`hv:<name>:<value>`).
 const VALUE_HEADERS: &[&str] = &[
@@ -232,10 +221,8 @@ fn received_tokens(v: &str, sink: &mut Sink) {
     // Lowered once for the whole header: a copy per piece and per IP test
     // were a third of the header tokenizer's allocations (callgrind).
     let v = v.to_ascii_lowercase();
-    let pieces: Vec<&str> = v
-        .split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | ';' | '<' | '>' | ','))
-        .filter(|p| !p.is_empty())
-        .collect();
+    let pieces: Vec<&str> =
+        v.split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | ';' | '<' | '>' | ',')).filter(|p| !p.is_empty()).collect();
     for (i, &lower) in pieces.iter().enumerate() {
         if let Some(ip) = ipv4(lower) {
             // The /16 and /24 prefixes end at the second and third dots.

@@ -9,9 +9,42 @@
 use super::{Sink, prefix, small_bucket, url};
 
 const BLOCK_TAGS: &[&str] = &[
-    "p", "br", "div", "td", "th", "tr", "li", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5",
-    "h6", "hr", "blockquote", "pre", "title", "body", "head", "html", "center", "dd", "dt", "dl",
-    "tbody", "thead", "section", "article", "header", "footer", "form", "option", "select",
+    "p",
+    "br",
+    "div",
+    "td",
+    "th",
+    "tr",
+    "li",
+    "ul",
+    "ol",
+    "table",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "blockquote",
+    "pre",
+    "title",
+    "body",
+    "head",
+    "html",
+    "center",
+    "dd",
+    "dt",
+    "dl",
+    "tbody",
+    "thead",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "form",
+    "option",
+    "select",
 ];
 
 /// Returns the visible text of `html` and pushes the cue tokens.
@@ -43,9 +76,7 @@ pub(crate) fn tokenize(html: &str, sink: &mut Sink) -> String {
                 i += rel_end + 1;
                 let closing = tag.starts_with('/');
                 let tag_body = tag.trim_start_matches('/');
-                let name_end = tag_body
-                    .find(|c: char| c.is_ascii_whitespace() || c == '/')
-                    .unwrap_or(tag_body.len());
+                let name_end = tag_body.find(|c: char| c.is_ascii_whitespace() || c == '/').unwrap_or(tag_body.len());
                 let name = tag_body[..name_end].to_ascii_lowercase();
                 let attrs = &tag_body[name_end..];
                 if name.is_empty() || !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'!' || c == b'-') {
@@ -257,18 +288,9 @@ mod tests {
 
     #[test]
     fn cues_and_links() {
-        let (_, t) = run(
-            "<div style='display: none'>x</div><img src=\"http://img.example.com/a.gif\">\
-             <a href=\"https://click.example.net/go\">here</a><form><input></form><!-- c -->",
-        );
-        for want in [
-            "html:hidden-text",
-            "html:img:1",
-            "html:form",
-            "html:comments:1",
-            "url:host:click.example.net",
-            "url:host:img.example.com",
-        ] {
+        let (_, t) = run("<div style='display: none'>x</div><img src=\"http://img.example.com/a.gif\">\
+             <a href=\"https://click.example.net/go\">here</a><form><input></form><!-- c -->");
+        for want in ["html:hidden-text", "html:img:1", "html:form", "html:comments:1", "url:host:click.example.net", "url:host:img.example.com"] {
             assert!(t.iter().any(|x| x == want), "missing {want} in {t:?}");
         }
     }

@@ -283,9 +283,7 @@ thread_local! {
 
 impl Sink {
     fn new(limits: &Limits) -> Sink {
-        let seen = SPARE_SEEN
-            .with(std::cell::Cell::take)
-            .unwrap_or_else(|| SeenMap::with_capacity_and_hasher(1024, crate::store::FxBuild));
+        let seen = SPARE_SEEN.with(std::cell::Cell::take).unwrap_or_else(|| SeenMap::with_capacity_and_hasher(1024, crate::store::FxBuild));
         Sink {
             text: String::with_capacity(8192),
             tokens: Vec::with_capacity(512),
@@ -315,7 +313,6 @@ impl Sink {
     fn into_tokens(self) -> Vec<String> {
         self.into_set().iter().map(|(_, t)| t.to_string()).collect()
     }
-
 }
 
 impl Drop for Sink {
@@ -418,11 +415,7 @@ impl Tokenizer {
         // An mbox "From " separator line is not a header: parsed as one it
         // gives every message a unique junk token (5,453 of the 6,046
         // SpamAssassin corpus files start with one).
-        let raw = if raw.starts_with(b"From ") {
-            raw.iter().position(|&b| b == b'\n').map_or(&raw[raw.len()..], |i| &raw[i + 1..])
-        } else {
-            raw
-        };
+        let raw = if raw.starts_with(b"From ") { raw.iter().position(|&b| b == b'\n').map_or(&raw[raw.len()..], |i| &raw[i + 1..]) } else { raw };
         let raw = if raw.len() > limits.max_parse_bytes {
             sink.push(prefix::MESSAGE, "truncated");
             cut_at_line(&raw[..limits.max_parse_bytes])
@@ -442,14 +435,7 @@ impl Tokenizer {
     }
 
     /// Tokenizes one (possibly nested) message.
-    fn message(
-        &self,
-        message: &mail_parser::Message<'_>,
-        raw: &[u8],
-        sink: &mut Sink,
-        depth: usize,
-        parts_seen: &mut usize,
-    ) {
+    fn message(&self, message: &mail_parser::Message<'_>, raw: &[u8], sink: &mut Sink, depth: usize, parts_seen: &mut usize) {
         if depth == 0 {
             header::headers(message, raw, sink);
         } else {
@@ -564,8 +550,7 @@ fn base64_prefix(data: &[u8]) -> Vec<u8> {
 }
 
 fn is_attachment(part: &mail_parser::MessagePart<'_>) -> bool {
-    part.content_disposition().is_some_and(|d| d.ctype().eq_ignore_ascii_case("attachment"))
-        || part.attachment_name().is_some()
+    part.content_disposition().is_some_and(|d| d.ctype().eq_ignore_ascii_case("attachment")) || part.attachment_name().is_some()
 }
 
 /// Attachment tokens: file name, extension and content type, never the payload.

@@ -67,11 +67,7 @@ pub(crate) fn words(text: &str, sink: &mut Sink, pairs: bool) {
 /// one spamassassin message in six) takes the fast path too, but for the
 /// whitespace-delimited stretches that hold them (see [`Mixed`]).
 pub(crate) fn unicode_words(text: &str) -> Box<dyn Iterator<Item = &str> + '_> {
-    if text.is_ascii() {
-        Box::new(AsciiWords::new(text))
-    } else {
-        Box::new(Mixed { text, pos: 0, ascii: AsciiWords::new(""), island: None })
-    }
+    if text.is_ascii() { Box::new(AsciiWords::new(text)) } else { Box::new(Mixed { text, pos: 0, ascii: AsciiWords::new(""), island: None }) }
 }
 
 /// The full segmenter, CJK runs joined.
@@ -306,9 +302,21 @@ mod tests {
     #[test]
     fn mixed_text_matches_the_full_segmenter_on_cases() {
         for s in [
-            "caf\u{e9} au lait", "a\u{a0}b c", "\u{a0}", "x \u{301}y", "don\u{2019}t stop", "\u{ad}word next\u{ad}",
-            "日本語 の テキスト abc", "price: 1\u{a0}000 \u{20ac}", "tab\there\u{e9}\r\nnext", "a\u{200d}\u{1f600} b",
-            "\u{e9}", "e\u{301}t\u{e9} a.b\u{e9}.c", "カタカナabc漢字 x", "x \u{ce2}", "ab  \r\n \u{ce2}y z",
+            "caf\u{e9} au lait",
+            "a\u{a0}b c",
+            "\u{a0}",
+            "x \u{301}y",
+            "don\u{2019}t stop",
+            "\u{ad}word next\u{ad}",
+            "日本語 の テキスト abc",
+            "price: 1\u{a0}000 \u{20ac}",
+            "tab\there\u{e9}\r\nnext",
+            "a\u{200d}\u{1f600} b",
+            "\u{e9}",
+            "e\u{301}t\u{e9} a.b\u{e9}.c",
+            "カタカナabc漢字 x",
+            "x \u{ce2}",
+            "ab  \r\n \u{ce2}y z",
         ] {
             let (fast, full) = mixed(s);
             assert_eq!(fast, full, "on {s:?}");
@@ -318,8 +326,19 @@ mod tests {
     #[test]
     fn ascii_fast_path_matches_uax29_on_cases() {
         for s in [
-            "don't stop", "www.example.com/x?y=1", "3.14 1,000,000 a1b2 _x_ x__y", "a:b c::d e.f. 'quoted'",
-            "a.1 1.a 1'2 a'1 ''a'' ..a.. a,b 1;2;3 x_1.5", "e-mail foo@bar.baz", "", " ", "_", "__", "a_", "...", "A.B.C.",
+            "don't stop",
+            "www.example.com/x?y=1",
+            "3.14 1,000,000 a1b2 _x_ x__y",
+            "a:b c::d e.f. 'quoted'",
+            "a.1 1.a 1'2 a'1 ''a'' ..a.. a,b 1;2;3 x_1.5",
+            "e-mail foo@bar.baz",
+            "",
+            " ",
+            "_",
+            "__",
+            "a_",
+            "...",
+            "A.B.C.",
         ] {
             let (fast, uax) = both(s);
             assert_eq!(fast, uax, "on {s:?}");

@@ -44,9 +44,8 @@ pub(crate) fn find_in_text(text: &str, sink: &mut Sink) {
         };
         match start.filter(|&s| s >= floor) {
             Some(s) => {
-                let end = text[s..]
-                    .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')' | ']'))
-                    .map_or(text.len(), |e| s + e);
+                let end =
+                    text[s..].find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ')' | ']')).map_or(text.len(), |e| s + e);
                 crack(&text[s..end], sink);
                 found += 1;
                 i = end.max(i + 1);
