@@ -4,9 +4,8 @@
 //! Why: the weights are one 1 MiB value in redb, and redb reads a value
 //! into a fresh zeroed buffer of its page size (2 MiB for this one): 512
 //! page faults, a memset and a copy. That was 0.9 ms of a one-shot
-//! `hamlet check`'s 2.5 ms (measured 2026-11-27 on a tiny message: 2.52 ms
-//! on a model with the weights, 1.63 ms on one without; `bogofilter -T`
-//! 1.79 ms). Mapped from the OS page cache, the same weights cost a few
+//! `hamlet check`'s 2.5 ms on a tiny message (history: docs/tuning.md).
+//! Mapped from the OS page cache, the same weights cost a few
 //! dozen faults (the kernel maps 16 cached pages per fault) and no copy.
 //!
 //! The file is a cache, never the truth. redb holds the weights; every

@@ -9,14 +9,11 @@
 //! header formatting and ordering, punctuation, encodings, and scripts
 //! written without spaces, at no parsing cost.
 //!
-//! Measured with a prototype on the shared corpora (TREC on-line, the
-//! regression's 1-ROCA% alone, then added at weight 0.1 to the Fisher logit),
-//! 2026-11-27: first 3,500 bytes and 2¹⁸ slots gave 0.2045 alone /
-//! 0.0391 added on spamassassin, 0.1180 / 0.0232 on csdmc2010 (Fisher alone:
-//! 0.0482 / 0.0198 before this learner, with its early-model shrink).
-//! 2,500 bytes: 0.0394 / 0.0228; 5,000: 0.0423 / 0.0224; 2²⁰ slots: 0.0388 /
-//! 0.0229, 2²² slots: 0.0388 / 0.0233 — 2¹⁸ is as good as more slots and
-//! keeps the weights at 1 MiB, which a one-shot `hamlet check` reads.
+//! The first 3,500 bytes and 2¹⁸ slots: added to the Fisher logit at weight
+//! 0.1 they measured 1-ROCA% 0.0391 / 0.0232 on spamassassin / csdmc2010;
+//! 2,500 or 5,000 bytes lost on spamassassin, and 2²⁰ or 2²² slots came
+//! within 0.0003 while 2¹⁸ keeps the weights at 1 MiB, which a one-shot
+//! `hamlet check` reads. History: docs/tuning.md.
 
 /// Slots: the regression has this many weights (a power of two).
 pub const GRAM_BITS: u32 = 18;

@@ -6,13 +6,10 @@ use unicode_segmentation::UnicodeSegmentation;
 
 /// ASCII words shorter than this are dropped ("a", "I" carry nothing).
 ///
-/// Measured (TREC on-line, 1-ROCA% spamassassin / csdmc2010, Fisher alone,
-/// 2026-11-26): a minimum of 3 gave 0.0707 / 0.0471 against 0.0796 / 0.0456
-/// for 2: better on one corpus, worse on the other, so the cheaper-to-explain
-/// 2 stays. Also tried and not kept, same table: body words with their case
-/// kept as extra tokens (0.0679 / 0.0495), whitespace-split words with
-/// punctuation as extra tokens (0.0777 / 0.0477), both with a minimum of 3
-/// (0.0624 / 0.0529): each wins on spamassassin and loses on csdmc2010.
+/// 2, not 3: a minimum of 3 measured 1-ROCA% 0.0707 / 0.0471 against
+/// 0.0796 / 0.0456 (spamassassin / csdmc2010, Fisher alone): better on one
+/// corpus, worse on the other, so the cheaper-to-explain 2 stays. Other
+/// word variants tried: docs/tuning.md.
 const MIN_WORD: usize = 2;
 /// Words longer than this (in chars) become `skip:<first char> <len class>`
 /// tokens: SpamBayes measured that long "words" are mostly base64 debris, hashes
@@ -141,11 +138,9 @@ impl<'a> Iterator for Mixed<'a> {
 /// do. One token per character made every kanji of a Japanese message a
 /// separate, strongly correlated clue: on spamassassin (whose few CJK
 /// messages are nearly all spam) a Japanese hard ham scored 0.99999995 on
-/// the strength of 150 single characters. Measured (TREC on-line, 1-ROCA%
-/// spamassassin / csdmc2010 / enron-raw, 2026-11-27): characters 0.0504 /
-/// 0.0223 / 0.0002, runs 0.0404 / 0.0224 / 0.0002. Character bigrams, the
-/// usual choice in CJK retrieval, measured 0.0733 against 0.0724 for
-/// characters before the other changes of that day.
+/// the strength of 150 single characters. Runs measured 1-ROCA% 0.0404 on
+/// spamassassin against 0.0504 for characters (csdmc2010 and enron-raw
+/// about equal); character bigrams were no better (docs/tuning.md).
 fn is_cjk(c: char) -> bool {
     matches!(c as u32, 0x3040..=0x30FF | 0x31F0..=0x31FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0xFF66..=0xFF9F)
 }
