@@ -30,7 +30,7 @@ pub const DIGEST_BYTES: usize = 1 << 20;
 /// Computes the digest of a raw message.
 pub fn digest(raw: &[u8]) -> Digest {
     let raw = &raw[..raw.len().min(DIGEST_BYTES)];
-    let (headers, body) = split(raw);
+    let (headers, body) = crate::message::split(raw);
     let mut h = Sha256::new();
     h.update(b"hamlet-digest-v1\0");
     for v in header_values(headers, &IDENTITY_HEADERS) {
@@ -55,20 +55,6 @@ pub fn digest(raw: &[u8]) -> Digest {
     }
     h.update(&body[start..]);
     Digest(h.finalize().into())
-}
-
-/// Splits at the first empty line.
-pub fn split(raw: &[u8]) -> (&[u8], &[u8]) {
-    let mut i = 0;
-    while i < raw.len() {
-        let line_end = raw[i..].iter().position(|&b| b == b'\n').map_or(raw.len(), |p| i + p + 1);
-        let line = &raw[i..line_end];
-        if line == b"\n" || line == b"\r\n" {
-            return (&raw[..i], &raw[line_end..]);
-        }
-        i = line_end;
-    }
-    (raw, &[])
 }
 
 /// The first value of header `name` (lower-case), unfolded and trimmed.

@@ -15,12 +15,25 @@ pub enum Error {
     DatabaseInUse { path: PathBuf },
     /// The database was written by another schema or tokenizer version.
     SchemaMismatch { path: PathBuf, found: String, expected: String },
-    /// redb reported an error.
-    Storage(String),
+    /// redb reported an error; `path` is the database file when it is known.
+    Storage { path: Option<PathBuf>, source: redb::Error },
+    /// A lock guarding in-memory state was poisoned by a panic.
+    Poisoned(&'static str),
+    /// A listening socket could not be bound.
+    Bind { addr: String, source: std::io::Error },
+    /// An IMAP account failed (connecting, logging in, a folder).
+    Imap { account: String, source: Box<Error> },
+    /// The system failed us outside a file: a connection to a server, a runtime.
+    System { what: String, source: std::io::Error },
     /// A dump file or index file could not be parsed.
     Parse { what: String, line: usize, message: String },
     /// A caller asked for something that makes no sense (bad flag combination...).
     Invalid(String),
+    /// A server we talk to (an IMAP server, `hamlet serve`) refused or
+    /// answered badly.
+    Remote(String),
+    /// A bug or a task that died: a worker thread panicked, a server task failed.
+    Internal(String),
 }
 
 impl fmt::Display for Error {
@@ -39,9 +52,15 @@ impl fmt::Display for Error {
                  `hamlet db dump` it with the hamlet that wrote it and `hamlet db load` the dump into a new database, or start a new one",
                 path.display()
             ),
-            Error::Storage(m) => write!(f, "database error: {m}"),
+            Error::Storage { path: Some(p), source } => write!(f, "database error: {}: {source}", p.display()),
+            Error::Storage { path: None, source } => write!(f, "database error: {source}"),
+            Error::Poisoned(what) => write!(f, "internal error: the {what} lock was poisoned by an earlier panic"),
+            Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            Error::Imap { account, source } => write!(f, "account {account}: {source}"),
+            Error::System { what, source } => write!(f, "{what}: {source}"),
             Error::Parse { what, line, message } => write!(f, "{what}:{line}: {message}"),
-            Error::Invalid(m) => f.write_str(m),
+            Error::Invalid(m) | Error::Remote(m) => f.write_str(m),
+            Error::Internal(m) => write!(f, "internal error: {m}"),
         }
     }
 }
@@ -49,7 +68,9 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Io { source, .. } => Some(source),
+            Error::Io { source, .. } | Error::Bind { source, .. } | Error::System { source, .. } => Some(source),
+            Error::Storage { source, .. } => Some(source),
+            Error::Imap { source, .. } => Some(&**source),
             _ => None,
         }
     }
@@ -59,12 +80,17 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io { path: path.into(), source }
     }
+
+    /// A redb error on the database at `path`.
+    pub fn storage(path: impl Into<PathBuf>, source: impl Into<redb::Error>) -> Error {
+        Error::Storage { path: Some(path.into()), source: source.into() }
+    }
 }
 
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
-            fn from(e: $t) -> Error { Error::Storage(e.to_string()) }
+            fn from(e: $t) -> Error { Error::Storage { path: None, source: e.into() } }
         }
     )*};
 }

@@ -149,69 +149,7 @@ pub fn prepare_all(tokenizer: &Tokenizer, entries: &[Entry], threads: usize) -> 
         .iter()
         .map(|e| e.label.ok_or_else(|| crate::Error::Invalid(format!("{}: no label (use a TREC index)", e.name()))))
         .collect::<Result<Vec<Class>>>()?;
-    Ok(labels.into_iter().zip(prepare_entries(tokenizer, entries, threads)?).collect())
-}
-
-/// Reads and tokenizes entries across `threads` threads, keeping their order
-/// (tokenizing needs no store, so bulk training and evaluation do it in parallel).
-///
-/// The threads take the next few entries as they finish their last, rather
-/// than a fixed share each: messages vary in cost (a 200 KB one takes the
-/// time of dozens), and with fixed halves one thread sat idle while the
-/// other finished.
-pub fn prepare_entries(tokenizer: &Tokenizer, entries: &[Entry], threads: usize) -> Result<Vec<Prepared>> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    const TAKE: usize = 4;
-    let max = tokenizer.options.limits.max_parse_bytes + 1;
-    let next = AtomicUsize::new(0);
-    let threads = threads.clamp(1, entries.len().div_ceil(TAKE).max(1));
-    // Each thread's messages with their places, or the first it could not read.
-    type Part = std::result::Result<Vec<(usize, Prepared)>, (usize, crate::Error)>;
-    let parts: Vec<Part> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let start = next.fetch_add(TAKE, Ordering::Relaxed);
-                        if start >= entries.len() {
-                            return Ok(done);
-                        }
-                        for (i, e) in entries.iter().enumerate().skip(start).take(TAKE) {
-                            match e.read(max) {
-                                Ok(raw) => done.push((i, Prepared::new(tokenizer, &raw))),
-                                Err(err) => return Err((i, err)),
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_else(|_| Err((0, crate::Error::Invalid("tokenizer thread panicked".into()))))).collect()
-    });
-    let mut slots: Vec<Option<Prepared>> = Vec::new();
-    slots.resize_with(entries.len(), || None);
-    let mut first_error: Option<(usize, crate::Error)> = None;
-    for part in parts {
-        match part {
-            Ok(done) => {
-                for (i, p) in done {
-                    slots[i] = Some(p);
-                }
-            }
-            // The error of the earliest entry, as a loop in order would give.
-            Err((i, e)) => {
-                if first_error.as_ref().is_none_or(|(j, _)| i < *j) {
-                    first_error = Some((i, e));
-                }
-            }
-        }
-    }
-    if let Some((_, e)) = first_error {
-        return Err(e);
-    }
-    // Every entry was taken by a thread that finished without error.
-    Ok(slots.into_iter().flatten().collect())
+    Ok(labels.into_iter().zip(crate::engine::bulk::prepare_entries(tokenizer, entries, threads)?).collect())
 }
 
 /// Runs the on-line protocol over prepared messages on an empty in-memory model.
@@ -401,35 +339,6 @@ fn xml_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prepare_entries_keeps_order_and_reports_the_first_failure() {
-        use crate::mailbox::{Entry, Location};
-        let dir = std::env::temp_dir().join(format!("hamlet-prepare-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let entries: Vec<Entry> = (0..50)
-            .map(|i| {
-                let p = dir.join(format!("{i}"));
-                std::fs::write(&p, format!("Subject: message {i}\n\nbody {i} word{i}\n")).unwrap();
-                Entry { label: None, location: Location::File(p) }
-            })
-            .collect();
-        let tk = Tokenizer::default();
-        for threads in [1, 2, 3, 8] {
-            let got = prepare_entries(&tk, &entries, threads).unwrap();
-            assert_eq!(got.len(), entries.len());
-            for (i, p) in got.iter().enumerate() {
-                assert!(p.tokens.texts().any(|t| t == format!("word{i}")), "entry {i} out of place with {threads} threads");
-            }
-        }
-        std::fs::remove_file(dir.join("37")).unwrap();
-        std::fs::remove_file(dir.join("9")).unwrap();
-        for threads in [1, 2, 3, 8] {
-            let err = prepare_entries(&tk, &entries, threads).err().expect("a missing file is an error").to_string();
-            assert!(err.contains(&dir.join("9").display().to_string()), "{threads} threads: {err}");
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 
     fn j(v: &[(bool, f64)]) -> Vec<Judgement> {
         v.iter().map(|&(spam, score)| Judgement { spam, score }).collect()

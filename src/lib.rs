@@ -1,25 +1,33 @@
 //! hamlet — a self-learning Bayesian mail filter.
 //!
-//! # Brief overview
+//! # Layers
 //!
-//! * [`tokenize`] turns a raw RFC 822 message into a set of feature strings
-//!   (header, body, URL and attachment tokens), with bounded work per message.
-//! * [`classify`] combines per-token evidence: Robinson's f(w) and Fisher's
-//!   chi-square (plus Graham-2002 for comparison), and an on-line logistic
-//!   regression over the same tokens.
-//! * [`store`] keeps token counts, weights and the training journal behind the
-//!   [`store::TokenStore`] trait: a redb file for real use, memory for tests.
-//! * [`engine`] is the one entry point every edge (CLI, HTTP, SPAMD, IMAP) calls:
-//!   check a message, learn it, unlearn it.
-//! * [`envelope`] checks the SMTP envelope (HELO and RFC 5321 strictness,
-//!   greylisting); [`policy`] serves them to Postfix.
-//! * [`imap`] is `hamlet imap-train`: learning from users' Junk and ham
-//!   folders.
-//! * [`eval`] runs the TREC on-line protocol in-process and draws ROC curves.
-//! * [`service`] is `hamlet serve`: one engine shared by its edges, [`http`]
-//!   (the HTTP API, see `api.md`) and [`spamd`] (the SPAMD listener real
-//!   `spamc` talks to).
-//! * [`cli`] is the `hamlet` command line; `main.rs` only calls it.
+//! Dependencies point one way, down this list (`layers.rules` states it,
+//! CI checks it; `docs/architecture.md` walks a message through):
+//!
+//! * **Leaves**: [`error`], [`hash`] (token hashes), [`net`] (IP networks),
+//!   [`message`] (header/body split), [`digest`], [`metrics`], [`mailbox`]
+//!   (maildir, MH, mbox, TREC index).
+//! * **Core**: [`tokenize`] turns a raw message into feature strings with
+//!   bounded work; [`classify`] combines their evidence (Robinson/Fisher
+//!   chi-square beside on-line logistic regressions); [`store`] keeps counts,
+//!   weights and the training journal behind [`store::TokenStore`] (redb, or
+//!   memory for tests); [`engine`] is the one place a message is scored,
+//!   learned or unlearned, one at a time or many ([`engine::bulk`]);
+//!   [`eval`] (the TREC protocol in-process), [`autolearn`], [`users`]
+//!   (per-user models).
+//! * **Service**: [`config`] (`hamlet.toml`), [`envelope`] (HELO, DNS lists,
+//!   SPF, DKIM/DMARC, greylisting), [`build`] (the one step from a config to
+//!   an engine or a service), [`service`] (what every front end shares).
+//! * **Support**: [`protocol`] (SPAMD wire format, typed JSON replies),
+//!   [`client`] (the client side of SPAMD and HTTP), [`listener`] (sockets
+//!   and the accept loop with its caps).
+//! * **Front ends**, which never import each other: [`http`] (the API of
+//!   `api.md`), [`spamd`] (what real `spamc` talks to), [`policy`] (Postfix
+//!   `check_policy_service`), [`imap`] (`hamlet imap-train`).
+//! * **Composition roots**: [`serve`] binds the front ends around one
+//!   service; [`cli`] parses the command line, calls the library and prints.
+//!   `main.rs` only calls [`cli::main`].
 //!
 //! # Example
 //!
@@ -33,19 +41,27 @@
 //! ```
 
 pub mod autolearn;
+pub mod build;
 pub mod classify;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod digest;
 pub mod engine;
 pub mod envelope;
 pub mod error;
 pub mod eval;
+pub mod hash;
 pub mod http;
 pub mod imap;
+pub mod listener;
 pub mod mailbox;
+pub mod message;
 pub mod metrics;
+pub mod net;
 pub mod policy;
+pub mod protocol;
+pub mod serve;
 pub mod service;
 pub mod spamd;
 pub mod store;

@@ -1,8 +1,9 @@
-//! `hamlet serve`: one process, one database, one [`Engine`], and the edges
-//! that share it: the HTTP API ([`crate::http`]), the SPAMD listener
-//! ([`crate::spamd`]) and the Postfix policy service ([`crate::policy`]).
-//! A redb file can be opened by one process only, so the edges must share
-//! the engine rather than each open the database.
+//! What every front end of `hamlet serve` shares: one [`Engine`] over one
+//! database, the envelope checker, per-user models, auto-learn, counters.
+//! The HTTP API, the SPAMD listener and the Postfix policy service each
+//! hold an `Arc<Service>`; none of them knows the others (the `serve` module
+//! binds them). A redb file can be opened by one process only, so the
+//! front ends must share the engine rather than each open the database.
 //!
 //! Every request's CPU work (tokenizing, scoring, the write transaction of
 //! a learn) runs on tokio's blocking pool through [`Service::blocking`], so
@@ -11,10 +12,10 @@
 //! learn's transaction is committed before its reply is sent.
 
 use crate::Class;
+use crate::autolearn::AutoLearn;
 use crate::classify::Score;
-use crate::config::Config;
 use crate::engine::{Action, Engine, LearnOutcome, Prepared};
-use crate::envelope::greylist::{MemoryGreyStore, RedbGreyStore};
+use crate::envelope::greylist::MemoryGreyStore;
 use crate::envelope::{Checker, Envelope, Report};
 use crate::metrics::Metrics;
 use crate::store::{RedbStore, TokenStore};
@@ -23,28 +24,88 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// What every request handler, of every edge, shares.
+/// What every request handler, of every front end, shares. Made by
+/// [`Service::builder`] (from a configuration: the `build` module).
 pub struct Service<S: TokenStore + 'static> {
-    pub engine: Engine<S>,
+    engine: Engine<S>,
     /// Bearer token the HTTP learn endpoints require (`None`: learning is
-    /// open, allowed only on loopback, see [`Config::check`]).
-    pub learn_token: Option<String>,
-    pub started: Instant,
+    /// open, allowed only on loopback, see `Config::check`).
+    learn_token: Option<String>,
+    started: Instant,
     /// Per-request time limit for the engine's work.
-    pub timeout: Duration,
-    pub checks: AtomicU64,
-    pub learns: AtomicU64,
-    pub metrics: Metrics,
+    timeout: Duration,
+    checks: AtomicU64,
+    learns: AtomicU64,
+    metrics: Metrics,
     /// Per-user models, when configured.
-    pub users: Option<Users>,
+    users: Option<Users>,
     /// Auto-learn rule (`None`: off) and the queue to its writer, which
     /// [`Service::start_autolearn`] sets up.
-    pub autolearn: Option<crate::autolearn::AutoLearn>,
+    autolearn: Option<AutoLearn>,
     autolearn_tx: std::sync::OnceLock<tokio::sync::mpsc::Sender<AutoLearnItem>>,
     /// Envelope checks for requests that carry an envelope (HTTP headers).
     /// No greylisting here: that belongs to the SMTP transaction (the
     /// policy service), not to scoring a message already received.
-    pub envelope: Checker<MemoryGreyStore>,
+    envelope: Checker<MemoryGreyStore>,
+}
+
+/// Builds a [`Service`]: the engine, then whatever differs from the
+/// defaults (no learn token, 30 s per request, no per-user models, no
+/// auto-learn, envelope checks with the default rules and no DNS lists).
+pub struct ServiceBuilder<S: TokenStore + 'static> {
+    engine: Engine<S>,
+    learn_token: Option<String>,
+    timeout: Duration,
+    users: Option<Users>,
+    autolearn: Option<AutoLearn>,
+    envelope: Option<Checker<MemoryGreyStore>>,
+}
+
+impl<S: TokenStore + 'static> ServiceBuilder<S> {
+    /// The bearer token the HTTP learn endpoints require.
+    pub fn learn_token(mut self, token: Option<String>) -> Self {
+        self.learn_token = token;
+        self
+    }
+    /// The per-request time limit for the engine's work.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+    /// Per-user models layered over the shared one.
+    pub fn users(mut self, users: Option<Users>) -> Self {
+        self.users = users;
+        self
+    }
+    /// The auto-learn rule (`None`: off).
+    pub fn autolearn(mut self, rule: Option<AutoLearn>) -> Self {
+        self.autolearn = rule;
+        self
+    }
+    /// The envelope checker for requests that carry an envelope.
+    pub fn envelope(mut self, checker: Checker<MemoryGreyStore>) -> Self {
+        self.envelope = Some(checker);
+        self
+    }
+    pub fn build(self) -> crate::Result<Service<S>> {
+        let envelope = match self.envelope {
+            Some(c) => c,
+            None => Checker::new(Default::default(), None)?,
+        };
+        Ok(Service {
+            engine: self.engine,
+            learn_token: self.learn_token,
+            started: Instant::now(),
+            timeout: self.timeout,
+            checks: AtomicU64::new(0),
+            learns: AtomicU64::new(0),
+            metrics: Metrics::default(),
+            users: self.users,
+            autolearn: self.autolearn,
+            autolearn_tx: std::sync::OnceLock::new(),
+            envelope,
+        })
+    }
 }
 
 /// A message the service decided to auto-learn.
@@ -68,20 +129,32 @@ pub enum JobError {
 }
 
 impl<S: TokenStore + 'static> Service<S> {
-    pub fn new(engine: Engine<S>, learn_token: Option<String>) -> Service<S> {
-        Service {
-            engine,
-            learn_token,
-            started: Instant::now(),
-            timeout: Duration::from_secs(30),
-            checks: AtomicU64::new(0),
-            learns: AtomicU64::new(0),
-            metrics: Metrics::default(),
-            users: None,
-            envelope: Checker::new(Default::default(), None).expect("the default envelope config is valid"),
-            autolearn: None,
-            autolearn_tx: std::sync::OnceLock::new(),
-        }
+    /// Starts building a service around `engine`.
+    pub fn builder(engine: Engine<S>) -> ServiceBuilder<S> {
+        ServiceBuilder { engine, learn_token: None, timeout: Duration::from_secs(30), users: None, autolearn: None, envelope: None }
+    }
+
+    pub fn engine(&self) -> &Engine<S> {
+        &self.engine
+    }
+
+    /// The bearer token learning requires, if any.
+    pub fn learn_token(&self) -> Option<&str> {
+        self.learn_token.as_deref()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Time since the service was built.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Messages checked, and learns that changed the model, so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.checks.load(Ordering::Relaxed), self.learns.load(Ordering::Relaxed))
     }
 
     /// The DNS list answers for an envelope (async; before the blocking part).
@@ -100,7 +173,7 @@ impl<S: TokenStore + 'static> Service<S> {
         lookups: &crate::envelope::Lookups,
         auth: Option<&crate::envelope::dkim::AuthReport>,
     ) -> crate::Result<Option<Report>> {
-        let report = env.map(|e| self.envelope.check_with(e, lookups, crate::policy::now())).transpose()?;
+        let report = env.map(|e| self.envelope.check_with(e, lookups, crate::envelope::now())).transpose()?;
         Ok(match auth {
             Some(a) => Some(self.envelope.add_auth(report, a)),
             None => report,
@@ -289,94 +362,4 @@ impl<S: TokenStore + 'static> Service<S> {
             Err(_) => Err(JobError::TimedOut),
         }
     }
-}
-
-/// Runs the service until SIGINT or SIGTERM; in-flight requests (learns
-/// included) finish before it returns.
-pub async fn run(cfg: Config) -> crate::Result<()> {
-    cfg.check()?;
-    let store = crate::cli::open_db(&cfg.db, true)?;
-    let mut params = crate::classify::Params::default();
-    params.ham_cutoff = cfg.ham_cutoff;
-    params.spam_cutoff = cfg.spam_cutoff;
-    let mut service = Service::new(Engine::new(store, params), cfg.learn_token.clone());
-    service.timeout = Duration::from_secs(cfg.timeout_s);
-    service.envelope = Checker::new(cfg.envelope.clone(), None)?;
-    service.users = cfg.users_dir.clone().map(|d| Users::new(d, cfg.users_ignore.clone(), cfg.users_max_open));
-    service.autolearn = cfg.autolearn.enabled.then(|| cfg.autolearn.clone());
-    let service: Arc<Service<RedbStore>> = Arc::new(service);
-    service.start_autolearn();
-
-    let listener =
-        tokio::net::TcpListener::bind(&cfg.http).await.map_err(|e| crate::Error::Invalid(format!("cannot listen on {}: {e}", cfg.http)))?;
-    let spamd = match &cfg.spamd {
-        Some(addr) => Some(crate::spamd::Listener::bind(addr).await?),
-        None => None,
-    };
-    let policy = match &cfg.policy {
-        Some(addr) => {
-            let grey = if cfg.envelope.greylist.enabled { Some(RedbGreyStore::open(&greylist_path(&cfg))?) } else { None };
-            let checker = Arc::new(Checker::new(cfg.envelope.clone(), grey)?);
-            Some((crate::spamd::Listener::bind(addr).await?, checker))
-        }
-        None => None,
-    };
-    tracing::info!(
-        http = %cfg.http,
-        spamd = cfg.spamd.as_deref().unwrap_or("off"),
-        policy = cfg.policy.as_deref().unwrap_or("off"),
-        db = %cfg.db.display(),
-        "hamlet serving"
-    );
-
-    // One shutdown signal, fanned out to every edge.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let app = crate::http::router(service.clone(), cfg.max_body_bytes);
-    let http = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
-    let spamd = spamd.map(|l| {
-        let opts = crate::spamd::Options::from_config(&cfg);
-        tokio::spawn(crate::spamd::serve(l, service.clone(), opts, stopped(stop_rx.clone())))
-    });
-    let policy = policy.map(|(l, checker)| tokio::spawn(crate::policy::serve(l, service.clone(), checker, stopped(stop_rx.clone()))));
-    shutdown_signal().await;
-    let _ = stop_tx.send(true);
-    let http = http.await.map_err(|e| crate::Error::Invalid(format!("server task failed: {e}")))?;
-    http.map_err(|e| crate::Error::Invalid(format!("server error: {e}")))?;
-    if let Some(s) = spamd {
-        s.await.map_err(|e| crate::Error::Invalid(format!("spamd task failed: {e}")))?;
-    }
-    if let Some(p) = policy {
-        p.await.map_err(|e| crate::Error::Invalid(format!("policy task failed: {e}")))?;
-    }
-    tracing::info!("hamlet stopped");
-    Ok(())
-}
-
-/// Where greylisting state lives: `[envelope] greylist_db`, else beside the
-/// token database (`<db stem>.greylist.redb`).
-pub fn greylist_path(cfg: &Config) -> std::path::PathBuf {
-    cfg.envelope.greylist_db.clone().unwrap_or_else(|| cfg.beside_db("greylist.redb"))
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
 }

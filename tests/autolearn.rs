@@ -18,7 +18,7 @@ const HAM: &str = "From: alice@example.org\r\nSubject: Minutes of Tuesday\r\n\r\
 const OTHER: &str = "From: carol@example.net\r\nSubject: Garden\r\n\r\nTomatoes and basil this year.\r\n";
 
 fn learned(svc: &Service<MemoryStore>) -> (u64, u64) {
-    let m = svc.engine.store().read().unwrap().state().unwrap().messages;
+    let m = svc.engine().store().read().unwrap().state().unwrap().messages;
     (m.spam, m.ham)
 }
 
@@ -38,8 +38,7 @@ async fn confident_verdicts_are_learned_and_corrections_relearn_them() {
     let rule = AutoLearn { enabled: true, spam_min: 0.91, spam_max: 1.0, ham_min: 0.0, ham_max: 0.19, max_ratio: 3.0, min_per_class: 1 };
     rule.check(0.2, 0.9).unwrap();
     // No early-model shrink, which would call every verdict of so small a model unsure.
-    let mut svc = Service::new(Engine::new(MemoryStore::new(), Params { maturity: 0.0, ..Params::default() }), None);
-    svc.autolearn = Some(rule);
+    let svc = Service::builder(Engine::new(MemoryStore::new(), Params { maturity: 0.0, ..Params::default() })).autolearn(Some(rule)).build().unwrap();
     let svc = Arc::new(svc);
     svc.start_autolearn();
 
@@ -67,7 +66,7 @@ async fn confident_verdicts_are_learned_and_corrections_relearn_them() {
     assert!(s.probability <= 0.19, "{}", s.probability);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(learned(&svc), (1, 2));
-    let metrics = svc.metrics.render(0, 0);
+    let metrics = svc.metrics().render(0, 0);
     assert!(metrics.contains("autolearned") && !metrics.contains("autolearn skipped"), "{metrics}");
 
     // Unsure mail is never learned.

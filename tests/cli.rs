@@ -95,6 +95,7 @@ fn command(dir: &TempDir, db: Option<&Path>, args: &[&str]) -> Command {
     c.args(args);
     // Never touch the real user's database, whatever the environment says.
     c.env_remove("HAMLET_DB");
+    c.env_remove("HAMLET_CONFIG");
     c.env("HOME", dir.path());
     c.env("XDG_DATA_HOME", dir.path().join("xdg"));
     c
@@ -117,11 +118,11 @@ struct KillOnDrop(Option<Child>);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        if let Some(c) = &mut self.0 {
-            if c.try_wait().ok().flatten().is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+        if let Some(c) = &mut self.0
+            && c.try_wait().ok().flatten().is_none()
+        {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
@@ -199,7 +200,7 @@ fn stats(dir: &TempDir) -> (u64, u64, u64, u64) {
             .lines()
             .find_map(|l| {
                 let mut it = l.split_whitespace();
-                (it.next() == Some(key)).then(|| it.filter_map(|v| v.trim_start_matches('(').parse().ok()).last()).flatten()
+                (it.next() == Some(key)).then(|| it.filter_map(|v| v.trim_start_matches('(').parse().ok()).next_back()).flatten()
             })
             .unwrap_or_else(|| panic!("no `{key} <number>` line in db stats\n{}", o.describe()))
     };
@@ -615,6 +616,43 @@ fn check_stdin_verdicts_and_exit_codes() {
     assert_eq!(v, "ham", "a message in the ham vocabulary\n{}", o.describe());
     assert!(p < 0.2, "ham probability {p}");
     o.code(1);
+}
+
+#[test]
+fn config_cutoffs_and_database_hold_for_check_and_train() {
+    let dir = trained("config-cutoffs");
+    let ham = new_ham();
+    let o = run_stdin(&dir, &["check"], ham.as_bytes()).code(1);
+    assert_eq!(verdict_line(o.stdout.trim_end(), &o).0, "ham", "{}", o.describe());
+    // Cutoffs no probability can fall outside: every message is unsure.
+    let wide = dir.join("wide.toml");
+    write(&wide, "ham_cutoff = 0.0\nspam_cutoff = 1.0\n");
+    let o = run_stdin(&dir, &["--config", s(&wide), "check"], ham.as_bytes()).code(2);
+    assert_eq!(verdict_line(o.stdout.trim_end(), &o).0, "unsure", "{}", o.describe());
+    // A spam cutoff of 0: every message is spam, in bulk mode too.
+    let zero = dir.join("zero.toml");
+    write(&zero, "ham_cutoff = 0.0\nspam_cutoff = 0.0\n");
+    let o = run_stdin(&dir, &["check", "--config", s(&zero)], ham.as_bytes()).code(0);
+    assert_eq!(verdict_line(o.stdout.trim_end(), &o).0, "spam", "{}", o.describe());
+    let file = dir.join("ham.eml");
+    write(&file, &ham);
+    let o = run(&dir, &["--config", s(&zero), "check", "--no-filename", s(&file)]).ok();
+    assert_eq!(verdict_line(o.stdout.trim_end(), &o).0, "spam", "{}", o.describe());
+    // Bad cutoffs are refused, not ignored.
+    let bad = dir.join("bad.toml");
+    write(&bad, "ham_cutoff = 0.9\nspam_cutoff = 0.2\n");
+    let o = run_stdin(&dir, &["--config", s(&bad), "check"], ham.as_bytes()).error();
+    assert!(o.stderr.contains("cutoffs"), "{}", o.describe());
+    // The config's database is the one `train` and `db stats` use when no
+    // --db is given.
+    let other = dir.join("other/hamlet.redb");
+    let cfg = dir.join("db.toml");
+    write(&cfg, &format!("db = {:?}\n", s(&other)));
+    let msg = dir.join("one.eml");
+    write(&msg, &spam_msg(0));
+    run_in(&dir, None, &["--config", s(&cfg), "train", "--spam", s(&msg)], None).ok();
+    let o = run_in(&dir, None, &["--config", s(&cfg), "db", "stats"], None).ok();
+    assert!(o.stdout.contains(s(&other)), "{}", o.describe());
 }
 
 #[test]

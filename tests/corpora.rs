@@ -9,8 +9,9 @@
 
 use hamlet::classify::Params;
 use hamlet::eval::{self, TrainMode};
+use hamlet::hash::token_hash;
 use hamlet::mailbox::{self, Entry};
-use hamlet::tokenize::{Limits, Tokenizer, token_hash};
+use hamlet::tokenize::{Limits, Tokenizer};
 use std::path::PathBuf;
 
 /// Longest token (bytes) accepted. The tokenizer caps most tokens well below

@@ -63,9 +63,7 @@ async fn service(dns: &FakeDns) -> Arc<Service<MemoryStore>> {
     cfg.dkim.enabled = true;
     cfg.dns.nameservers = vec![dns.nameserver()];
     cfg.dns.timeout_ms = 500;
-    let mut s = Service::new(Engine::new(MemoryStore::new(), Params::default()), None);
-    s.envelope = Checker::new(cfg, None).unwrap();
-    Arc::new(s)
+    Arc::new(Service::builder(Engine::new(MemoryStore::new(), Params::default())).envelope(Checker::new(cfg, None).unwrap()).build().unwrap())
 }
 
 fn tokens(report: &Option<hamlet::envelope::Report>) -> Vec<String> {

@@ -41,7 +41,7 @@ fn unbound(name: &str) -> Unbound {
     let port = free_port();
     let conf = template.replace("@PORT@", &port.to_string()).replace("@DIR@", dir.to_str().unwrap());
     std::fs::write(dir.join("unbound.conf"), conf).unwrap();
-    let child = Command::new("/usr/sbin/unbound")
+    let mut child = Command::new("/usr/sbin/unbound")
         .arg("-d")
         .arg("-c")
         .arg(dir.join("unbound.conf"))
@@ -55,6 +55,8 @@ fn unbound(name: &str) -> Unbound {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("unbound never listened");
 }
 
@@ -121,7 +123,7 @@ impl PolicyServer {
         let (http, policy) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
         let toml = format!("http = \"{http}\"\nlog = \"warn\"\n{config}\n[envelope.dns]\nnameservers = [\"127.0.0.1:{}\"]\n", u.port);
         std::fs::write(dir.join("hamlet.toml"), toml).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hamlet"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hamlet"))
             .arg("--db")
             .arg(dir.join("h.redb"))
             .args(["serve", "--config", dir.join("hamlet.toml").to_str().unwrap(), "--policy", &policy])
@@ -134,6 +136,8 @@ impl PolicyServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("policy service never listened");
     }
 

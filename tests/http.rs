@@ -22,7 +22,7 @@ fn app(token: Option<&str>, limit: usize) -> axum::Router {
     // Models of a message or two per class: without the early-model shrink,
     // which would (rightly) call all of their verdicts unsure.
     let engine = Engine::new(MemoryStore::new(), Params { maturity: 0.0, ..Params::default() });
-    router(Arc::new(Service::new(engine, token.map(str::to_string))), limit)
+    router(Arc::new(Service::builder(engine).learn_token(token.map(str::to_string)).build().unwrap()), limit)
 }
 
 async fn call(app: &axum::Router, method: &str, uri: &str, auth: Option<&str>, body: &str) -> (StatusCode, Value) {
@@ -113,7 +113,7 @@ async fn stats_and_health() {
 fn start_server(db: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_hamlet"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hamlet"))
         .args(["--db", db.to_str().unwrap(), "serve", "--http", &addr])
         .args(extra)
         .stderr(std::process::Stdio::null())
@@ -125,6 +125,8 @@ fn start_server(db: &std::path::Path, extra: &[&str]) -> (std::process::Child, S
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("hamlet serve never listened on {addr}");
 }
 

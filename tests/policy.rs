@@ -36,7 +36,7 @@ impl Server {
             ),
         )
         .unwrap();
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .arg("--db")
             .arg(&db)
             .args(["serve", "--config", cfg.to_str().unwrap(), "--policy", &policy])
@@ -49,6 +49,8 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("policy service never listened");
     }
 }

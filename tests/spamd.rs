@@ -92,7 +92,7 @@ impl Server {
             Some(p) => p.to_str().unwrap().to_string(),
             None => format!("127.0.0.1:{spamd_port}"),
         };
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .arg("--db")
             .arg(&db)
             .args(["serve", "--http", &http, "--spamd", &spamd])
@@ -110,6 +110,8 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("hamlet serve never listened");
     }
 

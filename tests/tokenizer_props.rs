@@ -5,7 +5,8 @@
 //! deterministic, and emits at most `Limits::max_tokens` tokens. Plus
 //! deterministic monsters: a 20 MB message and MIME bombs.
 
-use hamlet::tokenize::{Limits, Options, Tokenizer, token_hash};
+use hamlet::hash::token_hash;
+use hamlet::tokenize::{Limits, Options, Tokenizer};
 use proptest::prelude::*;
 
 /// The invariants every tokenization must satisfy.

@@ -8,11 +8,13 @@
 //! (bogofilter's convention, so existing procmail/maildrop recipes work).
 //! Everything else: 0 success, 3 error; 2 is a usage error (from clap).
 
+use crate::build::{self, Open};
 use crate::classify::{Combining, Params, Score, Verdict};
-use crate::engine::{Action, Engine, LearnOutcome};
+use crate::config::Config;
+use crate::engine::{Action, LearnOutcome};
 use crate::eval::{self, TrainMode};
 use crate::mailbox::{self, Entry};
-use crate::store::{self, ReadView, RedbStore, TokenStore};
+use crate::store::{self, TokenStore};
 use crate::tokenize::{Options, Tokenizer};
 use crate::{Class, Error, Result};
 pub mod client;
@@ -23,9 +25,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-/// The starter model, loaded into every new database (see models/README.md).
-const STARTER_MODEL: &str = include_str!("../../models/starter.dump");
-
 #[derive(Parser, Debug)]
 #[command(name = "hamlet", version, about = "A self-learning Bayesian mail filter", long_about = None)]
 pub struct Cli {
@@ -33,10 +32,16 @@ pub struct Cli {
     /// else ~/.local/share/hamlet/hamlet.redb).
     #[arg(long, global = true, env = "HAMLET_DB")]
     pub db: Option<PathBuf>,
+    /// Configuration file (see examples/hamlet.toml): its cutoffs and
+    /// database hold for every command; --db and other flags override it.
+    #[arg(long, global = true, env = "HAMLET_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
 
+// One value per process, parsed once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Learn messages as spam or ham (or unlearn them with --untrain).
@@ -61,9 +66,6 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct ImapArgs {
-    /// TOML configuration file with [imap] and [[imap.account]].
-    #[arg(long, env = "HAMLET_CONFIG")]
-    pub config: PathBuf,
     /// Keep running: IMAP IDLE on the spam folder where the server has it,
     /// else poll every [imap] poll_s seconds.
     #[arg(long)]
@@ -78,9 +80,6 @@ pub struct ImapArgs {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// TOML configuration file (see examples/hamlet.toml).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
     /// HTTP listen address [default: 127.0.0.1:11333].
     #[arg(long)]
     pub http: Option<String>,
@@ -324,15 +323,6 @@ impl ParamArgs {
     }
 }
 
-/// The default database path.
-pub fn default_db_path() -> PathBuf {
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(x).join("hamlet/hamlet.redb");
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/share/hamlet/hamlet.redb")
-}
-
 /// Runs the command line; `main.rs` is just this.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -345,32 +335,36 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// How long a command waits for a database another hamlet holds.
-const LOCK_WAIT: Duration = Duration::from_secs(3);
-
-/// Opens (or creates, with the starter model) the database.
-pub fn open_db(path: &Path, starter: bool) -> Result<RedbStore> {
-    if !starter || path.exists() {
-        return RedbStore::open(path, LOCK_WAIT);
-    }
-    let seed = store::parse(&mut STARTER_MODEL.as_bytes(), "models/starter.dump")?;
-    RedbStore::open_seeded(path, LOCK_WAIT, Some(&seed))
-}
-
 fn run(cli: Cli) -> Result<ExitCode> {
-    let db_path = cli.db.clone().unwrap_or_else(default_db_path);
+    if let Command::Client(a) = cli.command {
+        return client::run(a, cli.config.as_deref());
+    }
+    let cfg = load_config(cli.config.as_deref(), cli.db)?;
     match cli.command {
-        Command::Train(a) => train(&db_path, a),
-        Command::Check(a) => check(&db_path, a),
-        Command::Db(c) => db(&db_path, c),
-        Command::Eval(a) => run_eval(a),
-        Command::Serve(a) => serve(cli.db, a),
-        Command::Client(a) => client::run(a),
-        Command::ImapTrain(a) => imap_train(cli.db, a),
+        Command::Train(a) => train(&cfg, a),
+        Command::Check(a) => check(&cfg, a),
+        Command::Db(c) => db(&cfg, c),
+        Command::Eval(a) => run_eval(&cfg, a),
+        Command::Serve(a) => serve(cfg, a),
+        Command::ImapTrain(a) => imap_train(cfg, cli.config.is_some(), a),
+        Command::Client(_) => unreachable!("answered above"),
     }
 }
 
-fn train(db_path: &Path, a: TrainArgs) -> Result<ExitCode> {
+/// The configuration: the file if one is given, else the defaults; `--db`
+/// (or `HAMLET_DB`) over either.
+fn load_config(path: Option<&Path>, db: Option<PathBuf>) -> Result<Config> {
+    let mut cfg = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(db) = db {
+        cfg.db = db;
+    }
+    Ok(cfg)
+}
+
+fn train(cfg: &Config, a: TrainArgs) -> Result<ExitCode> {
     let forced = match (a.spam, a.ham) {
         (true, _) => Some(Class::Spam),
         (_, true) => Some(Class::Ham),
@@ -388,61 +382,18 @@ fn train(db_path: &Path, a: TrainArgs) -> Result<ExitCode> {
             return Err(Error::Invalid(format!("{}: say --spam or --ham (or give a TREC index, which labels each message)", e.name())));
         }
     }
-    let store = open_db(db_path, true)?;
-    let engine = Engine::new(store, Params::default());
+    let engine = build::engine(cfg, Open::Learn)?;
     let start = Instant::now();
     let bar = progress(entries.len() as u64);
     let mut counts = [0u64; 5];
-    // Messages are read and tokenized in chunks of CHUNK (all cores) while
-    // the writer (one thread) learns the chunk before; its transaction
-    // spans chunks until it has touched MAX_RECORDS token records, about
-    // 100 MB of cache (spamassassin's 6,046 messages touch 146,000), or
-    // learned MAX_MESSAGES (their journal entries, about 10 MB).
-    // Chunks of 2,000, one transaction each, took 0.9-1.0 s for
-    // spamassassin on two threads; see `Engine::train_stream`.
-    const CHUNK: usize = 500;
-    const MAX_RECORDS: usize = 1_000_000;
-    const MAX_MESSAGES: usize = 100_000;
-    let threads = num_threads(a.threads);
-    let tokenizer = &engine.tokenizer;
     let untrain = a.untrain;
-    let make_batch = move |chunk: &[Entry]| -> Result<Vec<(crate::engine::Prepared, Action)>> {
-        Ok(eval::prepare_entries(tokenizer, chunk, threads)?
-            .into_iter()
-            .zip(chunk)
-            .map(|(p, e)| (p, if untrain { Action::Unlearn } else { Action::Learn(e.label.unwrap_or(Class::Ham)) }))
-            .collect())
-    };
-    let mut done = |outcomes: &[LearnOutcome]| {
+    let action = |e: &Entry| if untrain { Action::Unlearn } else { Action::Learn(e.label.unwrap_or(Class::Ham)) };
+    engine.train_entries(&entries, num_threads(a.threads), action, &mut |outcomes: &[LearnOutcome]| {
         for &o in outcomes {
             counts[o as usize] += 1;
         }
         bar.inc(outcomes.len() as u64);
-    };
-    if threads <= 1 {
-        engine.train_stream(&mut entries.chunks(CHUNK).map(make_batch), MAX_RECORDS, MAX_MESSAGES, &mut done)?;
-    } else {
-        // With more threads, a pipeline: the next chunk is tokenized while
-        // the writer learns this one.
-        std::thread::scope(|s| -> Result<()> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<(crate::engine::Prepared, Action)>>>(1);
-            let entries = &entries;
-            let producer = s.spawn(move || {
-                for chunk in entries.chunks(CHUNK) {
-                    let item = make_batch(chunk);
-                    let failed = item.is_err();
-                    if tx.send(item).is_err() || failed {
-                        break;
-                    }
-                }
-            });
-            let outcome = engine.train_stream(&mut rx.iter(), MAX_RECORDS, MAX_MESSAGES, &mut done);
-            // On an error the receiver goes first, so a blocked producer wakes.
-            drop(rx);
-            let _ = producer.join();
-            outcome
-        })?;
-    }
+    })?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let names = [LearnOutcome::Learned, LearnOutcome::AlreadyLearned, LearnOutcome::Relearned, LearnOutcome::Unlearned, LearnOutcome::NotLearned];
@@ -488,9 +439,8 @@ fn clue_lines(s: &Score, max: usize) -> String {
     out
 }
 
-fn check(db_path: &Path, a: CheckArgs) -> Result<ExitCode> {
-    let store = if db_path.exists() { RedbStore::open_read_only(db_path, LOCK_WAIT)? } else { open_db(db_path, true)? };
-    let engine = Engine::new(store, Params::default());
+fn check(cfg: &Config, a: CheckArgs) -> Result<ExitCode> {
+    let engine = build::engine(cfg, Open::Score)?;
     if a.files.is_empty() {
         let mut raw = Vec::new();
         let max = engine.tokenizer.options.limits.max_parse_bytes as u64 + 1;
@@ -508,53 +458,10 @@ fn check(db_path: &Path, a: CheckArgs) -> Result<ExitCode> {
         }));
     }
     let entries: Vec<Entry> = a.files.iter().map(|f| Entry { label: None, location: mailbox::Location::File(f.clone()) }).collect();
-    let threads = num_threads(a.threads).min(entries.len());
-    let chunk = entries.len().div_ceil(threads).max(1);
-    let engine = &engine;
-    let results: Vec<Vec<(String, Result<Score>)>> = std::thread::scope(|s| {
-        let hs: Vec<_> = entries
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    let max = engine.tokenizer.options.limits.max_parse_bytes + 1;
-                    let mut view = match engine.store().read() {
-                        // ~2 M cached tokens in all, shared out between the threads.
-                        Ok(v) => store::CachedView::new(v, 2_000_000 / threads),
-                        Err(e) => return vec![(String::new(), Err(e))],
-                    };
-                    // Read the whole model in one scan when these messages
-                    // would look up a good part of it anyway: a message
-                    // brings ~150 tokens new to the cache early on, and a
-                    // stored token costs a scan about a fifth of what a
-                    // lookup costs (see `CachedView::preload`).
-                    let preloaded = match view.token_count() {
-                        Ok(n) if part.len() as u64 * 750 >= n => view.preload().map(drop),
-                        other => other.map(drop),
-                    };
-                    if let Err(e) = preloaded {
-                        return vec![(String::new(), Err(e))];
-                    }
-                    part.iter()
-                        .map(|e| {
-                            let r = e.read(max).and_then(|raw| engine.score_raw(&view, &raw));
-                            (e.name(), r)
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .zip(entries.chunks(chunk))
-            .map(|(h, part)| {
-                h.join().unwrap_or_else(|_| {
-                    part.iter().map(|e| (e.name(), Err(Error::Invalid(format!("{}: internal error (worker panicked)", e.name()))))).collect()
-                })
-            })
-            .collect()
-    });
+    let results = engine.check_entries(&entries, num_threads(a.threads))?;
     let mut out = String::new();
     let mut failed = false;
-    for (name, r) in results.into_iter().flatten() {
+    for (name, r) in results {
         match r {
             Ok(s) => {
                 if a.no_filename {
@@ -576,25 +483,6 @@ fn check(db_path: &Path, a: CheckArgs) -> Result<ExitCode> {
     Ok(if failed { ExitCode::from(3) } else { ExitCode::SUCCESS })
 }
 
-/// A long-running service keeps glibc's mmap threshold fixed (256 KiB).
-///
-/// glibc raises the threshold each time a mapped block is freed, so after
-/// the first few learns each learn's 1 MiB copies of the 4-gram weights
-/// come from the heap, which they fragment and which never shrinks.
-/// Above a fixed threshold they are mappings of their own, given back when
-/// freed. Measured 2026-11-27 (`bench/RESULTS.md`): `bench/memory.sh` held
-/// 76 MB from its third minute on, against 155–170 MB without; after
-/// `bench/http.sh 30`'s learn run 40–43 MB against 98–104 MB, at the same
-/// request rate (two runs each, alternating).
-fn fixed_mmap_threshold() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator settings; called before the
-    // service starts its threads.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
-    }
-}
-
 fn write_stdout(s: &str) -> Result<()> {
     let mut o = std::io::stdout().lock();
     match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
@@ -605,13 +493,14 @@ fn write_stdout(s: &str) -> Result<()> {
     }
 }
 
-fn db(db_path: &Path, c: DbCommand) -> Result<ExitCode> {
+fn db(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
+    let db_path = cfg.db.as_path();
     match c {
         DbCommand::Init { empty } => {
             if db_path.exists() {
                 return Err(Error::Invalid(format!("{} already exists", db_path.display())));
             }
-            let store = open_db(db_path, !empty)?;
+            let store = store::open_db(db_path, !empty)?;
             let st = store.read()?.state()?;
             println!(
                 "created {} ({} spam, {} ham messages{})",
@@ -625,7 +514,7 @@ fn db(db_path: &Path, c: DbCommand) -> Result<ExitCode> {
             if !db_path.exists() {
                 return Err(Error::Invalid(format!("{}: no database yet (`hamlet db init` creates one)", db_path.display())));
             }
-            let store = open_db(db_path, false)?;
+            let store = store::open_db(db_path, false)?;
             let v = store.read()?;
             let st = v.state()?;
             println!("database  {}", db_path.display());
@@ -636,13 +525,13 @@ fn db(db_path: &Path, c: DbCommand) -> Result<ExitCode> {
             println!("bytes     {}", store.size_bytes());
         }
         DbCommand::Dump { min_count, journal, no_grams } => {
-            let store = open_db(db_path, false)?;
+            let store = store::open_db(db_path, false)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             store::dump(&store, &mut out, min_count, !no_grams, journal)?;
         }
         DbCommand::Load { file } => {
-            let store = open_db(db_path, false)?;
+            let store = store::open_db(db_path, false)?;
             let stats = if file.as_os_str() == "-" {
                 store::load(&store, &mut std::io::stdin().lock(), "<stdin>")?
             } else {
@@ -652,7 +541,7 @@ fn db(db_path: &Path, c: DbCommand) -> Result<ExitCode> {
             println!("loaded {} tokens, {} 4-gram weights, {} journal entries", stats.tokens, stats.grams, stats.journal);
         }
         DbCommand::Expire { days, hapax_days, batch } => {
-            let store = open_db(db_path, false)?;
+            let store = store::open_db(db_path, false)?;
             let st = store::expire(&store, store::today(), days, hapax_days, batch)?;
             println!("examined {} tokens, removed {}", st.examined, st.removed);
         }
@@ -660,15 +549,7 @@ fn db(db_path: &Path, c: DbCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve(db: Option<PathBuf>, a: ServeArgs) -> Result<ExitCode> {
-    fixed_mmap_threshold();
-    let mut cfg = match &a.config {
-        Some(p) => crate::config::Config::load(p)?,
-        None => crate::config::Config::default(),
-    };
-    if let Some(db) = db {
-        cfg.db = db;
-    }
+fn serve(mut cfg: Config, a: ServeArgs) -> Result<ExitCode> {
     if let Some(h) = a.http {
         cfg.http = h;
     }
@@ -685,9 +566,7 @@ fn serve(db: Option<PathBuf>, a: ServeArgs) -> Result<ExitCode> {
         cfg.policy = a.policy;
     }
     init_logging(&cfg.log);
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Invalid(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(crate::service::run(cfg))?;
+    crate::serve::main(cfg)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -699,16 +578,17 @@ fn init_logging(default: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).try_init();
 }
 
-fn imap_train(db: Option<PathBuf>, a: ImapArgs) -> Result<ExitCode> {
+fn imap_train(cfg: Config, have_config: bool, a: ImapArgs) -> Result<ExitCode> {
     use crate::imap;
-    let mut cfg = crate::config::Config::load(&a.config)?;
-    if let Some(db) = db {
-        cfg.db = db;
+    if !have_config {
+        return Err(Error::Invalid("imap-train needs --config (or HAMLET_CONFIG): the accounts are its [[imap.account]] tables".into()));
     }
     let accounts = imap::accounts(&cfg.imap, a.account.as_deref())?;
     init_logging(&cfg.log);
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Invalid(format!("cannot start the runtime: {e}")))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::System { what: "cannot start the runtime".into(), source })?;
     rt.block_on(async {
         let state = imap::State::open(&imap::state_path(&cfg))?;
         let opts = imap::RunOptions { batch: cfg.imap.batch, max_messages: a.max_messages, progress: true };
@@ -716,7 +596,7 @@ fn imap_train(db: Option<PathBuf>, a: ImapArgs) -> Result<ExitCode> {
             let poll = Duration::from_secs(cfg.imap.poll_s.max(10));
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
-                crate::service::shutdown_signal().await;
+                crate::serve::shutdown_signal().await;
                 let _ = stop_tx.send(true);
             });
             let lock = tokio::sync::Mutex::new(());
@@ -766,12 +646,12 @@ fn imap_train(db: Option<PathBuf>, a: ImapArgs) -> Result<ExitCode> {
         bar.finish_and_clear();
         let secs = start.elapsed().as_secs_f64();
         println!("imap-train: {total} messages in {secs:.1} s ({:.0} messages/s)", total as f64 / secs.max(1e-9));
-        if failed.is_empty() { Ok(ExitCode::SUCCESS) } else { Err(Error::Invalid(format!("failed accounts: {}", failed.join(", ")))) }
+        if failed.is_empty() { Ok(ExitCode::SUCCESS) } else { Err(Error::Remote(format!("failed accounts: {}", failed.join(", ")))) }
     })
 }
 
-fn run_eval(a: EvalArgs) -> Result<ExitCode> {
-    let mut params = Params::default();
+fn run_eval(cfg: &Config, a: EvalArgs) -> Result<ExitCode> {
+    let mut params = build::params(cfg)?;
     let mut options = Options::default();
     a.params.apply(&mut params, &mut options);
     let tokenizer = Tokenizer::new(options);

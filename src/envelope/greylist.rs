@@ -9,7 +9,7 @@
 //! backend would share it between nodes) and time is a parameter of every
 //! call, so the state machine is tested with an injected clock.
 
-use crate::config::Cidr;
+use crate::net::Cidr;
 use crate::{Error, Result};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Deserialize;
@@ -41,14 +41,14 @@ pub struct MemoryGreyStore(std::sync::Mutex<std::collections::HashMap<String, Re
 
 impl GreyStore for MemoryGreyStore {
     fn get(&self, key: &str) -> Result<Option<Record>> {
-        Ok(self.0.lock().map_err(|_| Error::Storage("poisoned".into()))?.get(key).copied())
+        Ok(self.0.lock().map_err(|_| Error::Poisoned("greylist"))?.get(key).copied())
     }
     fn put(&self, key: &str, r: Record) -> Result<()> {
-        self.0.lock().map_err(|_| Error::Storage("poisoned".into()))?.insert(key.to_string(), r);
+        self.0.lock().map_err(|_| Error::Poisoned("greylist"))?.insert(key.to_string(), r);
         Ok(())
     }
     fn retain(&self, keep: &dyn Fn(&str, &Record) -> bool) -> Result<u64> {
-        let mut m = self.0.lock().map_err(|_| Error::Storage("poisoned".into()))?;
+        let mut m = self.0.lock().map_err(|_| Error::Poisoned("greylist"))?;
         let before = m.len();
         m.retain(|k, r| keep(k, r));
         Ok((before - m.len()) as u64)
@@ -67,7 +67,7 @@ impl RedbGreyStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let db = redb::Database::builder().set_cache_size(16 << 20).create(path).map_err(|e| Error::Storage(format!("{}: {e}", path.display())))?;
+        let db = redb::Database::builder().set_cache_size(16 << 20).create(path).map_err(|e| Error::storage(path, e))?;
         let tx = db.begin_write()?;
         tx.open_table(GREY)?;
         tx.commit()?;
@@ -212,10 +212,10 @@ pub fn normalize_sender(sender: &str) -> String {
     let s = sender.trim().to_ascii_lowercase();
     let Some((local, domain)) = s.rsplit_once('@') else { return s };
     let mut local = local.to_string();
-    if let Some(rest) = local.strip_prefix("prvs=") {
-        if let Some((_, orig)) = rest.split_once('=') {
-            local = orig.to_string();
-        }
+    if let Some(rest) = local.strip_prefix("prvs=")
+        && let Some((_, orig)) = rest.split_once('=')
+    {
+        local = orig.to_string();
     }
     if let Some((base, _)) = local.split_once('+') {
         local = base.to_string();
@@ -297,13 +297,13 @@ impl<S: GreyStore> Greylist<S> {
         // Auto-whitelisting is per client address, as postgrey's: a /24
         // holds neighbours on shared hosting and clouds.
         let client_key = format!("client\0{client}");
-        if c.auto_whitelist > 0 {
-            if let Some(r) = self.store.get(&client_key)? {
-                if r.passes >= c.auto_whitelist && now.saturating_sub(r.last) <= c.max_age_s {
-                    self.store.put(&client_key, Record { last: now, passes: r.passes.saturating_add(1), ..r })?;
-                    return Ok(Verdict::Exempt("client auto-whitelisted"));
-                }
-            }
+        if c.auto_whitelist > 0
+            && let Some(r) = self.store.get(&client_key)?
+            && r.passes >= c.auto_whitelist
+            && now.saturating_sub(r.last) <= c.max_age_s
+        {
+            self.store.put(&client_key, Record { last: now, passes: r.passes.saturating_add(1), ..r })?;
+            return Ok(Verdict::Exempt("client auto-whitelisted"));
         }
         let key = format!("{net}\0{}\0{rcpt}", normalize_sender(sender));
         let verdict = match self.store.get(&key)? {

@@ -162,6 +162,11 @@ pub const RULES: &[(&str, RuleAction)] = &[
     ("DMARC_FAIL_REJECT", RuleAction::Score),
 ];
 
+/// Seconds since the epoch: the envelope checks' clock.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 /// A rule's default action.
 pub fn default_action(rule: &str) -> RuleAction {
     RULES.iter().find(|(r, _)| *r == rule).map_or(RuleAction::Score, |(_, a)| *a)
@@ -180,7 +185,7 @@ impl EnvelopeConfig {
             }
         }
         for c in &self.greylist.whitelist_clients {
-            crate::config::Cidr::parse(c)?;
+            crate::net::Cidr::parse(c)?;
         }
         Ok(())
     }

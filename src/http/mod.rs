@@ -6,9 +6,9 @@
 //! 5xx bodies say only "internal error", the detail goes to the log.
 
 use crate::Class;
-use crate::classify::Score;
 use crate::engine::{Engine, LearnOutcome};
 use crate::envelope::{Decision, Envelope, Report};
+use crate::protocol::reply::{CheckReply, EnvelopeStage, ErrorBody, ErrorReply, LearnReply, OutcomeReply};
 use crate::service::{JobError, Service};
 use crate::store::TokenStore;
 use axum::body::Bytes;
@@ -19,8 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// An API error: status and a one-line message.
 #[derive(Debug)]
@@ -42,7 +41,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "status": self.status.as_u16(), "message": self.message } });
+        let body = ErrorReply { error: ErrorBody { status: self.status.as_u16(), message: self.message } };
         (self.status, Json(body)).into_response()
     }
 }
@@ -76,12 +75,12 @@ async fn observe<S: TokenStore + 'static>(
     let path = req.extensions().get::<axum::extract::MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let start = Instant::now();
     let resp = next.run(req).await;
-    state.metrics.request(&path, resp.status().as_u16(), start.elapsed().as_secs_f64());
+    state.metrics().request(&path, resp.status().as_u16(), start.elapsed().as_secs_f64());
     resp
 }
 
 async fn metrics_text<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) -> Response {
-    let body = state.metrics.render(state.engine.store().size_bytes(), state.started.elapsed().as_secs());
+    let body = state.metrics().render(state.engine().store().size_bytes(), state.uptime().as_secs());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
@@ -110,20 +109,6 @@ fn message(body: Body) -> Result<Vec<u8>, ApiError> {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty body: send the raw RFC 822 message"));
     }
     Ok(body.to_vec())
-}
-
-/// The JSON form of a score.
-pub fn score_json(s: &Score, elapsed: Duration) -> Value {
-    let clues: Vec<Value> =
-        s.clues.iter().take(30).map(|c| json!({ "token": c.token, "prob": c.prob, "spam": c.spam, "ham": c.ham, "weight": c.weight })).collect();
-    json!({
-        "verdict": s.verdict.name(),
-        "probability": s.probability,
-        "logit": s.logit,
-        "stages": { "content": { "fisher_logit": s.fisher_logit, "lr_logit": s.lr_logit, "gram_logit": s.gram_logit, "tokens": s.tokens } },
-        "clues": clues,
-        "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
-    })
 }
 
 /// The request's user (`X-Hamlet-User`, or rspamd's `Deliver-To`), for
@@ -171,18 +156,23 @@ fn envelope(headers: &HeaderMap) -> Result<Option<Envelope>, ApiError> {
 }
 
 /// The envelope stage of a check reply.
-fn envelope_json(r: &Report) -> Value {
+fn envelope_stage(r: &Report) -> EnvelopeStage {
     let (decision, text) = match &r.decision {
         Decision::Continue => ("continue", None),
-        Decision::Defer(t) => ("defer", Some(t.as_str())),
-        Decision::Reject(t) => ("reject", Some(t.as_str())),
+        Decision::Defer(t) => ("defer", Some(t.clone())),
+        Decision::Reject(t) => ("reject", Some(t.clone())),
     };
-    let outcomes: Vec<Value> = r
+    let outcomes = r
         .outcomes
         .iter()
-        .map(|o| json!({ "rule": o.rule, "token": o.token, "detail": o.detail, "action": format!("{:?}", o.action).to_ascii_lowercase() }))
+        .map(|o| OutcomeReply {
+            rule: o.rule.to_string(),
+            token: o.token.clone(),
+            detail: o.detail.clone(),
+            action: format!("{:?}", o.action).to_ascii_lowercase(),
+        })
         .collect();
-    json!({ "decision": decision, "text": text, "outcomes": outcomes })
+    EnvelopeStage { decision: decision.into(), text, outcomes }
 }
 
 fn job(e: JobError) -> ApiError {
@@ -192,23 +182,20 @@ fn job(e: JobError) -> ApiError {
     }
 }
 
-async fn check<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+async fn check<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, headers: HeaderMap, body: Body) -> Result<Json<CheckReply>, ApiError> {
     let start = Instant::now();
     let user = user(&headers)?;
     let env = envelope(&headers)?;
     let raw = message(body)?;
     let (score, report) = state.check(user, raw, env).await.map_err(job)?;
-    let mut v = score_json(&score, start.elapsed());
-    if let Some(r) = &report {
-        v["stages"]["envelope"] = envelope_json(r);
-    }
-    v["ham_cutoff"] = json!(state.engine.params.ham_cutoff);
-    v["spam_cutoff"] = json!(state.engine.params.spam_cutoff);
-    Ok(Json(v))
+    let params = &state.engine().params;
+    let mut reply = CheckReply::new(&score, start.elapsed().as_secs_f64() * 1000.0, params.ham_cutoff, params.spam_cutoff);
+    reply.stages.envelope = report.as_ref().map(envelope_stage);
+    Ok(Json(reply))
 }
 
 fn authorize<S: TokenStore>(state: &Service<S>, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(want) = &state.learn_token else { return Ok(()) };
+    let Some(want) = state.learn_token() else { return Ok(()) };
     // `Authorization: Bearer <token>`, or rspamd's `Password: <token>` (rspamc -P).
     let got = headers
         .get(header::AUTHORIZATION)
@@ -237,7 +224,7 @@ async fn learn_as<S: TokenStore + 'static>(
         LearnOutcome::AlreadyLearned => StatusCode::ALREADY_REPORTED,
         _ => StatusCode::OK,
     };
-    Ok((status, Json(json!({ "result": outcome.name() }))).into_response())
+    Ok((status, Json(LearnReply { result: outcome.name().into() })).into_response())
 }
 
 async fn learn_spam<S: TokenStore + 'static>(State(s): State<Arc<Service<S>>>, h: HeaderMap, b: Body) -> Result<Response, ApiError> {
@@ -263,7 +250,7 @@ async fn checkv2<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, 
     let user = user(&headers)?;
     let env = envelope(&headers)?;
     let raw = message(body)?;
-    let msgid = crate::digest::header_value(crate::digest::split(&raw).0, "message-id")
+    let msgid = crate::digest::header_value(crate::message::split(&raw).0, "message-id")
         .map(|v| String::from_utf8_lossy(&v).trim_start_matches('<').trim_end_matches('>').to_string());
     let (score, report) = state.check(user, raw, env).await.map_err(job)?;
     let p = score.probability;
@@ -293,7 +280,7 @@ async fn checkv2<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, 
     let mut reply = json!({
         "is_skipped": false,
         "score": sym_score,
-        "required_score": round(RSPAMD_SCALE * state.engine.params.spam_cutoff),
+        "required_score": round(RSPAMD_SCALE * state.engine().params.spam_cutoff),
         "action": action,
         "symbols": symbols,
         "messages": {},
@@ -329,14 +316,15 @@ async fn stats<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) ->
         Ok((v.state()?, v.token_count()?, v.journal_count()?))
     })
     .await?;
+    let (checks, learns) = state.counts();
     Ok(Json(json!({
         "messages": { "spam": st.messages.spam, "ham": st.messages.ham },
         "tokens": tokens,
         "journal": journal,
-        "db_bytes": state.engine.store().size_bytes(),
-        "uptime_s": state.started.elapsed().as_secs(),
-        "checks": state.checks.load(Ordering::Relaxed),
-        "learns": state.learns.load(Ordering::Relaxed),
+        "db_bytes": state.engine().store().size_bytes(),
+        "uptime_s": state.uptime().as_secs(),
+        "checks": checks,
+        "learns": learns,
     })))
 }
 

@@ -18,13 +18,11 @@
 //!   holds it; through `hamlet serve`'s HTTP learn endpoint (with its token)
 //!   when the service has it open.
 
-pub mod config;
-
+use crate::config::imap::{Account, After, ImapConfig, Tls};
 use crate::engine::{Action, Engine, LearnOutcome, Prepared};
 use crate::store::{RedbStore, TokenStore};
 use crate::users::Users;
 use crate::{Class, Error, Result};
-use config::{Account, After, ImapConfig, Tls};
 use futures_util::TryStreamExt;
 use redb::{ReadableDatabase, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -52,7 +50,7 @@ impl State {
         }
         let db = redb::Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::Invalid(format!("{} is in use: another hamlet imap-train is running", path.display())),
-            e => Error::Storage(format!("{}: {e}", path.display())),
+            e => Error::storage(path, e),
         })?;
         let tx = db.begin_write()?;
         tx.open_table(FOLDERS)?;
@@ -83,6 +81,8 @@ impl State {
 }
 
 /// Where learning goes.
+// One per pass: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Learner {
     /// Straight into the database.
     Direct { engine: Engine<RedbStore>, users: Option<Users> },
@@ -95,7 +95,8 @@ impl Learner {
     async fn learn(&self, messages: Vec<Vec<u8>>, class: Class, user: Option<&str>) -> Result<Vec<LearnOutcome>> {
         match self {
             Learner::Direct { engine, users } => tokio::task::block_in_place(|| {
-                let batch: Vec<(Prepared, Action)> = prepare_parallel(engine, &messages).into_iter().map(|p| (p, Action::Learn(class))).collect();
+                let batch: Vec<(Prepared, Action)> =
+                    crate::engine::bulk::prepare_messages(&engine.tokenizer, &messages).into_iter().map(|p| (p, Action::Learn(class))).collect();
                 match user {
                     None => engine.train(&batch),
                     Some(u) => {
@@ -122,33 +123,28 @@ impl Learner {
     }
 }
 
-/// Tokenizes on all cores: tokenizing is most of learning's cost.
-fn prepare_parallel(engine: &Engine<RedbStore>, messages: &[Vec<u8>]) -> Vec<Prepared> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(messages.len().max(1));
-    let chunk = messages.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = messages.chunks(chunk).map(|c| s.spawn(move || c.iter().map(|m| engine.prepare(m)).collect::<Vec<_>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-    })
-}
-
-/// One learn over HTTP/1.1 (`Connection: close`).
+/// One learn through `hamlet serve`'s HTTP API (the blocking client, off
+/// the reactor), at most a minute.
 async fn http_learn(addr: &str, token: Option<&str>, raw: &[u8], class: Class, user: Option<&str>) -> Result<LearnOutcome> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let fail = |m: String| Error::Invalid(format!("learning through hamlet serve at {addr}: {m}"));
-    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| fail(e.to_string()))?;
-    let req = crate::cli::client::http_message_request("POST", &format!("/v1/learn/{class}"), addr, user, token, raw);
-    s.write_all(&req).await.map_err(|e| fail(e.to_string()))?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.map_err(|e| fail(e.to_string()))?;
-    let (status, body) = crate::cli::client::parse_http(&buf).map_err(fail)?;
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    match (status, v["result"].as_str()) {
-        (200, Some("learned")) => Ok(LearnOutcome::Learned),
-        (200, Some("relearned")) => Ok(LearnOutcome::Relearned),
-        (208, _) => Ok(LearnOutcome::AlreadyLearned),
-        (401, _) => Err(fail("401: set learn_token in the configuration (or HAMLET_LEARN_TOKEN)".into())),
-        _ => Err(fail(format!("HTTP {status} {}", v["error"]["message"].as_str().unwrap_or("")))),
+    use crate::client::{self, Answer, Failure, LearnType, Mode, Target};
+    let fail = |m: String| Error::Remote(format!("learning through hamlet serve at {addr}: {m}"));
+    let target = Target::Http(addr.to_string());
+    let opts = client::Options { user: user.map(str::to_string), compress: false, learn_token: token.map(str::to_string) };
+    let mode = Mode::Learn(match class {
+        Class::Spam => LearnType::Spam,
+        Class::Ham => LearnType::Ham,
+    });
+    let deadline = Some(Instant::now() + Duration::from_secs(60));
+    match tokio::task::block_in_place(|| client::request(&target, &opts, mode, raw, deadline)) {
+        Ok(Answer::Learned { result, .. }) => match result.as_deref() {
+            Some("learned") => Ok(LearnOutcome::Learned),
+            Some("relearned") => Ok(LearnOutcome::Relearned),
+            Some("already learned") => Ok(LearnOutcome::AlreadyLearned),
+            other => Err(fail(format!("unexpected reply {other:?}"))),
+        },
+        Ok(other) => Err(fail(format!("unexpected answer {other:?}"))),
+        Err(Failure::Refused(77, m)) => Err(fail(format!("{m}: set learn_token in the configuration (or HAMLET_LEARN_TOKEN)"))),
+        Err(e) => Err(fail(e.to_string())),
     }
 }
 
@@ -175,12 +171,17 @@ pub struct RunOptions {
 
 /// Connects, secures and logs in, with clear errors for each step.
 pub async fn connect(acct: &Account) -> Result<Session> {
+    connect_inner(acct).await.map_err(|e| Error::Imap { account: acct.name.clone(), source: Box::new(e) })
+}
+
+async fn connect_inner(acct: &Account) -> Result<Session> {
     let addr = format!("{}:{}", acct.host, acct.port());
-    let fail = |m: String| Error::Invalid(format!("account {}: {m}", acct.name));
+    let fail = Error::Remote;
+    let unreachable = |source| Error::System { what: format!("cannot connect to {addr}"), source };
     let tcp = tokio::time::timeout(Duration::from_secs(30), tokio::net::TcpStream::connect(&addr))
         .await
-        .map_err(|_| fail(format!("cannot connect to {addr}: timed out")))?
-        .map_err(|e| fail(format!("cannot connect to {addr}: {e}")))?;
+        .map_err(|_| unreachable(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(unreachable)?;
     let stream: Box<dyn Io> = match acct.tls {
         Tls::Plain => Box::new(tcp),
         Tls::Implicit => Box::new(tls_wrap(acct, tcp).await?),
@@ -205,7 +206,7 @@ pub async fn connect(acct: &Account) -> Result<Session> {
 
 async fn tls_wrap(acct: &Account, tcp: tokio::net::TcpStream) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     use tokio_rustls::rustls;
-    let fail = |m: String| Error::Invalid(format!("account {}: TLS with {}: {m}", acct.name, acct.host));
+    let fail = |m: String| Error::Remote(format!("TLS with {}: {m}", acct.host));
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
@@ -253,7 +254,7 @@ pub fn uid_set(uids: &[u32]) -> String {
     out
 }
 
-/// Reads one folder's new mail and learns it.
+/// Reads one folder's new mail and learns it; errors name the account.
 #[allow(clippy::too_many_arguments)]
 async fn train_folder(
     sess: &mut Session,
@@ -266,7 +267,24 @@ async fn train_folder(
     budget: &mut Option<u64>,
     bar: &indicatif::ProgressBar,
 ) -> Result<FolderSummary> {
-    let fail = |m: String| Error::Invalid(format!("account {}, folder {folder:?}: {m}", acct.name));
+    train_folder_inner(sess, acct, folder, class, learner, state, opts, budget, bar)
+        .await
+        .map_err(|e| Error::Imap { account: acct.name.clone(), source: Box::new(e) })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn train_folder_inner(
+    sess: &mut Session,
+    acct: &Account,
+    folder: &str,
+    class: Class,
+    learner: &Learner,
+    state: &State,
+    opts: &RunOptions,
+    budget: &mut Option<u64>,
+    bar: &indicatif::ProgressBar,
+) -> Result<FolderSummary> {
+    let fail = |m: String| Error::Remote(format!("folder {folder:?}: {m}"));
     let mbox = if acct.after == After::Leave { sess.examine(folder).await } else { sess.select(folder).await }
         .map_err(|e| fail(format!("cannot open the folder (does it exist?): {e}")))?;
     let validity = mbox.uid_validity.unwrap_or(0);
@@ -400,14 +418,8 @@ pub async fn train_account(
 /// Opens the learning path: the database itself, or, when `hamlet serve`
 /// holds it, the service's HTTP API.
 pub fn learner(cfg: &crate::config::Config) -> Result<Learner> {
-    match crate::cli::open_db(&cfg.db, true) {
-        Ok(store) => {
-            let mut params = crate::classify::Params::default();
-            params.ham_cutoff = cfg.ham_cutoff;
-            params.spam_cutoff = cfg.spam_cutoff;
-            let users = cfg.users_dir.clone().map(|d| Users::new(d, cfg.users_ignore.clone(), cfg.users_max_open));
-            Ok(Learner::Direct { engine: Engine::new(store, params), users })
-        }
+    match crate::build::engine(cfg, crate::build::Open::Learn) {
+        Ok(engine) => Ok(Learner::Direct { engine, users: crate::build::users(cfg) }),
         Err(Error::DatabaseInUse { .. }) => Ok(Learner::Http { addr: cfg.http.clone(), token: cfg.learn_token.clone() }),
         Err(e) => Err(e),
     }
@@ -455,9 +467,9 @@ pub async fn watch(
         let pass = async {
             let _guard = pass_lock.lock().await;
             let learner = learner(cfg)?;
-            tokio::time::timeout(Duration::from_secs(1800), train_account(acct, &learner, state, opts, &mut None, &hidden))
-                .await
-                .map_err(|_| Error::Invalid(format!("account {}: pass took over 30 minutes; abandoned", acct.name)))?
+            tokio::time::timeout(Duration::from_secs(1800), train_account(acct, &learner, state, opts, &mut None, &hidden)).await.map_err(|_| {
+                Error::Imap { account: acct.name.clone(), source: Box::new(Error::Remote("pass took over 30 minutes; abandoned".into())) }
+            })?
         };
         let result = tokio::select! {
             r = pass => r,

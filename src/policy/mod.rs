@@ -12,14 +12,14 @@
 
 use crate::envelope::greylist::{GreyStore, Verdict};
 use crate::envelope::{Checker, Decision, Envelope};
+use crate::listener::{self, Conn, Listener};
 use crate::service::Service;
-use crate::spamd::{Conn, Listener};
 use crate::store::TokenStore;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// Longest attribute line accepted (certificate subjects can be long).
 const MAX_LINE: usize = 8192;
@@ -125,11 +125,6 @@ pub fn rfc2822_date(secs: u64) -> String {
     format!("{}, {d} {} {y} {:02}:{:02}:{:02} +0000", DAYS[(days % 7) as usize], MONTHS[(m - 1) as usize], rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// Seconds since the epoch: the envelope checks' clock.
-pub(crate) fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// Serves until `shutdown`; connections in flight finish their current
 /// request. Stale greylisting records are expired hourly.
 pub async fn serve<S: TokenStore + 'static, G: GreyStore + 'static>(
@@ -145,7 +140,7 @@ pub async fn serve<S: TokenStore + 'static, G: GreyStore + 'static>(
             loop {
                 tick.tick().await;
                 let c = checker.clone();
-                match tokio::task::spawn_blocking(move || c.expire(now())).await {
+                match tokio::task::spawn_blocking(move || c.expire(crate::envelope::now())).await {
                     Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "greylist expiry"),
                     Ok(Err(e)) => tracing::warn!(error = %e, "greylist expiry failed"),
                     _ => {}
@@ -153,39 +148,26 @@ pub async fn serve<S: TokenStore + 'static, G: GreyStore + 'static>(
             }
         })
     };
+    // Connections wait for Postfix's next request; at shutdown they are
+    // told to stop after the request they are in.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    tokio::pin!(shutdown);
-    while let Some((permit, accepted)) = listener.next(&slots, shutdown.as_mut()).await {
-        match accepted {
-            Ok((conn, peer)) => {
-                let (service, checker, stop) = (service.clone(), checker.clone(), stop_rx.clone());
-                tasks.spawn(async move {
-                    match conn {
-                        Conn::Tcp(s) => connection(&service, &checker, s, peer, stop).await,
-                        Conn::Unix(s) => connection(&service, &checker, s, peer, stop).await,
-                    }
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "policy accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        while tasks.try_join_next().is_some() {}
-    }
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    let stopping = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    listener::serve(listener, "policy", MAX_CONNECTIONS, Duration::from_secs(10), stopping, |conn, peer| {
+        let (service, checker, stop) = (service.clone(), checker.clone(), stop_rx.clone());
+        async move { connection(&service, &checker, conn, peer, stop).await }
+    })
+    .await;
     expiry.abort();
 }
 
 /// One Postfix connection: requests until it closes, goes idle, or we stop.
-async fn connection<S: TokenStore + 'static, G: GreyStore + 'static, T: AsyncRead + AsyncWrite + Unpin>(
+async fn connection<S: TokenStore + 'static, G: GreyStore + 'static>(
     service: &Arc<Service<S>>,
     checker: &Arc<Checker<G>>,
-    stream: T,
+    stream: Conn,
     peer: Option<IpAddr>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -219,7 +201,7 @@ async fn connection<S: TokenStore + 'static, G: GreyStore + 'static, T: AsyncRea
             let first = instance.is_empty() || instance != last_instance;
             let lookups = checker.lookups(&env).await;
             let c = checker.clone();
-            let t = now();
+            let t = crate::envelope::now();
             match tokio::task::spawn_blocking(move || c.check_with(&env, &lookups, t).map(|r| (action(&r, &env, t, first), r))).await {
                 Ok(Ok((line, report))) => {
                     if line.starts_with("PREPEND Received-SPF") {
@@ -233,7 +215,7 @@ async fn connection<S: TokenStore + 'static, G: GreyStore + 'static, T: AsyncRea
                 Ok(Err(e)) => {
                     // Postfix applies its default action to a dropped connection.
                     tracing::error!(error = %e, "policy check failed; closing the connection");
-                    service.metrics.request("policy RCPT", 500, start.elapsed().as_secs_f64());
+                    service.metrics().request("policy RCPT", 500, start.elapsed().as_secs_f64());
                     return;
                 }
                 Err(e) => {
@@ -244,7 +226,7 @@ async fn connection<S: TokenStore + 'static, G: GreyStore + 'static, T: AsyncRea
         } else {
             "DUNNO".to_string()
         };
-        service.metrics.request(&format!("policy {}", if state == "RCPT" { "RCPT" } else { "other" }), 200, start.elapsed().as_secs_f64());
+        service.metrics().request(&format!("policy {}", if state == "RCPT" { "RCPT" } else { "other" }), 200, start.elapsed().as_secs_f64());
         let reply = format!("action={}\n\n", line.replace(['\r', '\n'], " "));
         if w.write_all(reply.as_bytes()).await.is_err() {
             return;

@@ -10,19 +10,18 @@
 //! nothing else is affected. Reading the request has the service's time
 //! limit, and so does the engine's work.
 
-pub mod proto;
-
 use crate::Class;
-use crate::config::{Cidr, Config};
+use crate::config::Config;
 use crate::engine::LearnOutcome;
+use crate::listener::{self, Conn, Listener};
+use crate::net::Cidr;
+use crate::protocol::spamd::{self as proto, Command, Outcome, ProtoError, Request, Status};
 use crate::service::{JobError, Service};
 use crate::store::TokenStore;
-use proto::{Command, Outcome, ProtoError, Request, Status};
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// The listener's settings (from [`Config`]).
 #[derive(Debug, Clone)]
@@ -63,74 +62,6 @@ impl Default for Options {
     }
 }
 
-/// A bound listening socket.
-pub enum Listener {
-    Tcp(tokio::net::TcpListener),
-    /// The socket and its path (removed when the listener stops).
-    Unix(tokio::net::UnixListener, PathBuf),
-}
-
-impl Listener {
-    /// Binds `IP:PORT`, or a UNIX socket when `addr` starts with `/` (a
-    /// stale socket file left by a previous run is replaced; any other file
-    /// there is an error). The socket's permissions follow the umask: they
-    /// decide who may connect, and so who may TELL.
-    pub async fn bind(addr: &str) -> crate::Result<Listener> {
-        let fail = |e: std::io::Error| crate::Error::Invalid(format!("cannot listen for spamd on {addr}: {e}"));
-        if addr.starts_with('/') {
-            let path = PathBuf::from(addr);
-            if let Ok(meta) = std::fs::symlink_metadata(&path) {
-                use std::os::unix::fs::FileTypeExt;
-                if !meta.file_type().is_socket() {
-                    return Err(crate::Error::Invalid(format!("cannot listen for spamd on {addr}: a file that is not a socket is there")));
-                }
-                if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-                    return Err(crate::Error::Invalid(format!("cannot listen for spamd on {addr}: another server is listening there")));
-                }
-                std::fs::remove_file(&path).map_err(fail)?;
-            }
-            Ok(Listener::Unix(tokio::net::UnixListener::bind(&path).map_err(fail)?, path))
-        } else {
-            Ok(Listener::Tcp(tokio::net::TcpListener::bind(addr).await.map_err(fail)?))
-        }
-    }
-
-    /// The bound TCP address (tests bind port 0).
-    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
-        match self {
-            Listener::Tcp(l) => l.local_addr().ok(),
-            Listener::Unix(..) => None,
-        }
-    }
-
-    /// Waits for a free slot in `slots`, then for a connection: so a flood
-    /// of connections waits in the accept queue instead of piling up
-    /// tasks. `None` once `shutdown` completes.
-    pub async fn next(
-        &self,
-        slots: &Arc<tokio::sync::Semaphore>,
-        mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-    ) -> Option<(tokio::sync::OwnedSemaphorePermit, std::io::Result<(Conn, Option<IpAddr>)>)> {
-        let permit = tokio::select! {
-            () = &mut shutdown => return None,
-            p = slots.clone().acquire_owned() => p.ok()?,
-        };
-        tokio::select! {
-            () = &mut shutdown => None,
-            a = accept(self) => Some((permit, a)),
-        }
-    }
-}
-
-impl Drop for Listener {
-    /// A UNIX socket's file goes with its listener.
-    fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 /// Serves until `shutdown` completes, then waits (up to the time limit plus
 /// five seconds) for connections in flight to finish.
 pub async fn serve<S: TokenStore + 'static>(
@@ -140,47 +71,13 @@ pub async fn serve<S: TokenStore + 'static>(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let opts = Arc::new(opts);
-    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
     let memory = Arc::new(tokio::sync::Semaphore::new(kib(opts.memory_budget)));
-    tokio::pin!(shutdown);
-    while let Some((permit, accepted)) = listener.next(&slots, shutdown.as_mut()).await {
-        match accepted {
-            Ok((conn, peer)) => {
-                let (service, opts, memory) = (service.clone(), opts.clone(), memory.clone());
-                tokio::spawn(async move {
-                    match conn {
-                        Conn::Tcp(s) => {
-                            let _ = s.set_nodelay(true);
-                            handle(&service, &opts, &memory, s, peer).await
-                        }
-                        Conn::Unix(s) => handle(&service, &opts, &memory, s, peer).await,
-                    }
-                    drop(permit);
-                });
-            }
-            Err(e) => {
-                // EMFILE and friends: log, breathe, go on.
-                tracing::warn!(error = %e, "spamd accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    let all = u32::try_from(opts.max_connections).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(opts.timeout + Duration::from_secs(5), slots.acquire_many(all)).await;
-}
-
-/// An accepted connection.
-pub enum Conn {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-/// Accepts one connection, with the peer's address (TCP only).
-async fn accept(l: &Listener) -> std::io::Result<(Conn, Option<IpAddr>)> {
-    match l {
-        Listener::Tcp(l) => l.accept().await.map(|(s, a)| (Conn::Tcp(s), Some(a.ip()))),
-        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| (Conn::Unix(s), None)),
-    }
+    let drain = opts.timeout + Duration::from_secs(5);
+    listener::serve(listener, "spamd", opts.max_connections, drain, shutdown, |conn, peer| {
+        let (service, opts, memory) = (service.clone(), opts.clone(), memory.clone());
+        async move { handle(&service, &opts, &memory, conn, peer).await }
+    })
+    .await;
 }
 
 /// Memory budget units: KiB, rounded up.
@@ -189,11 +86,11 @@ fn kib(bytes: usize) -> usize {
 }
 
 /// Serves one connection: one request, one reply.
-async fn handle<S: TokenStore + 'static, T: AsyncRead + AsyncWrite + Unpin>(
+async fn handle<S: TokenStore + 'static>(
     service: &Arc<Service<S>>,
     opts: &Options,
     memory: &Arc<tokio::sync::Semaphore>,
-    stream: T,
+    stream: Conn,
     peer: Option<IpAddr>,
 ) {
     let start = Instant::now();
@@ -210,7 +107,7 @@ async fn handle<S: TokenStore + 'static, T: AsyncRead + AsyncWrite + Unpin>(
             (e.status, e.reply())
         }
     };
-    service.metrics.request(&format!("spamd {label}"), u16::from(status.code()), start.elapsed().as_secs_f64());
+    service.metrics().request(&format!("spamd {label}"), u16::from(status.code()), start.elapsed().as_secs_f64());
     let _ = tokio::time::timeout(opts.timeout, async {
         w.write_all(&bytes).await?;
         w.shutdown().await
@@ -278,7 +175,7 @@ async fn respond<S: TokenStore + 'static, R: AsyncRead + Unpin>(
     if cmd == Command::Tell {
         return tell(service, opts, &req, raw, peer).await.map(|b| (cmd, b)).map_err(fail);
     }
-    let cutoff = service.engine.params.spam_cutoff;
+    let cutoff = service.engine().params.spam_cutoff;
     // Only a rewrite needs the message again after scoring, and HEADERS
     // only its header section (adding headers to the section alone gives
     // the same header block as rewriting the whole message).
@@ -321,10 +218,10 @@ async fn tell<S: TokenStore + 'static>(
     if !opts.allow_tell {
         return Err(ProtoError::new(Status::Unavailable, "TELL commands are not enabled, set spamd_allow_tell"));
     }
-    if let Some(ip) = peer {
-        if !opts.tell_from.iter().any(|n| n.contains(ip)) {
-            return Err(ProtoError::new(Status::NoPerm, format!("TELL is not allowed from {ip} (spamd_tell_from)")));
-        }
+    if let Some(ip) = peer
+        && !opts.tell_from.iter().any(|n| n.contains(ip))
+    {
+        return Err(ProtoError::new(Status::NoPerm, format!("TELL is not allowed from {ip} (spamd_tell_from)")));
     }
     let action = match (req.set.local, req.message_class, req.remove.local) {
         (true, Some(class), _) => Some(Some(class)),

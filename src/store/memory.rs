@@ -7,7 +7,7 @@
 use super::{Grams, JournalEntry, ModelState, ReadView, TokenRecord, TokenStore, WriteView, gram_at, set_slots, sum_slots};
 use crate::Result;
 use crate::digest::Digest;
-use crate::tokenize::token_hash;
+use crate::hash::token_hash;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

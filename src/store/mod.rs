@@ -13,13 +13,16 @@
 mod dump;
 mod gram_file;
 mod memory;
+mod open;
 mod redb_store;
 
 pub use dump::{DumpStats, Parsed, apply, dump, load, parse};
 pub use memory::MemoryStore;
+pub use open::{default_db_path, open_db, open_db_read_only};
 pub use redb_store::{RedbStore, USER_CACHE_BYTES};
 
 use crate::digest::Digest;
+use crate::hash::FxBuild;
 use crate::{Class, Result};
 
 /// Version of the stored layout; a database of another version is refused.
@@ -29,7 +32,7 @@ use crate::{Class, Result};
 /// keys, so `db dump` with the hamlet that wrote a database and `db load`
 /// into a new one moves a model across.
 ///
-/// [`token_hash`]: crate::tokenize::token_hash
+/// [`token_hash`]: crate::hash::token_hash
 pub const SCHEMA_VERSION: u32 = 4;
 
 /// Version of the `db dump` format ([`dump()`]), written on its `schema` line.
@@ -89,20 +92,20 @@ pub trait ReadView {
     /// Up to `limit` tokens in the store's order (by [`token_hash`], then
     /// text), starting after the token `after` (the last of the previous chunk).
     ///
-    /// [`token_hash`]: crate::tokenize::token_hash
+    /// [`token_hash`]: crate::hash::token_hash
     fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>>;
     /// Calls `f` with every stored token, its [`token_hash`] and its record,
     /// in the store's order ([`ReadView::scan`] in batches, unless a store
     /// has a cheaper way); stops at `f`'s first error.
     ///
-    /// [`token_hash`]: crate::tokenize::token_hash
+    /// [`token_hash`]: crate::hash::token_hash
     fn for_each_token(&self, f: &mut dyn FnMut(u64, &str, TokenRecord) -> Result<()>) -> Result<()> {
         let mut after: Option<String> = None;
         loop {
             let batch = self.scan(after.as_deref(), 4096)?;
             let Some((last, _)) = batch.last() else { return Ok(()) };
             for (t, r) in &batch {
-                f(crate::tokenize::token_hash(t), t, *r)?;
+                f(crate::hash::token_hash(t), t, *r)?;
             }
             after = Some(last.clone());
         }
@@ -312,24 +315,21 @@ pub struct CachedView<'a> {
 /// heap text); here a slot holds the key (the token's [`token_hash`], the
 /// key the redb store uses too), the record and the text itself when it is
 /// at most [`INLINE`] bytes (almost all are), so a lookup takes one.
-/// Preloading costs no allocation per token either (145,622 tokens: 167 M
-/// instructions with a map of owned strings, 102 M here, callgrind).
+/// Preloading costs no allocation per token either (39% fewer instructions
+/// than a map of owned strings, callgrind).
 ///
-/// Three things make those misses cheaper (bulk `check` of spamassassin's
-/// 6,046 messages on one core, minimum of 5 runs alternating with the
-/// build before, same output; 2026-11-27):
-/// - [`Preloaded::get_many`] prefetches the slot of the token 8 places on
-///   while it reads this one, so the misses overlap: 1.166 → 1.108 s;
-/// - the table asks for huge pages (`MADV_HUGEPAGE`; this kernel's THP
-///   setting is "madvise"): one TLB entry per 2 MiB instead of per 4 KiB,
-///   and 3,840 page faults instead of 11,514 for 300 messages: 1.064 →
-///   1.001 s;
-/// - at most three quarters full instead of half: 16 MiB of slots for that
-///   model instead of 32, which fits the 32 MiB L3 cache: 1.028 → 0.999 s
-///   (linear probing at load 0.56 reads 1.6 slots per hit, most of them
-///   in the line the first read brought).
+/// Three things make those misses cheaper, each worth 3-6% of a bulk
+/// `check` of spamassassin (history: docs/tuning.md):
+/// - [`Preloaded::get_many`] prefetches the slot of the token [`AHEAD`]
+///   places on while it reads this one, so the misses overlap;
+/// - the table asks for huge pages (`MADV_HUGEPAGE`): one TLB entry per
+///   2 MiB instead of per 4 KiB, and a third of the page faults;
+/// - at most three quarters full: 16 MiB of slots for that model (32 at
+///   half full), which fits a 32 MiB L3 cache (linear probing at load 0.56
+///   reads 1.6 slots per hit, most of them in the line the first read
+///   brought).
 ///
-/// [`token_hash`]: crate::tokenize::token_hash
+/// [`token_hash`]: crate::hash::token_hash
 struct Preloaded {
     /// A power of two of slots, at most 3/4 full; linear probing from the
     /// top bits of the hash (the well-mixed ones of a multiplicative hash).
@@ -452,7 +452,7 @@ impl Preloaded {
     }
 
     fn get(&self, token: &str) -> Option<TokenRecord> {
-        self.get_hashed(token, crate::tokenize::token_hash(token))
+        self.get_hashed(token, crate::hash::token_hash(token))
     }
 
     /// The records of `tokens`, in order. Each lookup is one cache miss in
@@ -585,45 +585,6 @@ impl ReadView for CachedView<'_> {
     }
     fn gram_weights(&self) -> Result<Grams> {
         self.inner.gram_weights()
-    }
-}
-
-/// A small, fast, non-cryptographic hasher (the Fx hash of rustc) for token
-/// sets, caches and keys.
-///
-/// It is not keyed, so a sender can craft tokens with equal hashes. What
-/// that buys them is bounded: the tokenizer keeps colliding tokens (it
-/// compares texts), a colliding stored token replaces the other's record
-/// (see `redb_store`), and per-message work is capped by the token budget.
-/// A keyed hash with a per-database secret would close it (next step).
-#[derive(Default, Clone, Copy)]
-pub struct FxBuild;
-
-impl std::hash::BuildHasher for FxBuild {
-    type Hasher = FxHasher;
-    fn build_hasher(&self) -> FxHasher {
-        FxHasher(0)
-    }
-}
-
-/// See [`FxBuild`].
-#[derive(Default)]
-pub struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-        }
-    }
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 
@@ -807,7 +768,7 @@ mod tests {
         // for lists shorter and longer than the prefetch distance.
         for n in [0, 1, AHEAD - 1, AHEAD, AHEAD + 1, 300] {
             let tokens: Vec<String> = (0..n).map(|i| if i % 3 == 0 { format!("absent{i}") } else { format!("t{}", i * 13) }).collect();
-            let hashed: Vec<(u64, &str)> = tokens.iter().map(|t| (crate::tokenize::token_hash(t), t.as_str())).collect();
+            let hashed: Vec<(u64, &str)> = tokens.iter().map(|t| (crate::hash::token_hash(t), t.as_str())).collect();
             let mut got = vec![Some(TokenRecord::default())];
             view.get_many(&hashed, &mut got).unwrap();
             let want: Vec<_> = tokens.iter().map(|t| view.get(t).unwrap()).collect();
@@ -819,7 +780,7 @@ mod tests {
 
     #[test]
     fn preloaded_confirms_the_text_and_keeps_tokens_sharing_a_hash() {
-        use crate::tokenize::token_hash;
+        use crate::hash::token_hash;
         let rec = |spam| TokenRecord { spam, ham: 0, day: 1, weight: 0.0 };
         let mut p = Preloaded::with_capacity(2);
         // A stored token whose hash is "b"'s (a collision, as a crafted

@@ -35,7 +35,8 @@
 use super::{GRAM_DIM, Grams, JournalEntry, ModelState, ReadView, SCHEMA_VERSION, TokenRecord, TokenStore, Totals, WriteView};
 use super::{gram_file, stored_weight};
 use crate::digest::Digest;
-use crate::tokenize::{TOKENIZER_VERSION, token_hash};
+use crate::hash::token_hash;
+use crate::tokenize::TOKENIZER_VERSION;
 use crate::{Class, Error, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::ops::Bound;
@@ -142,10 +143,10 @@ impl RedbStore {
     }
 
     fn create(path: &Path, wait: Duration, seed: Option<&super::dump::Parsed>, cache_bytes: usize) -> Result<RedbStore> {
-        if let Some(dir) = path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-            }
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         let db = retry_open(path, wait, || Database::builder().set_cache_size(cache_bytes).create(path))?;
         let store = RedbStore { db: Db::ReadWrite(db), path: path.to_path_buf(), grams: Mutex::new(None), unsaved: Mutex::new(None) };
@@ -267,10 +268,10 @@ impl RedbStore {
         T: ReadableTable<u32, &'static [u8]> + 't,
     {
         let id = meta.get("grams_id")?.map_or(0, |v| v.value());
-        if id != 0 {
-            if let Some(m) = gram_file::Mapped::open(&gram_file::path_for(&self.path), id) {
-                return Ok(f(m.weights()));
-            }
+        if id != 0
+            && let Some(m) = gram_file::Mapped::open(&gram_file::path_for(&self.path), id)
+        {
+            return Ok(f(m.weights()));
         }
         let Some(table) = table()? else { return Ok(f(&[])) };
         Ok(match table.get(0)? {
@@ -347,7 +348,7 @@ fn retry_open<D>(path: &Path, wait: Duration, open: impl Fn() -> std::result::Re
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => return Err(Error::io(path, e)),
-            Err(e) => return Err(Error::Storage(format!("{}: {e}", path.display()))),
+            Err(e) => return Err(Error::storage(path, e)),
         }
     }
 }

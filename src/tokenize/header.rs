@@ -122,13 +122,13 @@ pub(crate) fn headers(message: &mail_parser::Message<'_>, raw: &[u8], sink: &mut
                 let v: String = v.chars().take(60).collect();
                 sink.push(prefix::MAILER, &v);
                 if let Some(first) = v.split_whitespace().next() {
-                    sink.push3(prefix::MAILER, "product:", &first);
+                    sink.push3(prefix::MAILER, "product:", first);
                 }
             }
             "date" => {
                 let v = raw_value.trim();
                 if let Some(tz) = v.split_whitespace().find(|w| w.starts_with(['+', '-']) && w.len() == 5) {
-                    sink.push3(prefix::DATE, "tz:", &tz);
+                    sink.push3(prefix::DATE, "tz:", tz);
                 }
                 if v.ends_with(')') {
                     sink.push(prefix::DATE, "tz-comment");
@@ -144,7 +144,7 @@ pub(crate) fn headers(message: &mail_parser::Message<'_>, raw: &[u8], sink: &mut
     }
     for e in EXPECTED {
         if !seen.iter().any(|s| s == e) {
-            sink.push3(prefix::HEADER_NAME, "missing:", &e);
+            sink.push3(prefix::HEADER_NAME, "missing:", e);
         }
     }
     sink.push(prefix::HEADER_NAME, &format!("received:{}", small_bucket(received)));
@@ -156,10 +156,10 @@ pub(crate) fn part_headers(part: &mail_parser::MessagePart<'_>, sink: &mut Sink)
         let name = h.name.as_str();
         if name.eq_ignore_ascii_case("content-type") {
             content_type(&h.value, sink);
-        } else if name.eq_ignore_ascii_case("content-transfer-encoding") {
-            if let Some(v) = part.content_transfer_encoding() {
-                sink.push(prefix::ENCODING, &v.trim().to_ascii_lowercase());
-            }
+        } else if name.eq_ignore_ascii_case("content-transfer-encoding")
+            && let Some(v) = part.content_transfer_encoding()
+        {
+            sink.push(prefix::ENCODING, &v.trim().to_ascii_lowercase());
         }
     }
 }
@@ -236,16 +236,16 @@ fn received_tokens(v: &str, sink: &mut Sink) {
         if i > 0 && (pieces[i - 1].eq_ignore_ascii_case("from") || lower.starts_with("helo=")) {
             let helo = lower.trim_start_matches("helo=");
             if helo.contains('.') {
-                sink.push3(prefix::RECEIVED, "helo:", &helo);
+                sink.push3(prefix::RECEIVED, "helo:", helo);
             } else {
                 sink.push(prefix::RECEIVED, "helo-bare");
             }
         }
         if i > 0 && pieces[i - 1].eq_ignore_ascii_case("with") && lower.len() <= 20 {
-            sink.push3(prefix::RECEIVED, "with:", &lower);
+            sink.push3(prefix::RECEIVED, "with:", lower);
         }
-        if is_hostname(&lower) {
-            url::domain_tokens(prefix::RECEIVED, "host:", &lower, sink);
+        if is_hostname(lower) {
+            url::domain_tokens(prefix::RECEIVED, "host:", lower, sink);
         }
     }
 }

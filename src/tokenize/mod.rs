@@ -21,6 +21,7 @@ mod html;
 mod text;
 mod url;
 
+use crate::hash::token_hash;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
 /// Version of the token vocabulary; stored in every database.
@@ -86,20 +87,14 @@ impl Default for Limits {
 }
 
 /// Tokenizer settings. The defaults are what the shared corpora measured best.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     pub limits: Limits,
     /// Emit orthogonal sparse bigrams of body words. Off: measured with
     /// Fisher alone (min-dev 0.45), 1-ROCA% spamassassin / csdmc2010 went from
-    /// 0.0848 / 0.0467 without to 0.0937 / 0.0776 with them, and the prototype
-    /// saw the same with plain bigrams (0.103 -> 0.110).
+    /// 0.0848 / 0.0467 without to 0.0937 / 0.0776 with them (plain bigrams
+    /// too: docs/tuning.md).
     pub pairs: bool,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options { limits: Limits::default(), pairs: false }
-    }
 }
 
 /// The tokenizer. Cheap to build, shareable across threads.
@@ -136,63 +131,13 @@ fn parser() -> MessageParser {
 /// any fixed order makes floating-point sums repeat exactly run after run,
 /// and this one is cheaper to sort: many tokens share long prefixes
 /// (`rcvd:host:`, `url:path:`), so string order spends its time in memcmp
-/// (callgrind, bulk `check` of 400 messages: 642 M instructions against
-/// 669 M for string order).
+/// (a bulk `check` took 4% more instructions with it, callgrind; figures
+/// in docs/tuning.md).
 pub fn canonical_order(tokens: &mut Vec<String>) {
     let mut keyed: Vec<(u64, String)> = tokens.drain(..).map(|t| (token_hash(&t), t)).collect();
     keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
     keyed.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
     tokens.extend(keyed.into_iter().map(|(_, t)| t));
-}
-
-/// The 64-bit hash of a token: its key in the store, and the order of
-/// [`canonical_order`]. Fixed (a stored model depends on it) and not keyed.
-///
-/// Each 8 bytes are mixed in with a folded multiply (the 128-bit product's
-/// halves XORed, as foldhash and wyhash do), which carries every input bit
-/// into every output bit. The Fx hash used before (rotate, XOR, 64-bit
-/// multiply) only carries bits upwards, so inputs that differ in the top
-/// byte of their last 8-byte chunk and in the byte after it can cancel
-/// out: "organised" and "organisms" had the same hash, and 92 of the
-/// 454,860 distinct tokens of the three shared corpora shared theirs with
-/// another (mostly 10-digit numbers: 48,906 of the 200,000 from 2001120000
-/// up collided). Two tokens with one hash share one record in the store,
-/// where the later overwrites the earlier. This hash gives none on those
-/// sets, nor on the 316,477 short strings of a unit test.
-/// Deliberately crafted collisions remain possible with any unkeyed hash:
-/// the store keeps each token's text and treats a stored record of
-/// another text as a miss.
-pub fn token_hash(t: &str) -> u64 {
-    // The fractional digits of pi, as foldhash takes its seeds.
-    const P0: u64 = 0x243f_6a88_85a3_08d3;
-    const P1: u64 = 0x1319_8a2e_0370_7344;
-    #[inline(always)]
-    fn fold_mul(a: u64, b: u64) -> u64 {
-        let p = u128::from(a) * u128::from(b);
-        (p as u64) ^ ((p >> 64) as u64)
-    }
-    let b = t.as_bytes();
-    let n = b.len();
-    // The length goes in through a multiply too: XORed in plainly, it
-    // cancelled against the data's low bits ("00" and "100" collided).
-    let mut h = fold_mul(P0 ^ (n as u64), P1);
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        h = fold_mul(h ^ u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]), P1);
-    }
-    // The last 1..7 bytes in one word, with reads that cover them all (the
-    // length, mixed in above, tells apart the overlaps).
-    let r = chunks.remainder();
-    let last = match r.len() {
-        0 => return fold_mul(h, P0),
-        1..=3 => u64::from(r[0]) | u64::from(r[r.len() / 2]) << 8 | u64::from(r[r.len() - 1]) << 16,
-        k => {
-            let lo = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
-            let hi = u32::from_le_bytes([r[k - 4], r[k - 3], r[k - 2], r[k - 1]]);
-            u64::from(lo) | u64::from(hi) << 32
-        }
-    };
-    fold_mul(fold_mul(h ^ last, P1), P0)
 }
 
 /// The longest token, in bytes (prefix included).
@@ -269,7 +214,7 @@ impl<S: AsRef<str>> FromIterator<S> for TokenSet {
     }
 }
 
-type SeenMap = std::collections::HashMap<u64, usize, crate::store::FxBuild>;
+type SeenMap = std::collections::HashMap<u64, usize, crate::hash::FxBuild>;
 
 /// A `seen` table kept larger than this is not kept for the next message.
 const KEEP_SEEN: usize = 16 * 1024;
@@ -283,7 +228,7 @@ thread_local! {
 
 impl Sink {
     fn new(limits: &Limits) -> Sink {
-        let seen = SPARE_SEEN.with(std::cell::Cell::take).unwrap_or_else(|| SeenMap::with_capacity_and_hasher(1024, crate::store::FxBuild));
+        let seen = SPARE_SEEN.with(std::cell::Cell::take).unwrap_or_else(|| SeenMap::with_capacity_and_hasher(1024, crate::hash::FxBuild));
         Sink {
             text: String::with_capacity(8192),
             tokens: Vec::with_capacity(512),
@@ -566,10 +511,11 @@ fn attachment(part: &mail_parser::MessagePart<'_>, sink: &mut Sink) {
         let name = name.trim().to_lowercase();
         let short: String = name.chars().take(60).collect();
         sink.push(prefix::ATTACHMENT, &format!("name:{short}"));
-        if let Some((_, ext)) = name.rsplit_once('.') {
-            if !ext.is_empty() && ext.len() <= 8 {
-                sink.push(prefix::ATTACHMENT, &format!("ext:{ext}"));
-            }
+        if let Some((_, ext)) = name.rsplit_once('.')
+            && !ext.is_empty()
+            && ext.len() <= 8
+        {
+            sink.push(prefix::ATTACHMENT, &format!("ext:{ext}"));
         }
     }
     sink.push(prefix::ATTACHMENT, &format!("size:{}", log2_bucket(part.contents().len())));
@@ -613,55 +559,6 @@ mod tests {
     fn toks(raw: &str) -> Vec<String> {
         Tokenizer::default().tokenize(raw.as_bytes())
     }
-
-    /// The old Fx hash gave "organised" and "organisms" one hash, and 48,906
-    /// of these 200,000 ten-digit numbers a hash of another.
-    #[test]
-    fn token_hash_keeps_apart_what_fx_confused() {
-        assert_ne!(token_hash("organised"), token_hash("organisms"));
-        let mut seen = std::collections::HashSet::new();
-        for i in 0..200_000u64 {
-            assert!(seen.insert(token_hash(&format!("{:010}", 2_001_120_000 + i))), "collision at {i}");
-        }
-        // Short strings of every length, with and without leading zeros.
-        let mut seen = std::collections::HashSet::new();
-        let mut short = std::collections::HashSet::new();
-        for len in 0..=6u32 {
-            for i in 0..4usize.pow(len) {
-                let t: String = (0..len).map(|k| ['0', '1', 'a', '.'][i / 4usize.pow(k) % 4]).collect();
-                short.insert(t);
-            }
-        }
-        for width in 1..=7 {
-            for i in 0..100_000u32 {
-                let t = format!("{i:0width$}");
-                if t.len() == width {
-                    short.insert(t);
-                }
-            }
-        }
-        for t in &short {
-            assert!(seen.insert(token_hash(t)), "collision for {t:?}");
-        }
-        // Every length from 0 to 24 with one byte changed anywhere, and the
-        // overlapping reads of the last 1..7 bytes.
-        let mut seen = std::collections::HashSet::new();
-        for len in 0..=24usize {
-            let base: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
-            assert!(seen.insert(token_hash(std::str::from_utf8(&base).unwrap())));
-            for at in 0..len {
-                for b in [b'A', b'z', b'0'] {
-                    let mut v = base.clone();
-                    v[at] = b;
-                    let t = String::from_utf8(v).unwrap();
-                    if t.as_bytes() != base.as_slice() {
-                        assert!(seen.insert(token_hash(&t)), "collision for {t:?}");
-                    }
-                }
-            }
-        }
-    }
-
     #[test]
     fn plain_message_gives_header_and_body_tokens() {
         let t = toks("From: Alice <alice@example.com>\r\nSubject: Hello World\r\n\r\nCheap watches here\r\n");

@@ -101,7 +101,7 @@ pub(crate) fn crack(url: &str, sink: &mut Sink) {
     };
     let host = host.split_whitespace().next().unwrap_or("").trim_end_matches('.').to_ascii_lowercase();
     if let Some(p) = port {
-        sink.push3(prefix::URL, "port:", &p);
+        sink.push3(prefix::URL, "port:", p);
     }
     if host.is_empty() {
         return;

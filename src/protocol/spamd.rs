@@ -454,27 +454,12 @@ pub fn line_ending(raw: &[u8]) -> &'static str {
     }
 }
 
-/// Where the header section ends: the offset of the blank line that ends
-/// it, or `None` when the message has no blank line (it is all header).
-pub fn header_end(raw: &[u8]) -> Option<usize> {
-    let mut start = 0;
-    while start < raw.len() {
-        let end = raw[start..].iter().position(|&b| b == b'\n').map_or(raw.len(), |i| start + i + 1);
-        let line = &raw[start..end];
-        if line == b"\n" || line == b"\r\n" {
-            return Some(start);
-        }
-        start = end;
-    }
-    None
-}
-
 /// The message with `added` header lines inserted at the end of its header
 /// section. Every byte of `raw` is kept, in order; the only other byte ever
 /// added is a line ending after a final header line that lacks one.
 pub fn add_headers(raw: &[u8], added: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len() + added.len() + 2);
-    match header_end(raw) {
+    match crate::message::header_end(raw) {
         Some(at) => {
             out.extend_from_slice(&raw[..at]);
             out.extend_from_slice(added.as_bytes());
@@ -494,7 +479,7 @@ pub fn add_headers(raw: &[u8], added: &str) -> Vec<u8> {
 /// The header section of a (rewritten) message, up to and including the
 /// blank line: what HEADERS returns.
 pub fn header_section(msg: &[u8]) -> &[u8] {
-    match header_end(msg) {
+    match crate::message::header_end(msg) {
         Some(at) => {
             let blank = if msg[at..].starts_with(b"\r\n") { 2 } else { 1 };
             &msg[..at + blank]
@@ -606,6 +591,7 @@ pub fn parse_reply(buf: &[u8]) -> Result<Reply, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::header_end;
 
     #[test]
     fn parses_what_spamc_sends() {

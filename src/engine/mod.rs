@@ -5,6 +5,8 @@
 //! same class is a no-op ("already learned"); learning it as the other class
 //! moves its counts ("relearned"); unlearning removes them.
 
+pub mod bulk;
+
 use crate::classify::{self, Evidence, Params, Score};
 use crate::digest::{Digest, digest};
 use crate::store::{JournalEntry, ReadView, TokenRecord, TokenStore, WriteView, today};
@@ -125,7 +127,7 @@ impl<S: TokenStore> Engine<S> {
     /// [`Engine::score`] of tokens that come with their [`token_hash`]
     /// (as a [`TokenSet`] has them).
     ///
-    /// [`token_hash`]: crate::tokenize::token_hash
+    /// [`token_hash`]: crate::hash::token_hash
     /// [`TokenSet`]: crate::tokenize::TokenSet
     pub fn score_hashed(&self, view: &dyn ReadView, tokens: &[(u64, &str)], grams: &[u32]) -> Result<Score> {
         let state = view.state()?;
@@ -204,8 +206,8 @@ impl<S: TokenStore> Engine<S> {
     /// Why not a transaction per batch: each costs a flush of every record
     /// it touched and a commit, and the next transaction reads the records
     /// back from the B-tree. Bulk-training spamassassin's 6,046 messages,
-    /// the writer's time was 0.51-0.59 s in transactions of 2,000 and
-    /// 0.32-0.36 s in one (one thread, three runs each, 2026-11-27).
+    /// the writer's time was 0.32-0.36 s in one transaction against
+    /// 0.51-0.59 s in transactions of 2,000 (history: docs/tuning.md).
     ///
     /// The store must call the write closure once per transaction (redb's
     /// and the memory store do): it consumes the batches.
@@ -270,9 +272,9 @@ impl<S: TokenStore> Engine<S> {
 /// `String` per record, made the writer's lookups a tenth of its time.
 struct Cache {
     /// Token hash -> place in `records` of the first token with that hash.
-    index: HashMap<u64, usize, crate::store::FxBuild>,
+    index: HashMap<u64, usize, crate::hash::FxBuild>,
     /// Tokens whose hash an earlier token here has (crafted collisions).
-    others: HashMap<String, usize, crate::store::FxBuild>,
+    others: HashMap<String, usize, crate::hash::FxBuild>,
     records: Vec<TokenRecord>,
     /// Each record's token: (hash, start in `text`, length).
     keys: Vec<(u64, usize, usize)>,
@@ -284,8 +286,8 @@ struct Cache {
 impl Cache {
     fn new() -> Cache {
         Cache {
-            index: HashMap::with_hasher(crate::store::FxBuild),
-            others: HashMap::with_hasher(crate::store::FxBuild),
+            index: HashMap::with_hasher(crate::hash::FxBuild),
+            others: HashMap::with_hasher(crate::hash::FxBuild),
             records: Vec::new(),
             keys: Vec::new(),
             text: String::new(),
@@ -442,10 +444,8 @@ fn apply(
         None => (classify::lr_z(params, state.bias, recs.iter().map(|r| r.weight), recs.len()), view.gram_sum(&p.grams)?),
     };
     // One step per message, even for one learned twice (`boost_errors` is
-    // for the counts: doubling the regressions' step measured 1-ROCA%
-    // 0.0404 / 0.0224 on spamassassin / csdmc2010 against 0.0397 / 0.0225
-    // for the word regression and 0.4721 against 0.1950 for the 4-gram
-    // regression alone on spamassassin).
+    // for the counts): a doubled step left the 4-gram regression alone at
+    // 1-ROCA% 0.4721 against 0.1950 on spamassassin (docs/tuning.md).
     let (dw, db) = classify::lr_step(params, z, target, recs.len());
     state.bias += db;
     // The byte 4-gram regression: the same step over the message's slots

@@ -2,6 +2,8 @@
 //! override the file, the file overrides the defaults. See
 //! `examples/hamlet.toml` for a commented sample.
 
+pub mod imap;
+
 use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -44,7 +46,7 @@ pub struct Config {
     /// Most per-user models open at once.
     pub users_max_open: usize,
     /// `hamlet imap-train`: its settings and accounts.
-    pub imap: crate::imap::config::ImapConfig,
+    pub imap: imap::ImapConfig,
     /// Postfix policy service: `IP:PORT` (Postfix's examples use
     /// 127.0.0.1:10040) or a UNIX socket path; `None`: off.
     pub policy: Option<String>,
@@ -58,7 +60,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             http: "127.0.0.1:11333".into(),
-            db: crate::cli::default_db_path(),
+            db: crate::store::default_db_path(),
             learn_token: None,
             max_body_bytes: 20 << 20,
             timeout_s: 30,
@@ -125,14 +127,12 @@ impl Config {
         }
         self.envelope.check()?;
         for n in &self.spamd_tell_from {
-            Cidr::parse(n)?;
+            crate::net::Cidr::parse(n)?;
         }
         if self.spamd_max_connections == 0 {
             return Err(Error::Invalid("spamd_max_connections must be at least 1".into()));
         }
-        if !(0.0..=1.0).contains(&self.ham_cutoff) || !(0.0..=1.0).contains(&self.spam_cutoff) || self.ham_cutoff > self.spam_cutoff {
-            return Err(Error::Invalid("cutoffs must satisfy 0 <= ham_cutoff <= spam_cutoff <= 1".into()));
-        }
+        self.check_cutoffs()?;
         if self.autolearn.enabled {
             self.autolearn.check(self.ham_cutoff, self.spam_cutoff)?;
         }
@@ -141,54 +141,19 @@ impl Config {
 }
 
 impl Config {
+    /// The verdict cutoffs are probabilities, ham's no higher than spam's.
+    pub fn check_cutoffs(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.ham_cutoff) || !(0.0..=1.0).contains(&self.spam_cutoff) || self.ham_cutoff > self.spam_cutoff {
+            return Err(Error::Invalid("cutoffs must satisfy 0 <= ham_cutoff <= spam_cutoff <= 1".into()));
+        }
+        Ok(())
+    }
+
     /// A state file beside the token database: `<db stem>.<suffix>`
     /// (`hamlet.redb` → `hamlet.greylist.redb`).
     pub fn beside_db(&self, suffix: &str) -> PathBuf {
         let stem = self.db.file_stem().map_or_else(|| "hamlet".into(), |s| s.to_string_lossy().into_owned());
         self.db.with_file_name(format!("{stem}.{suffix}"))
-    }
-}
-
-/// An IP network, `addr/len` (a bare address is a host).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    net: std::net::IpAddr,
-    len: u8,
-}
-
-impl Cidr {
-    pub fn parse(s: &str) -> Result<Cidr> {
-        let bad = || Error::Invalid(format!("{s:?} is not an IP network (like 192.0.2.0/24 or ::1/128)"));
-        let (a, l) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (s, None),
-        };
-        let net: std::net::IpAddr = a.trim().parse().map_err(|_| bad())?;
-        let max = if net.is_ipv4() { 32 } else { 128 };
-        let len = match l {
-            Some(l) => l.trim().parse::<u8>().map_err(|_| bad())?,
-            None => max,
-        };
-        if len > max {
-            return Err(bad());
-        }
-        Ok(Cidr { net, len })
-    }
-
-    /// Whether `ip` is inside; an IPv4-mapped IPv6 address counts as IPv4.
-    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
-        use std::net::IpAddr::{V4, V6};
-        let ip = match ip {
-            V6(v6) => v6.to_ipv4_mapped().map_or(ip, V4),
-            v4 => v4,
-        };
-        let (a, b, bits) = match (self.net, ip) {
-            (V4(n), V4(i)) => (u128::from(u32::from(n)), u128::from(u32::from(i)), 32),
-            (V6(n), V6(i)) => (u128::from(n), u128::from(i), 128),
-            _ => return false,
-        };
-        let shift = bits - u32::from(self.len);
-        shift >= bits || (a >> shift) == (b >> shift)
     }
 }
 
@@ -209,23 +174,5 @@ mod tests {
         assert!(bad.check().is_err());
         let bad: Config = toml::from_str("spamd_tell_from = [\"10.0.0.0/33\"]\n").unwrap();
         assert!(bad.check().is_err());
-    }
-
-    #[test]
-    fn cidr_matching() {
-        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
-        let lo = Cidr::parse("127.0.0.0/8").unwrap();
-        assert!(lo.contains(ip("127.1.2.3")));
-        assert!(lo.contains(ip("::ffff:127.0.0.1")), "IPv4-mapped counts as IPv4");
-        assert!(!lo.contains(ip("128.0.0.1")));
-        assert!(!lo.contains(ip("::1")));
-        assert!(Cidr::parse("::1").unwrap().contains(ip("::1")));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("203.0.113.9")));
-        assert!(Cidr::parse("192.0.2.7").unwrap().contains(ip("192.0.2.7")));
-        assert!(!Cidr::parse("192.0.2.7").unwrap().contains(ip("192.0.2.8")));
-        assert!(Cidr::parse("2001:db8::/32").unwrap().contains(ip("2001:db8:1::5")));
-        for bad in ["", "x", "1.2.3.4/", "1.2.3.4/40", "::/129"] {
-            assert!(Cidr::parse(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -194,10 +194,10 @@ impl Account {
         if !atom_ok {
             return bad(format!("keyword {:?} is not an IMAP keyword (an atom: no spaces, parentheses, quotes or backslash)", self.keyword));
         }
-        if let Some(u) = self.model_user() {
-            if !crate::users::valid_name(u) {
-                return bad(format!("{u:?} is not a valid per-user model name"));
-            }
+        if let Some(u) = self.model_user()
+            && !crate::users::valid_name(u)
+        {
+            return bad(format!("{u:?} is not a valid per-user model name"));
         }
         Ok(())
     }

@@ -1,0 +1,76 @@
+//! The one step from a [`Config`] to running parts: the classifier's
+//! parameters, the engine over the configured database, per-user models,
+//! the envelope checkers, the shared [`Service`]. Every command goes
+//! through here (`serve`, `imap-train`, `check`, `train`, `db`, `eval`), so
+//! a setting in `hamlet.toml` means the same thing to all of them.
+
+use crate::Result;
+use crate::classify::Params;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::envelope::Checker;
+use crate::envelope::greylist::RedbGreyStore;
+use crate::service::Service;
+use crate::store::{self, RedbStore};
+use crate::users::Users;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The classifier's parameters: the defaults, with the configured cutoffs.
+pub fn params(cfg: &Config) -> Result<Params> {
+    cfg.check_cutoffs()?;
+    Ok(Params { ham_cutoff: cfg.ham_cutoff, spam_cutoff: cfg.spam_cutoff, ..Params::default() })
+}
+
+/// How a command opens the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// Read and write; a new database gets the starter model.
+    Learn,
+    /// Read only when it exists (scoring never waits for a writer); a new
+    /// one is created with the starter model.
+    Score,
+    /// Read and write an existing database (or a new, empty one).
+    Existing,
+}
+
+/// The engine over the configured database.
+pub fn engine(cfg: &Config, open: Open) -> Result<Engine<RedbStore>> {
+    let store = match open {
+        Open::Learn => store::open_db(&cfg.db, true)?,
+        Open::Score => store::open_db_read_only(&cfg.db)?,
+        Open::Existing => store::open_db(&cfg.db, false)?,
+    };
+    Ok(Engine::new(store, params(cfg)?))
+}
+
+/// Per-user models, when `users_dir` is set.
+pub fn users(cfg: &Config) -> Option<Users> {
+    cfg.users_dir.clone().map(|d| Users::new(d, cfg.users_ignore.clone(), cfg.users_max_open))
+}
+
+/// The service `hamlet serve`'s front ends share (the configuration is
+/// checked first).
+pub fn service(cfg: &Config) -> Result<Service<RedbStore>> {
+    cfg.check()?;
+    Service::builder(engine(cfg, Open::Learn)?)
+        .learn_token(cfg.learn_token.clone())
+        .timeout(Duration::from_secs(cfg.timeout_s))
+        .envelope(Checker::new(cfg.envelope.clone(), None)?)
+        .users(users(cfg))
+        .autolearn(cfg.autolearn.enabled.then(|| cfg.autolearn.clone()))
+        .build()
+}
+
+/// Where greylisting state lives: `[envelope] greylist_db`, else beside the
+/// token database (`<db stem>.greylist.redb`).
+pub fn greylist_path(cfg: &Config) -> PathBuf {
+    cfg.envelope.greylist_db.clone().unwrap_or_else(|| cfg.beside_db("greylist.redb"))
+}
+
+/// The policy service's envelope checker: greylisting state in its own
+/// redb file when greylisting is on.
+pub fn policy_checker(cfg: &Config) -> Result<Checker<RedbGreyStore>> {
+    let grey = if cfg.envelope.greylist.enabled { Some(RedbGreyStore::open(&greylist_path(cfg))?) } else { None };
+    Checker::new(cfg.envelope.clone(), grey)
+}
