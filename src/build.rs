@@ -34,14 +34,20 @@ pub enum Open {
     Existing,
 }
 
-/// The engine over the configured database.
+/// The engine over the configured database (its parameters are checked
+/// before the database is opened, or created).
 pub fn engine(cfg: &Config, open: Open) -> Result<Engine<RedbStore>> {
-    let store = match open {
-        Open::Learn => store::open_db(&cfg.db, true)?,
-        Open::Score => store::open_db_read_only(&cfg.db)?,
-        Open::Existing => store::open_db(&cfg.db, false)?,
-    };
-    Ok(Engine::new(store, params(cfg)?))
+    let params = params(cfg)?;
+    Ok(Engine::new(store(cfg, open)?, params))
+}
+
+/// The configured database itself (the `db` commands).
+pub fn store(cfg: &Config, open: Open) -> Result<RedbStore> {
+    match open {
+        Open::Learn => store::open_db(&cfg.db, true),
+        Open::Score => store::open_db_read_only(&cfg.db),
+        Open::Existing => store::open_db(&cfg.db, false),
+    }
 }
 
 /// Per-user models, when `users_dir` is set.

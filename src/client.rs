@@ -4,8 +4,9 @@
 //! command) and `imap-train` (learning through a running service) share
 //! it.
 //!
-//! Plain blocking std I/O: one request per run needs no runtime, and a
-//! short-lived process should start fast.
+//! Plain blocking std I/O: `hamlet client` makes one request per run,
+//! needs no runtime and should start fast; `imap-train` calls it from
+//! tokio's blocking pool.
 
 use crate::protocol::reply::{CheckReply, ErrorReply, LearnReply};
 use crate::protocol::spamd::{self as proto, Outcome};
@@ -449,6 +450,9 @@ pub fn parse_http(buf: &[u8]) -> std::result::Result<(u16, Vec<u8>), String> {
         let mut body = Vec::new();
         let mut pos = 0;
         loop {
+            if rest[pos..].starts_with(b"\r\n") {
+                return Err("bad chunk size".into());
+            }
             let (used, size) = match httparse::parse_chunk_size(&rest[pos..]) {
                 Ok(httparse::Status::Complete(x)) => x,
                 Ok(httparse::Status::Partial) => return Err("truncated chunk".into()),

@@ -20,7 +20,7 @@ pub enum Error {
     /// A lock guarding in-memory state was poisoned by a panic.
     Poisoned(&'static str),
     /// A listening socket could not be bound.
-    Bind { addr: String, source: std::io::Error },
+    Bind { what: &'static str, addr: String, source: std::io::Error },
     /// An IMAP account failed (connecting, logging in, a folder).
     Imap { account: String, source: Box<Error> },
     /// The system failed us outside a file: a connection to a server, a runtime.
@@ -55,7 +55,7 @@ impl fmt::Display for Error {
             Error::Storage { path: Some(p), source } => write!(f, "database error: {}: {source}", p.display()),
             Error::Storage { path: None, source } => write!(f, "database error: {source}"),
             Error::Poisoned(what) => write!(f, "internal error: the {what} lock was poisoned by an earlier panic"),
-            Error::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            Error::Bind { what, addr, source } => write!(f, "cannot listen for {what} on {addr}: {source}"),
             Error::Imap { account, source } => write!(f, "account {account}: {source}"),
             Error::System { what, source } => write!(f, "{what}: {source}"),
             Error::Parse { what, line, message } => write!(f, "{what}:{line}: {message}"),

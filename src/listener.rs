@@ -22,12 +22,12 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Binds `IP:PORT`, or a UNIX socket when `addr` starts with `/` (a
+    /// Binds `IP:PORT` for `what` (named in errors), or a UNIX socket when `addr` starts with `/` (a
     /// stale socket file left by a previous run is replaced; any other file
     /// there is an error). The socket's permissions follow the umask: they
     /// decide who may connect (for SPAMD, who may TELL).
-    pub async fn bind(addr: &str) -> Result<Listener> {
-        let fail = |source: io::Error| Error::Bind { addr: addr.to_string(), source };
+    pub async fn bind(what: &'static str, addr: &str) -> Result<Listener> {
+        let fail = |source: io::Error| Error::Bind { what, addr: addr.to_string(), source };
         if addr.starts_with('/') {
             let path = PathBuf::from(addr);
             if let Ok(meta) = std::fs::symlink_metadata(&path) {
@@ -97,7 +97,7 @@ impl Drop for Listener {
 /// Serves `listener` until `shutdown` completes: each connection runs
 /// `handle` on a task of its own, at most `max_connections` at once (more
 /// wait in the kernel's accept queue). Then waits up to `drain` for the
-/// connections in flight.
+/// connections in flight, and leaves any still busy to finish on their own.
 pub async fn serve<F, Fut>(
     listener: Listener,
     what: &'static str,
@@ -130,6 +130,9 @@ pub async fn serve<F, Fut>(
         while tasks.try_join_next().is_some() {}
     }
     let _ = tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+    // Past the deadline, connections still busy (a learn committing) go
+    // on by themselves rather than being cut off.
+    tasks.detach_all();
 }
 
 /// An accepted connection: a TCP or UNIX stream, read and written alike.

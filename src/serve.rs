@@ -27,13 +27,13 @@ pub async fn run(cfg: Config) -> Result<()> {
     let service: Arc<Service<RedbStore>> = Arc::new(build::service(&cfg)?);
     service.start_autolearn();
 
-    let listener = tokio::net::TcpListener::bind(&cfg.http).await.map_err(|source| Error::Bind { addr: cfg.http.clone(), source })?;
+    let listener = tokio::net::TcpListener::bind(&cfg.http).await.map_err(|source| Error::Bind { what: "HTTP", addr: cfg.http.clone(), source })?;
     let spamd = match &cfg.spamd {
-        Some(addr) => Some(Listener::bind(addr).await?),
+        Some(addr) => Some(Listener::bind("spamd", addr).await?),
         None => None,
     };
     let policy = match &cfg.policy {
-        Some(addr) => Some((Listener::bind(addr).await?, Arc::new(build::policy_checker(&cfg)?))),
+        Some(addr) => Some((Listener::bind("the policy service", addr).await?, Arc::new(build::policy_checker(&cfg)?))),
         None => None,
     };
     tracing::info!(

@@ -34,7 +34,8 @@ pub struct Cli {
     pub db: Option<PathBuf>,
     /// Configuration file (see examples/hamlet.toml): its cutoffs and
     /// database hold for every command; --db and other flags override it.
-    #[arg(long, global = true, env = "HAMLET_CONFIG")]
+    /// `client` and `imap-train` also read HAMLET_CONFIG.
+    #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -336,17 +337,25 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    // HAMLET_CONFIG stands for --config only where it always did: a
+    // variable exported for these two must not move `check` or `train`
+    // onto the service's database.
+    let config = match (&cli.command, cli.config) {
+        (Command::Client(_) | Command::ImapTrain(_), None) => std::env::var_os("HAMLET_CONFIG").filter(|v| !v.is_empty()).map(PathBuf::from),
+        (_, c) => c,
+    };
     if let Command::Client(a) = cli.command {
-        return client::run(a, cli.config.as_deref());
+        return client::run(a, config.as_deref());
     }
-    let cfg = load_config(cli.config.as_deref(), cli.db)?;
+    let have_config = config.is_some();
+    let cfg = load_config(config.as_deref(), cli.db)?;
     match cli.command {
         Command::Train(a) => train(&cfg, a),
         Command::Check(a) => check(&cfg, a),
         Command::Db(c) => db(&cfg, c),
         Command::Eval(a) => run_eval(&cfg, a),
         Command::Serve(a) => serve(cfg, a),
-        Command::ImapTrain(a) => imap_train(cfg, cli.config.is_some(), a),
+        Command::ImapTrain(a) => imap_train(cfg, have_config, a),
         Command::Client(_) => unreachable!("answered above"),
     }
 }
@@ -500,7 +509,7 @@ fn db(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
             if db_path.exists() {
                 return Err(Error::Invalid(format!("{} already exists", db_path.display())));
             }
-            let store = store::open_db(db_path, !empty)?;
+            let store = build::store(cfg, if empty { Open::Existing } else { Open::Learn })?;
             let st = store.read()?.state()?;
             println!(
                 "created {} ({} spam, {} ham messages{})",
@@ -514,7 +523,7 @@ fn db(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
             if !db_path.exists() {
                 return Err(Error::Invalid(format!("{}: no database yet (`hamlet db init` creates one)", db_path.display())));
             }
-            let store = store::open_db(db_path, false)?;
+            let store = build::store(cfg, Open::Existing)?;
             let v = store.read()?;
             let st = v.state()?;
             println!("database  {}", db_path.display());
@@ -525,13 +534,13 @@ fn db(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
             println!("bytes     {}", store.size_bytes());
         }
         DbCommand::Dump { min_count, journal, no_grams } => {
-            let store = store::open_db(db_path, false)?;
+            let store = build::store(cfg, Open::Existing)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             store::dump(&store, &mut out, min_count, !no_grams, journal)?;
         }
         DbCommand::Load { file } => {
-            let store = store::open_db(db_path, false)?;
+            let store = build::store(cfg, Open::Existing)?;
             let stats = if file.as_os_str() == "-" {
                 store::load(&store, &mut std::io::stdin().lock(), "<stdin>")?
             } else {
@@ -541,7 +550,7 @@ fn db(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
             println!("loaded {} tokens, {} 4-gram weights, {} journal entries", stats.tokens, stats.grams, stats.journal);
         }
         DbCommand::Expire { days, hapax_days, batch } => {
-            let store = store::open_db(db_path, false)?;
+            let store = build::store(cfg, Open::Existing)?;
             let st = store::expire(&store, store::today(), days, hapax_days, batch)?;
             println!("examined {} tokens, removed {}", st.examined, st.removed);
         }

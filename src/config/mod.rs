@@ -1,4 +1,4 @@
-//! `hamlet.toml`: the service's configuration. Every key is optional; flags
+//! `hamlet.toml`: the configuration of every command (`--config`). Every key is optional; flags
 //! override the file, the file overrides the defaults. See
 //! `examples/hamlet.toml` for a commented sample.
 

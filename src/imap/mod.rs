@@ -87,7 +87,7 @@ pub enum Learner {
     /// Straight into the database.
     Direct { engine: Engine<RedbStore>, users: Option<Users> },
     /// Through `hamlet serve`'s HTTP API.
-    Http { addr: String, token: Option<String> },
+    Http { addr: String, token: Option<String>, timeout: Duration },
 }
 
 impl Learner {
@@ -108,14 +108,14 @@ impl Learner {
                     }
                 }
             }),
-            Learner::Http { addr, token } => {
+            Learner::Http { addr, token, timeout } => {
                 let mut out = Vec::with_capacity(messages.len());
                 for m in &messages {
                     // The digest and the tokenizer read the first MiB only,
                     // so this learns exactly what the direct path learns,
                     // and no message is too large for the service.
                     let part = &m[..m.len().min(crate::digest::DIGEST_BYTES)];
-                    out.push(http_learn(addr, token.as_deref(), part, class, user).await?);
+                    out.push(http_learn(addr, token.as_deref(), part, class, user, *timeout).await?);
                 }
                 Ok(out)
             }
@@ -123,9 +123,9 @@ impl Learner {
     }
 }
 
-/// One learn through `hamlet serve`'s HTTP API (the blocking client, off
-/// the reactor), at most a minute.
-async fn http_learn(addr: &str, token: Option<&str>, raw: &[u8], class: Class, user: Option<&str>) -> Result<LearnOutcome> {
+/// One learn through `hamlet serve`'s HTTP API: the blocking client on
+/// tokio's blocking pool, within `timeout`.
+async fn http_learn(addr: &str, token: Option<&str>, raw: &[u8], class: Class, user: Option<&str>, timeout: Duration) -> Result<LearnOutcome> {
     use crate::client::{self, Answer, Failure, LearnType, Mode, Target};
     let fail = |m: String| Error::Remote(format!("learning through hamlet serve at {addr}: {m}"));
     let target = Target::Http(addr.to_string());
@@ -134,8 +134,12 @@ async fn http_learn(addr: &str, token: Option<&str>, raw: &[u8], class: Class, u
         Class::Spam => LearnType::Spam,
         Class::Ham => LearnType::Ham,
     });
-    let deadline = Some(Instant::now() + Duration::from_secs(60));
-    match tokio::task::block_in_place(|| client::request(&target, &opts, mode, raw, deadline)) {
+    let deadline = Some(Instant::now() + timeout);
+    let raw = raw.to_vec();
+    let answer = tokio::task::spawn_blocking(move || client::request(&target, &opts, mode, &raw, deadline))
+        .await
+        .map_err(|e| Error::Internal(format!("learning through hamlet serve: {e}")))?;
+    match answer {
         Ok(Answer::Learned { result, .. }) => match result.as_deref() {
             Some("learned") => Ok(LearnOutcome::Learned),
             Some("relearned") => Ok(LearnOutcome::Relearned),
@@ -420,7 +424,12 @@ pub async fn train_account(
 pub fn learner(cfg: &crate::config::Config) -> Result<Learner> {
     match crate::build::engine(cfg, crate::build::Open::Learn) {
         Ok(engine) => Ok(Learner::Direct { engine, users: crate::build::users(cfg) }),
-        Err(Error::DatabaseInUse { .. }) => Ok(Learner::Http { addr: cfg.http.clone(), token: cfg.learn_token.clone() }),
+        // The service's own time limit, and a little for the network.
+        Err(Error::DatabaseInUse { .. }) => Ok(Learner::Http {
+            addr: cfg.http.clone(),
+            token: cfg.learn_token.clone(),
+            timeout: Duration::from_secs(cfg.timeout_s.saturating_add(5)),
+        }),
         Err(e) => Err(e),
     }
 }

@@ -11,20 +11,36 @@ pub const REPLY_CLUES: usize = 30;
 
 /// `POST /v1/check`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A client needs only `verdict` and `probability`; the rest default when
+/// missing (an older server), as the clients always allowed.
 pub struct CheckReply {
     /// `spam`, `ham` or `unsure`.
     pub verdict: String,
     pub probability: f64,
+    #[serde(default)]
     pub logit: f64,
+    #[serde(default)]
     pub stages: Stages,
+    #[serde(default)]
     pub clues: Vec<ClueReply>,
+    #[serde(default)]
     pub elapsed_ms: f64,
+    #[serde(default = "default_ham_cutoff")]
     pub ham_cutoff: f64,
+    #[serde(default = "default_spam_cutoff")]
     pub spam_cutoff: f64,
 }
 
+fn default_ham_cutoff() -> f64 {
+    crate::classify::Params::default().ham_cutoff
+}
+
+fn default_spam_cutoff() -> f64 {
+    crate::classify::Params::default().spam_cutoff
+}
+
 /// What each stage of the check found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stages {
     pub content: ContentStage,
     /// Present when the request carried an envelope (or DKIM/DMARC ran).
@@ -33,7 +49,7 @@ pub struct Stages {
 }
 
 /// The classifier's inputs to the verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContentStage {
     pub fisher_logit: f64,
     pub lr_logit: f64,
@@ -164,5 +180,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["stages"]["content"]["tokens"], 42);
         assert_eq!(v["clues"][0]["token"], "cheap");
+        let old: CheckReply = serde_json::from_str(r#"{"verdict": "ham", "probability": 0.1}"#).unwrap();
+        assert_eq!((old.spam_cutoff, old.clues.len()), (0.9, 0));
     }
 }

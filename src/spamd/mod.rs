@@ -1,10 +1,11 @@
 //! The SPAMD listener of `hamlet serve`: SpamAssassin's spamc/spamd protocol
 //! (versions 1.2–1.5) over TCP or a UNIX socket, so real `spamc` and
 //! everything that speaks to spamd (Exim's `spam =` condition, milters,
-//! MIMEDefang) use hamlet unchanged. The wire format is in [`proto`].
+//! MIMEDefang) use hamlet unchanged. The wire format is in
+//! [`crate::protocol::spamd`].
 //!
 //! One request per connection, as spamc does: read the head line by line
-//! (each line at most [`proto::MAX_LINE`] bytes), then exactly
+//! (each line at most [`crate::protocol::spamd::MAX_LINE`] bytes), then exactly
 //! `Content-length` body bytes (at most `max_body_bytes`), answer, close.
 //! A bad request gets its sysexits status line and the connection closes;
 //! nothing else is affected. Reading the request has the service's time
@@ -320,7 +321,7 @@ async fn read_body<R: AsyncRead + Unpin>(r: &mut BufReader<R>, req: &Request, ma
 }
 
 /// One line including its `\n`; empty at end of stream. Longer than
-/// [`proto::MAX_LINE`] is an error.
+/// [`crate::protocol::spamd::MAX_LINE`] is an error.
 async fn read_line<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> Result<Vec<u8>, ProtoError> {
     let mut line = Vec::new();
     let n = (&mut *r)
