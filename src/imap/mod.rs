@@ -258,26 +258,9 @@ pub fn uid_set(uids: &[u32]) -> String {
     out
 }
 
-/// Reads one folder's new mail and learns it; errors name the account.
+/// Reads one folder's new mail and learns it.
 #[allow(clippy::too_many_arguments)]
 async fn train_folder(
-    sess: &mut Session,
-    acct: &Account,
-    folder: &str,
-    class: Class,
-    learner: &Learner,
-    state: &State,
-    opts: &RunOptions,
-    budget: &mut Option<u64>,
-    bar: &indicatif::ProgressBar,
-) -> Result<FolderSummary> {
-    train_folder_inner(sess, acct, folder, class, learner, state, opts, budget, bar)
-        .await
-        .map_err(|e| Error::Imap { account: acct.name.clone(), source: Box::new(e) })
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn train_folder_inner(
     sess: &mut Session,
     acct: &Account,
     folder: &str,
@@ -412,7 +395,9 @@ pub async fn train_account(
         if budget.is_some_and(|b| b == 0) {
             break;
         }
-        let s = train_folder(&mut sess, acct, &folder, class, learner, state, opts, budget, bar).await?;
+        let s = train_folder(&mut sess, acct, &folder, class, learner, state, opts, budget, bar)
+            .await
+            .map_err(|e| Error::Imap { account: acct.name.clone(), source: Box::new(e) })?;
         out.push((folder, s));
     }
     let _ = sess.logout().await;
