@@ -4,7 +4,6 @@
 //! through here (`serve`, `imap-train`, `check`, `train`, `db`, `eval`), so
 //! a setting in `hamlet.toml` means the same thing to all of them.
 
-use crate::Result;
 use crate::classify::Params;
 use crate::config::Config;
 use crate::engine::Engine;
@@ -13,6 +12,7 @@ use crate::envelope::greylist::RedbGreyStore;
 use crate::service::Service;
 use crate::store::{self, RedbStore};
 use crate::users::Users;
+use crate::{Error, Result};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -60,12 +60,55 @@ pub fn users(cfg: &Config) -> Option<Users> {
 pub fn service(cfg: &Config) -> Result<Service<RedbStore>> {
     cfg.check()?;
     Service::builder(engine(cfg, Open::Learn)?)
-        .learn_token(cfg.learn_token.clone())
+        .learn_token(learn_token(cfg)?)
         .timeout(Duration::from_secs(cfg.timeout_s))
         .envelope(Checker::new(cfg.envelope.clone(), None)?)
         .users(users(cfg))
         .autolearn(cfg.autolearn.enabled.then(|| cfg.autolearn.clone()))
         .build()
+}
+
+/// The token learning needs: `learn_token` if set; none with
+/// `open_learning`; else the one in [`Config::learn_token_path`], made
+/// there (32 random bytes, hex, mode 0600) if the file does not exist yet.
+pub fn learn_token(cfg: &Config) -> Result<Option<String>> {
+    if cfg.learn_token.is_some() {
+        return Ok(cfg.learn_token.clone());
+    }
+    if cfg.open_learning {
+        return Ok(None);
+    }
+    let path = cfg.learn_token_path();
+    if let Some(t) = read_learn_token(cfg)? {
+        return Ok(Some(t));
+    }
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).map_err(|e| Error::io("/dev/urandom", e))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(|e| Error::io(&path, e))?;
+    std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes()).map_err(|e| Error::io(&path, e))?;
+    tracing::info!(file = %path.display(), "made a learn token: learning over HTTP needs `Authorization: Bearer <the token in this file>`");
+    Ok(Some(token))
+}
+
+/// The token for a client of the service: `learn_token` if set, else the
+/// one in [`Config::learn_token_path`] if that file is there (and readable);
+/// `None` otherwise (no token is sent).
+pub fn read_learn_token(cfg: &Config) -> Result<Option<String>> {
+    if cfg.learn_token.is_some() {
+        return Ok(cfg.learn_token.clone());
+    }
+    let path = cfg.learn_token_path();
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_string())),
+        Ok(_) => Err(Error::Invalid(format!("{}: the learn token file is empty: remove it to have a new token made", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&path, e)),
+    }
 }
 
 /// Where greylisting state lives: `[envelope] greylist_db`, else beside the

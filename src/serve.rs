@@ -5,11 +5,12 @@
 //! only the service, never each other.
 
 use crate::config::Config;
-use crate::listener::Listener;
+use crate::listener::{Guard, Listener};
 use crate::service::Service;
 use crate::store::RedbStore;
 use crate::{Error, Result, build};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Runs `hamlet serve` to the end on a runtime of its own.
 pub fn main(cfg: Config) -> Result<()> {
@@ -24,10 +25,11 @@ pub fn main(cfg: Config) -> Result<()> {
 /// Runs the service until SIGINT or SIGTERM; in-flight requests (learns
 /// included) finish before it returns.
 pub async fn run(cfg: Config) -> Result<()> {
+    file_limit(&cfg);
     let service: Arc<Service<RedbStore>> = Arc::new(build::service(&cfg)?);
     service.start_autolearn();
 
-    let listener = tokio::net::TcpListener::bind(&cfg.http).await.map_err(|source| Error::Bind { what: "HTTP", addr: cfg.http.clone(), source })?;
+    let listener = Listener::bind("HTTP", &cfg.http).await?;
     let spamd = match &cfg.spamd {
         Some(addr) => Some(Listener::bind("spamd", addr).await?),
         None => None,
@@ -49,17 +51,27 @@ pub async fn run(cfg: Config) -> Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // One budget for the bodies in flight on every front end, and one
+    // record of who waits on its client, to close first when it is spent.
+    let guard = Guard::new(cfg.inflight_body_bytes);
     let app = crate::http::router(service.clone(), cfg.max_body_bytes);
-    let http = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).into_future());
+    let opts = crate::http::Options {
+        max_connections: cfg.http_max_connections,
+        head_timeout: Duration::from_secs(cfg.head_timeout_s),
+        drain: Duration::from_secs(cfg.timeout_s + 5),
+    };
+    let http = tokio::spawn(crate::http::serve(listener, app, opts, guard.clone(), stopped(stop_rx.clone())));
     let spamd = spamd.map(|l| {
         let opts = crate::spamd::Options::from_config(&cfg);
-        tokio::spawn(crate::spamd::serve(l, service.clone(), opts, stopped(stop_rx.clone())))
+        tokio::spawn(crate::spamd::serve(l, service.clone(), opts, guard.clone(), stopped(stop_rx.clone())))
     });
-    let policy = policy.map(|(l, checker)| tokio::spawn(crate::policy::serve(l, service.clone(), checker, stopped(stop_rx.clone()))));
+    let policy = policy.map(|(l, checker)| {
+        tokio::spawn(crate::policy::serve(l, service.clone(), checker, cfg.policy_max_connections, guard.clone(), stopped(stop_rx.clone())))
+    });
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     let failed = |what: &str, e: &dyn std::fmt::Display| Error::Internal(format!("{what} failed: {e}"));
-    http.await.map_err(|e| failed("HTTP server task", &e))?.map_err(|e| failed("HTTP server", &e))?;
+    http.await.map_err(|e| failed("HTTP server task", &e))?;
     if let Some(s) = spamd {
         s.await.map_err(|e| failed("SPAMD listener task", &e))?;
     }
@@ -68,6 +80,39 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     tracing::info!("hamlet stopped");
     Ok(())
+}
+
+/// Every connection is a file descriptor: raises the soft limit on open
+/// files to what the connection caps need (up to the hard limit), and
+/// warns when even the hard limit is below it. With too few, accepts fail
+/// (EMFILE) and every client waits, whatever the caps say.
+fn file_limit(cfg: &Config) {
+    let mut need = cfg.http_max_connections as u64 + 64;
+    if cfg.spamd.is_some() {
+        need += cfg.spamd_max_connections as u64;
+    }
+    if cfg.policy.is_some() {
+        need += cfg.policy_max_connections as u64;
+    }
+    if let Some(users) = cfg.users_dir.as_ref().map(|_| cfg.users_max_open as u64) {
+        need += users;
+    }
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_cur >= need {
+        return;
+    }
+    let want = libc::rlimit { rlim_cur: need.min(lim.rlim_max), rlim_max: lim.rlim_max };
+    // SAFETY: as above.
+    let raised = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } == 0;
+    let now = if raised { want.rlim_cur } else { lim.rlim_cur };
+    if now < need {
+        tracing::warn!(
+            open_files = now,
+            needed = need,
+            "the open-file limit is below what the connection caps need: raise it (LimitNOFILE= in the systemd unit, ulimit -n) or lower the *_max_connections settings"
+        );
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

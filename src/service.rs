@@ -147,6 +147,11 @@ impl<S: TokenStore + 'static> Service<S> {
         &self.metrics
     }
 
+    /// The per-request time limit for the engine's work.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Time since the service was built.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()

@@ -81,6 +81,70 @@ async fn learning_needs_the_token() {
     assert_eq!(v["messages"]["spam"], 0, "nothing was learned");
 }
 
+/// `hamlet serve` with no token configured makes one (a file beside the
+/// database only its owner can read) and learning needs it; the scheme is
+/// case-insensitive; `hamlet client` reads the token through `--config`;
+/// `open_learning = true` is the explicit way to learn without one.
+#[test]
+fn learning_is_closed_unless_opened() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("hamlet-http-token-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("h.redb");
+    let bin = env!("CARGO_BIN_EXE_hamlet");
+    let (mut child, addr) = start_server(&db, &[]);
+    let file = dir.join("h.learn-token");
+    let token = std::fs::read_to_string(&file).expect("a token file beside the database");
+    let token = token.trim();
+    assert_eq!(token.len(), 64, "32 random bytes in hex");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let learn = |auth: &str, body: &str| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        use std::io::{Read, Write};
+        write!(s, "POST /v1/learn/spam HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out[9..12].to_string()
+    };
+    assert_eq!(learn("", SPAM), "401", "no token");
+    assert_eq!(learn("Authorization: Bearer x\r\n", SPAM), "401", "a wrong token");
+    assert_eq!(learn(&format!("Authorization: bEARER {token}\r\n"), SPAM), "200", "the scheme in any case");
+    // The client finds the token through the configuration's database.
+    let cfg = dir.join("hamlet.toml");
+    std::fs::write(&cfg, format!("db = \"{}\"\n", db.display())).unwrap();
+    let mut c = std::process::Command::new(bin)
+        .args(["--config", cfg.to_str().unwrap(), "client", "--http", &addr, "-L", "ham"])
+        .env_remove("HAMLET_LEARN_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut c.stdin.take().unwrap(), HAM.as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Message successfully un/learned\n");
+    let _ = child.kill();
+    let _ = child.wait();
+    // The same token on the next start.
+    let (mut child, addr2) = start_server(&db, &[]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), token);
+    let _ = child.kill();
+    let _ = child.wait();
+    // Opened explicitly: no token needed.
+    std::fs::write(&cfg, format!("db = \"{}\"\nopen_learning = true\n", db.display())).unwrap();
+    let (mut child, addr3) = start_server(&db, &["--config", cfg.to_str().unwrap()]);
+    let mut s = std::net::TcpStream::connect(&addr3).unwrap();
+    use std::io::{Read, Write};
+    write!(s, "POST /v1/learn/ham HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}", SPAM.len(), SPAM).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = addr2;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn errors_have_one_shape() {
     let app = app(None, 1000);
@@ -183,17 +247,20 @@ fn kill_9_loses_no_acknowledged_learn() {
     let ok = std::process::Command::new(bin).args(["--db", db.to_str().unwrap(), "db", "init", "--empty"]).status().unwrap();
     assert!(ok.success());
     let (mut child, addr) = start_server(&db, &[]);
+    let token = std::fs::read_to_string(dir.join("h.learn-token")).expect("serve makes a learn token beside its database");
+    let token = token.trim().to_string();
     // Two clients stream learns; the server is killed while they do, so the
     // kill lands in the middle of requests and transactions.
     let clients: Vec<_> = (0..2)
         .map(|c| {
             let addr = addr.clone();
             let dir = dir.clone();
+            let token = token.clone();
             std::thread::spawn(move || {
                 let learn = |body: &str| -> Option<u16> {
                     let mut s = std::net::TcpStream::connect(&addr).ok()?;
                     s.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok()?;
-                    write!(s, "POST /v1/learn/spam HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).ok()?;
+                    write!(s, "POST /v1/learn/spam HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).ok()?;
                     let mut out = String::new();
                     s.read_to_string(&mut out).ok()?;
                     out.get(9..12)?.parse().ok()

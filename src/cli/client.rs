@@ -176,6 +176,20 @@ impl ClientArgs {
     }
 }
 
+/// The token to learn with: `HAMLET_LEARN_TOKEN`, else the configuration's
+/// (`--config`, or the defaults: the token `hamlet serve` made beside its
+/// database). None when there is none to read: the service then says 401.
+fn learn_token(config: Option<&Path>) -> Option<String> {
+    if let Ok(t) = std::env::var("HAMLET_LEARN_TOKEN") {
+        return Some(t);
+    }
+    let cfg = match config {
+        Some(path) => crate::config::Config::load(path).ok()?,
+        None => crate::config::Config::default(),
+    };
+    crate::build::read_learn_token(&cfg).ok().flatten()
+}
+
 /// Runs `hamlet client`; `config` is `--config`, where the service's
 /// address may be.
 pub fn run(a: ClientArgs, config: Option<&Path>) -> Result<ExitCode> {
@@ -183,7 +197,8 @@ pub fn run(a: ClientArgs, config: Option<&Path>) -> Result<ExitCode> {
     // A bad address or an unreadable config is a failure like any other:
     // the message still passes through.
     let target = a.target(config).map_err(|e| Failure::Unavailable(e.to_string()));
-    let opts = client::Options { user: a.user.clone(), compress: a.compress, learn_token: std::env::var("HAMLET_LEARN_TOKEN").ok() };
+    let learn_token = if matches!(mode, Mode::Learn(_)) { learn_token(config) } else { None };
+    let opts = client::Options { user: a.user.clone(), compress: a.compress, learn_token };
     let deadline = (a.timeout > 0).then(|| Instant::now() + Duration::from_secs(a.timeout));
     if mode == Mode::Ping {
         return Ok(match target.and_then(|t| client::request(&t, &opts, mode, &[], deadline)) {

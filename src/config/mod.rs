@@ -17,7 +17,14 @@ pub struct Config {
     /// Token database.
     pub db: PathBuf,
     /// Bearer token for the learn endpoints (also `HAMLET_LEARN_TOKEN`).
+    /// Unset: the token in `learn_token_file`, made at first start.
     pub learn_token: Option<String>,
+    /// Where the learn token is kept when `learn_token` is unset (default:
+    /// beside the database, `<db stem>.learn-token`, readable by its owner
+    /// only). `hamlet client` and `imap-train` read it from there too.
+    pub learn_token_file: Option<PathBuf>,
+    /// Learning over HTTP without any token (loopback addresses only).
+    pub open_learning: bool,
     /// Largest request body accepted (bytes); larger gets 413.
     pub max_body_bytes: usize,
     /// Per-request time limit (seconds).
@@ -34,9 +41,19 @@ pub struct Config {
     /// Client networks (CIDR) allowed to `TELL` over TCP; UNIX-socket
     /// clients are governed by the socket's file permissions.
     pub spamd_tell_from: Vec<String>,
-    /// Most SPAMD connections served at once; more wait in the kernel's
-    /// accept queue.
+    /// Most SPAMD connections served at once (see `http_max_connections`).
     pub spamd_max_connections: usize,
+    /// Most HTTP connections served at once; past it, the connection that
+    /// has waited on its client the longest is closed to make room (or, if
+    /// every one is being answered, the newcomer waits).
+    pub http_max_connections: usize,
+    /// Most policy service connections served at once (see `http_max_connections`).
+    pub policy_max_connections: usize,
+    /// Message bytes all front ends together may hold in flight.
+    pub inflight_body_bytes: usize,
+    /// Seconds a client has to send a request's head (HTTP headers, the
+    /// SPAMD head); its body then has `timeout_s`.
+    pub head_timeout_s: u64,
     /// Per-user models: a folder for their files; `None`: off (everyone
     /// shares the one model).
     pub users_dir: Option<PathBuf>,
@@ -62,6 +79,8 @@ impl Default for Config {
             http: "127.0.0.1:11333".into(),
             db: crate::store::default_db_path(),
             learn_token: None,
+            learn_token_file: None,
+            open_learning: false,
             max_body_bytes: 20 << 20,
             timeout_s: 30,
             ham_cutoff: 0.20,
@@ -71,6 +90,10 @@ impl Default for Config {
             spamd_allow_tell: false,
             spamd_tell_from: vec!["127.0.0.0/8".into(), "::1/128".into()],
             spamd_max_connections: 256,
+            http_max_connections: 512,
+            policy_max_connections: 512,
+            inflight_body_bytes: 256 << 20,
+            head_timeout_s: 10,
             users_dir: None,
             // spamc sends the Unix user it runs as: the usual MTA, delivery
             // and filter accounts mean "no one in particular".
@@ -110,10 +133,9 @@ impl Config {
     /// Refuses settings that would be unsafe or cannot work.
     pub fn check(&self) -> Result<()> {
         let addr: std::net::SocketAddr = self.http.parse().map_err(|_| Error::Invalid(format!("http address {:?} is not IP:PORT", self.http)))?;
-        if self.learn_token.is_none() && !addr.ip().is_loopback() {
+        if self.open_learning && !addr.ip().is_loopback() {
             return Err(Error::Invalid(format!(
-                "refusing to serve learning on {} without a learn token: set learn_token in the config, \
-                 --learn-token or HAMLET_LEARN_TOKEN",
+                "refusing to serve learning on {} without a learn token: open_learning is for loopback addresses only",
                 self.http
             )));
         }
@@ -129,8 +151,24 @@ impl Config {
         for n in &self.spamd_tell_from {
             crate::net::Cidr::parse(n)?;
         }
-        if self.spamd_max_connections == 0 {
-            return Err(Error::Invalid("spamd_max_connections must be at least 1".into()));
+        for (what, n) in [
+            ("spamd_max_connections", self.spamd_max_connections),
+            ("http_max_connections", self.http_max_connections),
+            ("policy_max_connections", self.policy_max_connections),
+        ] {
+            if n == 0 {
+                return Err(Error::Invalid(format!("{what} must be at least 1")));
+            }
+        }
+        if self.head_timeout_s == 0 || self.timeout_s == 0 {
+            return Err(Error::Invalid("head_timeout_s and timeout_s must be at least 1".into()));
+        }
+        // A largest message must fit, with room for its SPAMD reply.
+        if self.inflight_body_bytes < 2 * self.max_body_bytes {
+            return Err(Error::Invalid(format!(
+                "inflight_body_bytes ({}) must be at least twice max_body_bytes ({})",
+                self.inflight_body_bytes, self.max_body_bytes
+            )));
         }
         self.check_cutoffs()?;
         if self.autolearn.enabled {
@@ -147,6 +185,11 @@ impl Config {
             return Err(Error::Invalid("cutoffs must satisfy 0 <= ham_cutoff <= spam_cutoff <= 1".into()));
         }
         Ok(())
+    }
+
+    /// Where the learn token is kept when `learn_token` is unset.
+    pub fn learn_token_path(&self) -> PathBuf {
+        self.learn_token_file.clone().unwrap_or_else(|| self.beside_db("learn-token"))
     }
 
     /// A state file beside the token database: `<db stem>.<suffix>`
@@ -166,8 +209,10 @@ mod tests {
         let c: Config = toml::from_str("http = \"0.0.0.0:8080\"\nlearn_token = \"s3cret\"\n").unwrap();
         assert_eq!(c.http, "0.0.0.0:8080");
         assert!(c.check().is_ok());
-        let open: Config = toml::from_str("http = \"0.0.0.0:8080\"\n").unwrap();
+        let open: Config = toml::from_str("http = \"0.0.0.0:8080\"\nopen_learning = true\n").unwrap();
         assert!(open.check().unwrap_err().to_string().contains("learn token"));
+        let generated: Config = toml::from_str("http = \"0.0.0.0:8080\"\n").unwrap();
+        assert!(generated.check().is_ok(), "the generated token guards learning");
         assert!(Config::default().check().is_ok(), "loopback without a token is fine");
         assert!(toml::from_str::<Config>("htp = \"x\"").is_err(), "unknown keys are errors");
         let bad: Config = toml::from_str("spamd = \"localhost\"\n").unwrap();

@@ -4,22 +4,31 @@
 //!
 //! Errors have one JSON shape, `{"error": {"status": 413, "message": "..."}}`;
 //! 5xx bodies say only "internal error", the detail goes to the log.
+//!
+//! Request bodies are read by [`Body`]: a declared length over the limit
+//! is refused before any byte is read, the body has a deadline, and its
+//! bytes take room in the listeners' shared budget ([`crate::listener::Guard`]).
+
+mod serve;
+
+pub use serve::{Options, serve};
 
 use crate::Class;
 use crate::engine::{Engine, LearnOutcome};
 use crate::envelope::{Decision, Envelope, Report};
+use crate::listener::{Room, Slot};
 use crate::protocol::reply::{CheckReply, EnvelopeStage, ErrorBody, ErrorReply, LearnReply, OutcomeReply};
 use crate::service::{JobError, Service};
 use crate::store::TokenStore;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// An API error: status and a one-line message.
 #[derive(Debug)]
@@ -46,8 +55,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The router, with its state. Tests drive it with `tower::ServiceExt::oneshot`.
+/// The body limits every handler reads with.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_body: usize,
+    /// From the end of the head to the body's last byte.
+    body_timeout: Duration,
+}
+
+/// The router, with its state; bodies up to `max_body_bytes`, each read
+/// within the service's time limit. Tests drive it with
+/// `tower::ServiceExt::oneshot`; [`serve`] adds the connection's place in
+/// the listeners' budget.
 pub fn router<S: TokenStore + 'static>(state: Arc<Service<S>>, max_body_bytes: usize) -> Router {
+    let limits = Limits { max_body: max_body_bytes, body_timeout: state.timeout() };
     Router::new()
         .route("/v1/check", post(check::<S>))
         .route("/v1/learn/spam", post(learn_spam::<S>))
@@ -63,6 +84,7 @@ pub fn router<S: TokenStore + 'static>(state: Arc<Service<S>>, max_body_bytes: u
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::<S>))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::Extension(limits))
         .with_state(state)
 }
 
@@ -98,17 +120,84 @@ where
     state.blocking(f).await.map_err(job)
 }
 
-/// The request body, as the raw message.
-type Body = Result<Bytes, axum::extract::rejection::BytesRejection>;
+/// How long a body waits for room in the budget before the request gets 503.
+const ROOM_WAIT: Duration = Duration::from_secs(2);
+
+/// A request body, read within the limits: the bytes (or why there are
+/// none) and their room in the budget, held while the handler runs. The
+/// error is kept for the handler to return after its own checks (a learn
+/// without its token is 401 whatever its body).
+pub struct Body {
+    bytes: Result<Vec<u8>, ApiError>,
+    _room: Option<Room>,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: axum::extract::Request, _: &S) -> Result<Body, Self::Rejection> {
+        Ok(read_body(req).await)
+    }
+}
+
+async fn read_body(req: axum::extract::Request) -> Body {
+    let limits = req.extensions().get::<Limits>().copied().unwrap_or(Limits { max_body: 20 << 20, body_timeout: Duration::from_secs(30) });
+    let slot = req.extensions().get::<Slot>().cloned();
+    let fail = |status, message: String| Body { bytes: Err(ApiError::new(status, message)), _room: None };
+    let too_large = || format!("message too large: the limit is {} bytes (max_body_bytes)", limits.max_body);
+    let declared = match req.headers().get(header::CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok())) {
+        Some(None) => return fail(StatusCode::BAD_REQUEST, "Content-Length is not a number".into()),
+        Some(Some(n)) if n > limits.max_body as u64 => return fail(StatusCode::PAYLOAD_TOO_LARGE, too_large()),
+        Some(Some(n)) => Some(n as usize),
+        None => None,
+    };
+    let room = match &slot {
+        Some(slot) => match slot.reserve(declared.unwrap_or(limits.max_body), ROOM_WAIT).await {
+            Some(r) => Some(r),
+            None => return fail(StatusCode::SERVICE_UNAVAILABLE, "server busy: too many message bytes in flight, try again".into()),
+        },
+        None => None,
+    };
+    let deadline = tokio::time::Instant::now() + limits.body_timeout;
+    let mut body = req.into_body();
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => {
+                let msg = format!(
+                    "timed out reading the request body ({} of {} bytes in {} s)",
+                    buf.len(),
+                    declared.map_or("?".into(), |n| n.to_string()),
+                    limits.body_timeout.as_secs()
+                );
+                return fail(StatusCode::REQUEST_TIMEOUT, msg);
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return fail(StatusCode::BAD_REQUEST, format!("could not read the request body: {e}")),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if buf.len() + data.len() > limits.max_body {
+                        return fail(StatusCode::PAYLOAD_TOO_LARGE, too_large());
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    if let Some(slot) = &slot {
+        slot.working();
+    }
+    Body { bytes: Ok(buf), _room: room }
+}
 
 /// A body that arrived is a message; an empty one is a client error, and one
-/// that could not be read (too large: 413) gets the JSON error shape too.
-fn message(body: Body) -> Result<Vec<u8>, ApiError> {
-    let body = body.map_err(|r| ApiError::new(r.status(), r.body_text()))?;
-    if body.is_empty() {
+/// that could not be read gets the JSON error shape too.
+fn message(body: &mut Body) -> Result<Vec<u8>, ApiError> {
+    let raw = std::mem::replace(&mut body.bytes, Ok(Vec::new()))?;
+    if raw.is_empty() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty body: send the raw RFC 822 message"));
     }
-    Ok(body.to_vec())
+    Ok(raw)
 }
 
 /// The request's user (`X-Hamlet-User`, or rspamd's `Deliver-To`), for
@@ -182,11 +271,15 @@ fn job(e: JobError) -> ApiError {
     }
 }
 
-async fn check<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, headers: HeaderMap, body: Body) -> Result<Json<CheckReply>, ApiError> {
+async fn check<S: TokenStore + 'static>(
+    State(state): State<Arc<Service<S>>>,
+    headers: HeaderMap,
+    mut body: Body,
+) -> Result<Json<CheckReply>, ApiError> {
     let start = Instant::now();
     let user = user(&headers)?;
     let env = envelope(&headers)?;
-    let raw = message(body)?;
+    let raw = message(&mut body)?;
     let (score, report) = state.check(user, raw, env).await.map_err(job)?;
     let params = &state.engine().params;
     let mut reply = CheckReply::new(&score, start.elapsed().as_secs_f64() * 1000.0, params.ham_cutoff, params.spam_cutoff);
@@ -196,28 +289,38 @@ async fn check<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, he
 
 fn authorize<S: TokenStore>(state: &Service<S>, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(want) = state.learn_token() else { return Ok(()) };
-    // `Authorization: Bearer <token>`, or rspamd's `Password: <token>` (rspamc -P).
+    // `Authorization: Bearer <token>` (the scheme in any case, RFC 9110
+    // 11.1), or rspamd's `Password: <token>` (rspamc -P).
     let got = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
         .or_else(|| headers.get("password").and_then(|v| v.to_str().ok()));
     match got {
-        // Compared without an early exit, so timing says nothing of the token.
-        Some(g) if g.len() == want.len() && g.bytes().zip(want.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0 => Ok(()),
+        Some(g) if same_token(g, want) => Ok(()),
         _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "learning needs `Authorization: Bearer <learn token>`")),
     }
+}
+
+/// Compares the SHA-256 digests of the two, without an early exit: the
+/// time taken says nothing of the token, its length included.
+fn same_token(got: &str, want: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(got.as_bytes()), Sha256::digest(want.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn learn_as<S: TokenStore + 'static>(
     state: Arc<Service<S>>,
     headers: HeaderMap,
-    body: Body,
+    mut body: Body,
     class: Option<Class>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let user = user(&headers)?;
-    let raw = message(body)?;
+    let raw = message(&mut body)?;
     let env = envelope(&headers)?;
     let outcome = state.train(user, raw, class, env).await.map_err(job)?;
     let status = match outcome {
@@ -245,11 +348,11 @@ async fn unlearn<S: TokenStore + 'static>(State(s): State<Arc<Service<S>>>, h: H
 /// ham -> `no action` (content alone never rejects; envelope checks may).
 pub const RSPAMD_SCALE: f64 = 15.0;
 
-async fn checkv2<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, headers: HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+async fn checkv2<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, headers: HeaderMap, mut body: Body) -> Result<Json<Value>, ApiError> {
     let start = Instant::now();
     let user = user(&headers)?;
     let env = envelope(&headers)?;
-    let raw = message(body)?;
+    let raw = message(&mut body)?;
     let msgid = crate::digest::header_value(crate::message::split(&raw).0, "message-id")
         .map(|v| String::from_utf8_lossy(&v).trim_start_matches('<').trim_end_matches('>').to_string());
     let (score, report) = state.check(user, raw, env).await.map_err(job)?;

@@ -412,7 +412,7 @@ pub fn learner(cfg: &crate::config::Config) -> Result<Learner> {
         // The service's own time limit, and a little for the network.
         Err(Error::DatabaseInUse { .. }) => Ok(Learner::Http {
             addr: cfg.http.clone(),
-            token: cfg.learn_token.clone(),
+            token: crate::build::read_learn_token(cfg)?,
             timeout: Duration::from_secs(cfg.timeout_s.saturating_add(5)),
         }),
         Err(e) => Err(e),

@@ -12,7 +12,7 @@
 
 use crate::envelope::greylist::{GreyStore, Verdict};
 use crate::envelope::{Checker, Decision, Envelope};
-use crate::listener::{self, Conn, Listener};
+use crate::listener::{self, Conn, Guard, Listener, Slot};
 use crate::service::Service;
 use crate::store::TokenStore;
 use std::collections::HashMap;
@@ -25,12 +25,13 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 const MAX_LINE: usize = 8192;
 /// Most attributes in one request.
 const MAX_ATTRS: usize = 200;
-/// A connection idle this long is closed (Postfix closes its own after 300 s).
-const IDLE: Duration = Duration::from_secs(600);
-/// Most connections served at once (Postfix opens one per smtpd process,
-/// `default_process_limit` 100); more wait in the accept queue, so a flood
-/// cannot take unbounded memory.
-const MAX_CONNECTIONS: usize = 512;
+/// A connection idle this long is closed (Postfix closes its own after
+/// 300 s, `smtpd_policy_service_max_idle`).
+const IDLE: Duration = Duration::from_secs(330);
+/// Once a request's first byte has come, the whole request must follow
+/// within this: Postfix writes a request at once, a client that drips it
+/// is not Postfix.
+const REQUEST: Duration = Duration::from_secs(10);
 
 /// A request's attributes. A repeated name keeps its last value.
 pub type Attrs = HashMap<String, String>;
@@ -127,10 +128,15 @@ pub fn rfc2822_date(secs: u64) -> String {
 
 /// Serves until `shutdown`; connections in flight finish their current
 /// request. Stale greylisting records are expired hourly.
+/// At most `max_connections` at once (Postfix opens one per smtpd
+/// process, `default_process_limit` 100); past that, the connection idle
+/// the longest is closed (Postfix reconnects when it next needs one).
 pub async fn serve<S: TokenStore + 'static, G: GreyStore + 'static>(
     listener: Listener,
     service: Arc<Service<S>>,
     checker: Arc<Checker<G>>,
+    max_connections: usize,
+    guard: Arc<Guard>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let expiry = {
@@ -155,9 +161,9 @@ pub async fn serve<S: TokenStore + 'static, G: GreyStore + 'static>(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    listener::serve(listener, "policy", MAX_CONNECTIONS, Duration::from_secs(10), stopping, |conn, peer| {
+    listener::serve(listener, "policy", max_connections, Duration::from_secs(10), guard, stopping, |conn, peer, slot| {
         let (service, checker, stop) = (service.clone(), checker.clone(), stop_rx.clone());
-        async move { connection(&service, &checker, conn, peer, stop).await }
+        async move { connection(&service, &checker, conn, peer, &slot, stop).await }
     })
     .await;
     expiry.abort();
@@ -169,6 +175,7 @@ async fn connection<S: TokenStore + 'static, G: GreyStore + 'static>(
     checker: &Arc<Checker<G>>,
     stream: Conn,
     peer: Option<IpAddr>,
+    slot: &Slot,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let (r, mut w) = tokio::io::split(stream);
@@ -177,18 +184,30 @@ async fn connection<S: TokenStore + 'static, G: GreyStore + 'static>(
     // last one that got its Received-SPF.
     let mut last_instance = String::new();
     loop {
-        let req = tokio::select! {
+        slot.waiting();
+        // Idle until the next request's first byte, then the request
+        // within its deadline.
+        let first = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            r = tokio::time::timeout(IDLE, read_request(&mut r)) => r,
+            r = tokio::time::timeout(IDLE, r.fill_buf()) => r,
         };
-        let attrs = match req {
+        match first {
+            Ok(Ok(b)) if !b.is_empty() => {}
+            _ => return,
+        }
+        let attrs = match tokio::time::timeout(REQUEST, read_request(&mut r)).await {
             Ok(Ok(a)) => a,
-            Ok(Err(ReadError::Closed)) | Err(_) => return,
+            Ok(Err(ReadError::Closed)) => return,
+            Err(_) => {
+                tracing::warn!(peer = ?peer, "policy request not complete within {} s; closing", REQUEST.as_secs());
+                return;
+            }
             Ok(Err(ReadError::Bad(m))) => {
                 tracing::warn!(peer = ?peer, error = %m, "policy request refused; closing");
                 return;
             }
         };
+        slot.working();
         let start = Instant::now();
         if attrs.get("request").map(String::as_str) != Some("smtpd_access_policy") {
             tracing::warn!(peer = ?peer, "policy request without request=smtpd_access_policy; closing");

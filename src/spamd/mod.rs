@@ -14,7 +14,7 @@
 use crate::Class;
 use crate::config::Config;
 use crate::engine::LearnOutcome;
-use crate::listener::{self, Conn, Listener};
+use crate::listener::{self, Conn, Guard, Listener, Slot};
 use crate::net::Cidr;
 use crate::protocol::spamd::{self as proto, Command, Outcome, ProtoError, Request, Status};
 use crate::service::{JobError, Service};
@@ -36,9 +36,6 @@ pub struct Options {
     /// Time limit for the request line and headers: short, so clients that
     /// connect and dawdle cannot hold every connection slot for long.
     pub head_timeout: Duration,
-    /// Message bytes all connections together may hold at once; a body
-    /// waits for room (see [`serve`]).
-    pub memory_budget: usize,
 }
 
 impl Options {
@@ -50,9 +47,7 @@ impl Options {
             max_body_bytes: cfg.max_body_bytes,
             max_connections: cfg.spamd_max_connections,
             timeout: Duration::from_secs(cfg.timeout_s),
-            head_timeout: Duration::from_secs(cfg.timeout_s.min(10)),
-            // Each body is held about three times (request, rewrite, reply).
-            memory_budget: (256usize << 20).max(4 * cfg.max_body_bytes),
+            head_timeout: Duration::from_secs(cfg.head_timeout_s.min(cfg.timeout_s)),
         }
     }
 }
@@ -64,40 +59,33 @@ impl Default for Options {
 }
 
 /// Serves until `shutdown` completes, then waits (up to the time limit plus
-/// five seconds) for connections in flight to finish.
+/// five seconds) for connections in flight to finish. Bodies take their
+/// room in `guard`'s budget, shared with the other listeners.
 pub async fn serve<S: TokenStore + 'static>(
     listener: Listener,
     service: Arc<Service<S>>,
     opts: Options,
+    guard: Arc<Guard>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let opts = Arc::new(opts);
-    let memory = Arc::new(tokio::sync::Semaphore::new(kib(opts.memory_budget)));
     let drain = opts.timeout + Duration::from_secs(5);
-    listener::serve(listener, "spamd", opts.max_connections, drain, shutdown, |conn, peer| {
-        let (service, opts, memory) = (service.clone(), opts.clone(), memory.clone());
-        async move { handle(&service, &opts, &memory, conn, peer).await }
+    listener::serve(listener, "spamd", opts.max_connections, drain, guard, shutdown, |conn, peer, slot| {
+        let (service, opts) = (service.clone(), opts.clone());
+        async move { handle(&service, &opts, &slot, conn, peer).await }
     })
     .await;
 }
 
-/// Memory budget units: KiB, rounded up.
-fn kib(bytes: usize) -> usize {
-    bytes.div_ceil(1024).min(tokio::sync::Semaphore::MAX_PERMITS)
-}
+/// How long a body waits for room in the budget before it is refused.
+const ROOM_WAIT: Duration = Duration::from_secs(2);
 
 /// Serves one connection: one request, one reply.
-async fn handle<S: TokenStore + 'static>(
-    service: &Arc<Service<S>>,
-    opts: &Options,
-    memory: &Arc<tokio::sync::Semaphore>,
-    stream: Conn,
-    peer: Option<IpAddr>,
-) {
+async fn handle<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts: &Options, slot: &Slot, stream: Conn, peer: Option<IpAddr>) {
     let start = Instant::now();
     let (r, mut w) = tokio::io::split(stream);
     let mut r = BufReader::new(r);
-    let (label, reply) = match respond(service, opts, memory, &mut r, peer).await {
+    let (label, reply) = match respond(service, opts, slot, &mut r, peer).await {
         Ok((cmd, reply)) => (cmd.name(), Ok(reply)),
         Err((cmd, e)) => (cmd.map_or("unparsed", Command::name), Err(e)),
     };
@@ -135,7 +123,7 @@ type Failure = (Option<Command>, ProtoError);
 async fn respond<S: TokenStore + 'static, R: AsyncRead + Unpin>(
     service: &Arc<Service<S>>,
     opts: &Options,
-    memory: &Arc<tokio::sync::Semaphore>,
+    slot: &Slot,
     r: &mut BufReader<R>,
     peer: Option<IpAddr>,
 ) -> Result<(Command, Vec<u8>), Failure> {
@@ -151,16 +139,19 @@ async fn respond<S: TokenStore + 'static, R: AsyncRead + Unpin>(
         Command::Skip => return Ok((cmd, Vec::new())),
         _ => {}
     }
-    // Room in the memory budget for this body (a compressed one may grow to
-    // max_body_bytes), before reading it.
+    // Room in the budget for this body before reading it: the body, and
+    // as much again for the rewritten reply (a compressed body may grow to
+    // max_body_bytes).
     let want = if req.compress { opts.max_body_bytes } else { req.content_length.unwrap_or(opts.max_body_bytes).min(opts.max_body_bytes) };
-    let permits = u32::try_from(kib(want.saturating_mul(3)).min(kib(opts.memory_budget))).unwrap_or(u32::MAX);
-    let _room = memory.acquire_many(permits).await.map_err(|_| fail(ProtoError::new(Status::Software, "shutting down")))?;
+    let Some(_room) = slot.reserve(want.saturating_mul(2), ROOM_WAIT).await else {
+        return Err(fail(ProtoError::new(Status::TempFail, "server busy: too many message bytes in flight, try again")));
+    };
     let body = match tokio::time::timeout(opts.timeout, read_body(r, &req, opts.max_body_bytes)).await {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => return Err(fail(e)),
         Err(_) => return Err(fail(ProtoError::new(Status::IoErr, "timed out reading the message"))),
     };
+    slot.working();
     let raw = if req.compress {
         let max = opts.max_body_bytes;
         tokio::task::spawn_blocking(move || inflate(&body, max))
