@@ -77,10 +77,16 @@ pub fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
     }
 }
 
-/// redb's `Corrupted` as [`Error::Corrupt`], with the file named.
+/// redb's `Corrupted`, and reads past the end of the file, as
+/// [`Error::Corrupt`], with the file named.
 pub fn classify(path: &Path, e: Error) -> Error {
     match e {
         Error::Storage { source: redb::Error::Corrupted(m), .. } => Error::Corrupt { path: path.to_path_buf(), detail: m },
+        // A read past the end of the file: a damaged page pointer (redb
+        // checks the file's length against its layout when it opens it).
+        Error::Storage { source: redb::Error::Io(io), .. } if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Error::Corrupt { path: path.to_path_buf(), detail: format!("a page lies past the end of the file: {io}") }
+        }
         e => e,
     }
 }
