@@ -188,11 +188,11 @@ fn set_file_limit(pid: u32, bytes: u64) {
     assert_eq!(rc, 0, "prlimit (set) failed: {}", std::io::Error::last_os_error());
 }
 
-fn serve(c: Command) -> Server {
+fn serve(c: Command, extra: &[&str]) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     let mut c = c;
-    c.args(["serve", "--http", &addr]).stdout(Stdio::null()).stderr(Stdio::null());
+    c.args(["serve", "--http", &addr]).args(extra).stdout(Stdio::null()).stderr(Stdio::null());
     let child = c.spawn().unwrap();
     let mut server = Server { child, addr: addr.clone() };
     let start = Instant::now();
@@ -243,7 +243,7 @@ fn serve_recovers_from_a_full_disk_without_a_restart() {
     run(&db, &["db", "init"]).ok();
     let size = std::fs::metadata(&db).unwrap().len();
     // redb grows its file by doubling: room for two growths, not three.
-    let server = serve(with_file_limit(hamlet(&db, &[]), size * 4 + (1 << 20)));
+    let server = serve(with_file_limit(hamlet(&db, &[]), size * 4 + (1 << 20)), &[]);
     let pid = server.child.id();
     let mut acknowledged = Vec::new();
     let mut failed = None;
@@ -490,7 +490,7 @@ fn healthz_reports_a_damaged_database() {
         if !r.stderr.contains("is corrupt") {
             continue;
         }
-        let server = serve(hamlet(&work, &[]));
+        let server = serve(hamlet(&work, &[]), &[]);
         let (status, body) = http(&server.addr, "POST", "/v1/check", &msg);
         assert_eq!(status, 500, "{body}");
         let (status, body) = http(&server.addr, "GET", "/healthz", "");
@@ -529,4 +529,70 @@ fn closed_stdout_ends_quietly() {
         assert_eq!(out.status.code(), Some(0), "{args:?} with a closed stdout: {stderr}");
         assert!(stderr.is_empty(), "{args:?} with a closed stdout said: {stderr}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// The greylist database on a full disk
+// ---------------------------------------------------------------------------
+
+/// A Postfix 3.7 RCPT-stage policy request.
+fn policy_request(client: &str, sender: &str) -> String {
+    format!(
+        "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address={client}\n\
+         client_name=mail.other.example\nreverse_client_name=mail.other.example\nhelo_name=mail.other.example\n\
+         sender={sender}\nrecipient=erin@corp.example\nrecipient_count=0\ninstance=1.2.3\nsize=0\n\n"
+    )
+}
+
+/// One request on a new connection: the action, or `None` when the
+/// service closed the connection instead.
+fn policy_ask(addr: &str, req: &str) -> Option<String> {
+    use std::io::BufRead;
+    let s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    w.write_all(req.as_bytes()).ok()?;
+    let mut line = String::new();
+    if std::io::BufReader::new(s).read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    Some(line.trim_end().trim_start_matches("action=").to_string())
+}
+
+/// Greylisting state writes fail while the disk is full; once there is
+/// space again, the policy service greylists new triplets again on new
+/// connections, without a restart.
+#[test]
+fn greylist_store_recovers_from_a_full_disk() {
+    let dir = TempDir::new("full-grey");
+    let db = dir.join("h.redb");
+    run(&db, &["db", "init"]).ok();
+    let cfg = dir.join("hamlet.toml");
+    std::fs::write(
+        &cfg,
+        "log = \"warn\"\n[envelope]\nmy_names = [\"mx.corp.example\"]\n[envelope.greylist]\nenabled = true\ndelay_s = 60\nauto_whitelist = 0\n",
+    )
+    .unwrap();
+    let policy = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+    let server = serve(with_file_limit(hamlet(&db, &["--config", cfg.to_str().unwrap()]), libc::RLIM_INFINITY), &["--policy", &policy]);
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&policy).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the policy service never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let defer = "DEFER_IF_PERMIT 4.2.0 Greylisted: please retry later";
+    assert_eq!(policy_ask(&policy, &policy_request("198.51.100.1", "a@one.example")).as_deref(), Some(defer));
+    // The disk is full: no write fits at all.
+    set_file_limit(server.child.id(), 1);
+    for i in 0..3 {
+        let r = policy_ask(&policy, &policy_request("198.51.100.2", &format!("b{i}@two.example")));
+        assert_ne!(r.as_deref(), Some(defer), "a greylisting record was written on a full disk");
+    }
+    // Space is back: new triplets are greylisted again.
+    set_file_limit(server.child.id(), libc::RLIM_INFINITY);
+    for i in 0..3 {
+        let r = policy_ask(&policy, &policy_request("203.0.113.9", &format!("c{i}@three.example")));
+        assert_eq!(r.as_deref(), Some(defer), "after space came back (request {i})");
+    }
+    assert_eq!(policy_ask(&policy, &policy_request("198.51.100.1", "a@one.example")).as_deref(), Some(defer), "the first record is kept");
 }
