@@ -412,6 +412,24 @@ impl<S: GreyStore> Greylist<S> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn redb_store_refuses_a_foreign_file_and_reopens_after_a_fault() {
+        let dir = std::env::temp_dir().join(format!("hamlet-grey-reopen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let foreign = dir.join("f.redb");
+        std::fs::write(&foreign, b"").unwrap();
+        assert!(matches!(RedbGreyStore::open(&foreign), Err(Error::NotADatabase { .. })));
+        let store = RedbGreyStore::open(&dir.join("g.redb")).unwrap();
+        let r = Record { first: 1, last: 2, passes: 0 };
+        store.put("k", r).unwrap();
+        store.broken.store(true, Ordering::Release);
+        assert_eq!(store.get("k").unwrap(), Some(r), "reopened");
+        assert!(!store.broken.load(Ordering::Acquire));
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     use super::*;
 
     fn ip(s: &str) -> IpAddr {

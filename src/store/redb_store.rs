@@ -993,6 +993,43 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_length_file_is_refused_and_left_empty() {
+        let dir = std::env::temp_dir().join(format!("hamlet-redb-zero-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.redb");
+        std::fs::write(&path, b"").unwrap();
+        for r in [RedbStore::open(&path, Duration::ZERO), RedbStore::open_read_only(&path, Duration::ZERO)] {
+            assert!(matches!(r, Err(Error::NotADatabase { .. })));
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn health_is_ok_on_a_sound_store_and_after_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("hamlet-redb-health-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("t.redb");
+        let store = RedbStore::open(&path, Duration::ZERO).unwrap();
+        store.health().unwrap();
+        store.write(&mut |w| w.put("a", TokenRecord { spam: 1, ham: 0, day: 1, weight: 0.0 })).unwrap();
+        // As after an I/O error: the next operation reopens the file, and
+        // health's probe write leaves nothing behind.
+        *store.fault.lock().unwrap() = Some(Fault::Io("test".into()));
+        store.health().unwrap();
+        assert!(store.fault().is_none());
+        assert_eq!(store.read().unwrap().get("a").unwrap().unwrap().spam, 1);
+        let txn = store.begin_read().unwrap();
+        assert!(matches!(txn.open_table(PROBE), Err(redb::TableError::TableDoesNotExist(_))), "the probe's table is removed");
+        drop(txn);
+        *store.fault.lock().unwrap() = Some(Fault::Corrupt("test".into()));
+        assert!(matches!(store.health(), Err(Error::Corrupt { .. })));
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn second_open_is_a_clear_error() {
         let dir = std::env::temp_dir().join(format!("hamlet-redb-lock-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
