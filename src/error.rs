@@ -15,6 +15,15 @@ pub enum Error {
     DatabaseInUse { path: PathBuf },
     /// The database was written by another schema or tokenizer version.
     SchemaMismatch { path: PathBuf, found: String, expected: String },
+    /// A file given as a database is not one (zero-length, foreign,
+    /// truncated); it was left as it is.
+    NotADatabase { path: PathBuf, what: String },
+    /// The database file is damaged: redb found an inconsistency or
+    /// panicked reading it.
+    Corrupt { path: PathBuf, detail: String },
+    /// A writer stopped without closing the database (a crash, a full
+    /// disk) and the repair needs write access this process does not have.
+    NeedsRepair { path: PathBuf, source: Option<Box<Error>> },
     /// redb reported an error; `path` is the database file when it is known.
     Storage { path: Option<PathBuf>, source: redb::Error },
     /// A lock guarding in-memory state was poisoned by a panic.
@@ -52,6 +61,30 @@ impl fmt::Display for Error {
                  `hamlet db dump` it with the hamlet that wrote it and `hamlet db load` the dump into a new database, or start a new one",
                 path.display()
             ),
+            Error::NotADatabase { path, what } => write!(
+                f,
+                "{} is not a hamlet database ({what}); nothing was changed: move it aside (a missing database is created anew) \
+                 or give the right file with --db",
+                path.display()
+            ),
+            Error::Corrupt { path, detail } => write!(
+                f,
+                "database {} is corrupt ({detail}); nothing was changed: `hamlet db recover NEW.redb` copies what is readable \
+                 into a new database (then use that one), or restore a backup",
+                path.display()
+            ),
+            Error::NeedsRepair { path, source: Some(e) } => write!(
+                f,
+                "database {} was not closed cleanly (a crash or a full disk) and its repair failed: {e}; \
+                 free space or give write access, then run `hamlet db stats` once",
+                path.display()
+            ),
+            Error::NeedsRepair { path, source: None } => write!(
+                f,
+                "database {} was not closed cleanly (a crash or a full disk) and needs a repair, which needs write access: \
+                 run `hamlet db stats` once as a user who can write it",
+                path.display()
+            ),
             Error::Storage { path: Some(p), source } => write!(f, "database error: {}: {source}", p.display()),
             Error::Storage { path: None, source } => write!(f, "database error: {source}"),
             Error::Poisoned(what) => write!(f, "internal error: the {what} lock was poisoned by an earlier panic"),
@@ -71,6 +104,7 @@ impl std::error::Error for Error {
             Error::Io { source, .. } | Error::Bind { source, .. } | Error::System { source, .. } => Some(source),
             Error::Storage { source, .. } => Some(source),
             Error::Imap { source, .. } => Some(&**source),
+            Error::NeedsRepair { source: Some(source), .. } => Some(&**source),
             _ => None,
         }
     }

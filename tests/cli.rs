@@ -915,7 +915,8 @@ fn database_in_use_is_reported() {
     let o = loop {
         std::thread::sleep(Duration::from_millis(200));
         assert!(holder.0.as_mut().unwrap().try_wait().unwrap().is_none(), "the holder `hamlet check` exited before its stdin was closed");
-        let o = run(&dir, &["db", "stats"]);
+        // A writer: `db stats` reads, and read-only opens share the file.
+        let o = run(&dir, &["db", "expire"]);
         if o.code != Some(0) {
             break o;
         }
@@ -940,6 +941,21 @@ fn database_in_use_is_reported() {
     assert_eq!(o.code, Some(2), "the holder scores an empty message as unsure\n{}", o.describe());
     assert_no_panic(&o);
     assert_eq!(stats(&dir), (0, 0, 0, 0), "the refused train must not have learned anything");
+}
+
+#[test]
+fn db_stats_shares_the_database_with_a_reader() {
+    let dir = TempDir::new("shared");
+    run(&dir, &["db", "init", "--empty"]).ok();
+    let mut c = command(&dir, Some(&dir.db()), &["check"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut holder = KillOnDrop(Some(c.spawn().unwrap()));
+    let holder_stdin = holder.0.as_mut().unwrap().stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(stats(&dir), (0, 0, 0, 0));
+    drop(holder_stdin);
+    let o = finish(holder.0.take().unwrap(), "hamlet check (holder)".into(), TIMEOUT);
+    assert_eq!(o.code, Some(2), "{}", o.describe());
 }
 
 #[test]

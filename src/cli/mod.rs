@@ -160,6 +160,12 @@ pub enum DbCommand {
     },
     /// Add a dump (file or - for stdin) to the database.
     Load { file: PathBuf },
+    /// Copy what is readable of a damaged database into a new one (OUT),
+    /// and say what was kept and lost; the database itself is not changed.
+    Recover {
+        /// The new database file (must not exist).
+        out: PathBuf,
+    },
     /// Drop old tokens.
     Expire {
         /// Drop tokens not seen in training for this many days.
@@ -326,14 +332,33 @@ impl ParamArgs {
 
 /// Runs the command line; `main.rs` is just this.
 pub fn main() -> ExitCode {
+    quiet_broken_pipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        // The reader of our output went away (`hamlet db dump | head`).
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hamlet: {e}");
             ExitCode::from(3)
         }
     }
+}
+
+/// Output goes through `println!`, which panics when stdout is a closed
+/// pipe (`hamlet db stats | true`); that ends the command quietly with exit
+/// 0 instead, as a reader that stopped reading expects. Other panics go to
+/// the hook that was there.
+fn quiet_broken_pipe() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg =
+            info.payload().downcast_ref::<String>().map(String::as_str).or_else(|| info.payload().downcast_ref::<&str>().copied()).unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        previous(info);
+    }));
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -523,7 +548,8 @@ fn db(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
             if !db_path.exists() {
                 return Err(Error::Invalid(format!("{}: no database yet (`hamlet db init` creates one)", db_path.display())));
             }
-            let store = build::store(cfg, Open::Existing)?;
+            // Read-only: stats work on a read-only file or filesystem.
+            let store = store::open_db_read_only(db_path)?;
             let v = store.read()?;
             let st = v.state()?;
             println!("database  {}", db_path.display());
@@ -534,7 +560,7 @@ fn db(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
             println!("bytes     {}", store.size_bytes());
         }
         DbCommand::Dump { min_count, journal, no_grams } => {
-            let store = build::store(cfg, Open::Existing)?;
+            let store = if db_path.exists() { store::open_db_read_only(db_path)? } else { build::store(cfg, Open::Existing)? };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             store::dump(&store, &mut out, min_count, !no_grams, journal)?;
@@ -548,6 +574,10 @@ fn db(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
                 store::load(&store, &mut std::io::BufReader::new(f), &file.display().to_string())?
             };
             println!("loaded {} tokens, {} 4-gram weights, {} journal entries", stats.tokens, stats.grams, stats.journal);
+        }
+        DbCommand::Recover { out } => {
+            let report = store::recover(db_path, &out)?;
+            println!("recovered {} into {}: {}", db_path.display(), out.display(), report.summary());
         }
         DbCommand::Expire { days, hapax_days, batch } => {
             let store = build::store(cfg, Open::Existing)?;

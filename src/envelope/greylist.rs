@@ -10,11 +10,15 @@
 //! call, so the state machine is tested with an injected clock.
 
 use crate::net::Cidr;
+use crate::store::safe;
 use crate::{Error, Result};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Deserialize;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// A triplet's record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,58 +62,121 @@ impl GreyStore for MemoryGreyStore {
 const GREY: TableDefinition<&str, (u64, u64, u32)> = TableDefinition::new("greylist");
 
 /// A redb file: survives restarts.
+///
+/// After an I/O error (a full disk) redb refuses every later operation on
+/// the handle, so the store closes it and opens the file again before the
+/// next operation; a panic inside redb (a damaged file) is an error, not
+/// the end of the policy connection.
 pub struct RedbGreyStore {
-    db: redb::Database,
+    path: PathBuf,
+    /// `None` between dropping a failed handle and a successful reopen.
+    db: RwLock<Option<redb::Database>>,
+    /// An I/O error broke the handle: reopen before the next operation.
+    broken: AtomicBool,
 }
+
+/// How long a reopen waits for operations on the old handle to end.
+const REOPEN_WAIT: Duration = Duration::from_millis(500);
 
 impl RedbGreyStore {
     pub fn open(path: &Path) -> Result<RedbGreyStore> {
+        safe::validate_file(path)?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let db = redb::Database::builder().set_cache_size(16 << 20).create(path).map_err(|e| Error::storage(path, e))?;
+        let db = open_file(path, Duration::ZERO)?;
+        Ok(RedbGreyStore { path: path.to_path_buf(), db: RwLock::new(Some(db)), broken: AtomicBool::new(false) })
+    }
+
+    /// Runs `f` on the handle (reopened first if an I/O error broke it);
+    /// an I/O error marks it broken.
+    fn with<T>(&self, f: impl FnOnce(&redb::Database) -> Result<T>) -> Result<T> {
+        if self.broken.load(Ordering::Acquire) {
+            let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+            if self.broken.load(Ordering::Acquire) {
+                if let Some(old) = slot.take() {
+                    let _ = safe::guard(&self.path, || {
+                        drop(old);
+                        Ok(())
+                    });
+                }
+                *slot = Some(open_file(&self.path, REOPEN_WAIT)?);
+                self.broken.store(false, Ordering::Release);
+            }
+        }
+        let slot = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let Some(db) = slot.as_ref() else { return Err(Error::Internal("greylist database handle missing after a reopen".into())) };
+        let r = safe::guard(&self.path, || f(db));
+        if let Err(e) = &r
+            && safe::is_io_fault(e)
+        {
+            self.broken.store(true, Ordering::Release);
+        }
+        r
+    }
+}
+
+/// Opens (or creates) the greylist file and its table.
+fn open_file(path: &Path, wait: Duration) -> Result<redb::Database> {
+    let start = std::time::Instant::now();
+    let db = loop {
+        match safe::guard(path, || Ok(redb::Database::builder().set_cache_size(16 << 20).create(path))) {
+            Ok(Ok(db)) => break db,
+            Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) if start.elapsed() < wait => std::thread::sleep(Duration::from_millis(20)),
+            Ok(Err(e)) => return Err(Error::storage(path, e)),
+            Err(e) => return Err(e),
+        }
+    };
+    safe::guard(path, || {
         let tx = db.begin_write()?;
         tx.open_table(GREY)?;
         tx.commit()?;
-        Ok(RedbGreyStore { db })
-    }
+        Ok(())
+    })?;
+    Ok(db)
 }
 
 impl GreyStore for RedbGreyStore {
     fn get(&self, key: &str) -> Result<Option<Record>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(GREY)?;
-        Ok(t.get(key)?.map(|v| {
-            let (first, last, passes) = v.value();
-            Record { first, last, passes }
-        }))
+        self.with(|db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(GREY)?;
+            Ok(t.get(key)?.map(|v| {
+                let (first, last, passes) = v.value();
+                Record { first, last, passes }
+            }))
+        })
     }
     fn put(&self, key: &str, r: Record) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        tx.open_table(GREY)?.insert(key, (r.first, r.last, r.passes))?;
-        tx.commit()?;
-        Ok(())
+        self.with(|db| {
+            let tx = db.begin_write()?;
+            tx.open_table(GREY)?.insert(key, (r.first, r.last, r.passes))?;
+            tx.commit()?;
+            Ok(())
+        })
     }
     fn retain(&self, keep: &dyn Fn(&str, &Record) -> bool) -> Result<u64> {
-        let tx = self.db.begin_write()?;
-        let mut removed = 0;
-        {
-            let mut t = tx.open_table(GREY)?;
-            let mut drop_keys = Vec::new();
-            for entry in t.iter()? {
-                let (k, v) = entry?;
-                let (first, last, passes) = v.value();
-                if !keep(k.value(), &Record { first, last, passes }) {
-                    drop_keys.push(k.value().to_string());
+        self.with(|db| {
+            let tx = db.begin_write()?;
+            let mut removed = 0;
+            {
+                let mut t = tx.open_table(GREY)?;
+                let mut drop_keys = Vec::new();
+                for entry in t.iter()? {
+                    let (k, v) = entry?;
+                    let (first, last, passes) = v.value();
+                    if !keep(k.value(), &Record { first, last, passes }) {
+                        drop_keys.push(k.value().to_string());
+                    }
+                }
+                for k in drop_keys {
+                    t.remove(k.as_str())?;
+                    removed += 1;
                 }
             }
-            for k in drop_keys {
-                t.remove(k.as_str())?;
-                removed += 1;
-            }
-        }
-        tx.commit()?;
-        Ok(removed)
+            tx.commit()?;
+            Ok(removed)
+        })
     }
 }
 
@@ -345,6 +412,24 @@ impl<S: GreyStore> Greylist<S> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn redb_store_refuses_a_foreign_file_and_reopens_after_a_fault() {
+        let dir = std::env::temp_dir().join(format!("hamlet-grey-reopen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let foreign = dir.join("f.redb");
+        std::fs::write(&foreign, b"").unwrap();
+        assert!(matches!(RedbGreyStore::open(&foreign), Err(Error::NotADatabase { .. })));
+        let store = RedbGreyStore::open(&dir.join("g.redb")).unwrap();
+        let r = Record { first: 1, last: 2, passes: 0 };
+        store.put("k", r).unwrap();
+        store.broken.store(true, Ordering::Release);
+        assert_eq!(store.get("k").unwrap(), Some(r), "reopened");
+        assert!(!store.broken.load(Ordering::Acquire));
+        drop(store);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     use super::*;
 
     fn ip(s: &str) -> IpAddr {

@@ -432,8 +432,15 @@ async fn stats<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) ->
 }
 
 async fn healthz<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) -> Result<Json<Value>, ApiError> {
-    blocking(&state, |e| e.store().read()?.state().map(|_| ()))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database not readable"))?;
+    // A database that cannot be read, written (a full disk) or is damaged
+    // is unhealthy, with the store's reason; the store reopens itself here
+    // after an I/O error, so health comes back without a learn.
+    state.blocking(|e| e.store().health()).await.map_err(|e| {
+        let why = match e {
+            JobError::TimedOut => "timed out".to_string(),
+            JobError::Failed(e) => e,
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {why}"))
+    })?;
     Ok(Json(json!({ "status": "ok" })))
 }

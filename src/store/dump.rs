@@ -121,15 +121,16 @@ pub fn load(store: &dyn TokenStore, input: &mut dyn BufRead, what: &str) -> Resu
     Ok(parsed.stats())
 }
 
-/// A parsed dump, ready to [`apply`].
+/// A parsed dump, ready to [`apply`] (also what `recover` salvages).
+#[derive(Default)]
 pub struct Parsed {
-    tokens: Vec<(String, TokenRecord)>,
-    grams: Vec<(u32, f32)>,
-    journal: Vec<(Digest, JournalEntry)>,
-    totals: (u64, u64),
-    messages: (u64, u64),
-    bias: f64,
-    mix: [f64; 3],
+    pub(super) tokens: Vec<(String, TokenRecord)>,
+    pub(super) grams: Vec<(u32, f32)>,
+    pub(super) journal: Vec<(Digest, JournalEntry)>,
+    pub(super) totals: (u64, u64),
+    pub(super) messages: (u64, u64),
+    pub(super) bias: f64,
+    pub(super) mix: [f64; 3],
 }
 
 impl Parsed {

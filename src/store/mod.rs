@@ -14,11 +14,14 @@ mod dump;
 mod gram_file;
 mod memory;
 mod open;
+mod recover;
 mod redb_store;
+pub mod safe;
 
 pub use dump::{DumpStats, Parsed, apply, dump, load, parse};
 pub use memory::MemoryStore;
 pub use open::{default_db_path, open_db, open_db_read_only};
+pub use recover::{Recovered, recover};
 pub use redb_store::{RedbStore, USER_CACHE_BYTES};
 
 use crate::digest::Digest;
@@ -278,6 +281,11 @@ pub trait TokenStore: Send + Sync {
     fn size_bytes(&self) -> u64 {
         0
     }
+    /// Whether the store can serve; the error says why not (see
+    /// [`RedbStore::health`]).
+    fn health(&self) -> Result<()> {
+        self.read()?.state().map(|_| ())
+    }
 }
 
 impl<T: TokenStore + ?Sized> TokenStore for std::sync::Arc<T> {
@@ -289,6 +297,9 @@ impl<T: TokenStore + ?Sized> TokenStore for std::sync::Arc<T> {
     }
     fn size_bytes(&self) -> u64 {
         (**self).size_bytes()
+    }
+    fn health(&self) -> Result<()> {
+        (**self).health()
     }
 }
 

@@ -32,6 +32,7 @@
 //! token's write replaces the earlier one's record, and a remove only
 //! removes a record holding its own text.
 
+use super::safe;
 use super::{GRAM_DIM, Grams, JournalEntry, ModelState, ReadView, SCHEMA_VERSION, TokenRecord, TokenStore, Totals, WriteView};
 use super::{gram_file, stored_weight};
 use crate::digest::Digest;
@@ -41,7 +42,7 @@ use crate::{Class, Error, Result};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 type Rec = (u32, u32, u32, f32, &'static str);
@@ -53,20 +54,46 @@ const CACHE_BYTES: usize = 256 << 20;
 /// The cache of a per-user model: users' models are small (their own
 /// corrections), and a server keeps dozens open.
 pub const USER_CACHE_BYTES: usize = 8 << 20;
-const TOKENS: TableDefinition<u64, Rec> = TableDefinition::new("tokens");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const JOURNAL: TableDefinition<&[u8], (u8, u32, u8)> = TableDefinition::new("journal");
-const GRAMS: TableDefinition<u32, &[u8]> = TableDefinition::new("grams");
+pub(super) const TOKENS: TableDefinition<u64, Rec> = TableDefinition::new("tokens");
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const JOURNAL: TableDefinition<&[u8], (u8, u32, u8)> = TableDefinition::new("journal");
+pub(super) const GRAMS: TableDefinition<u32, &[u8]> = TableDefinition::new("grams");
+/// Scratch space of [`RedbStore::health`]'s write probe; empty otherwise.
+const PROBE: TableDefinition<u32, &[u8]> = TableDefinition::new("health_probe");
+
+/// How long a reopen after an I/O error waits for read transactions on
+/// the old handle (they hold the file's lock) to finish.
+const REOPEN_WAIT: Duration = Duration::from_millis(1500);
 
 /// See the module documentation.
+///
+/// After an I/O error (a full disk) redb refuses every later operation on
+/// that handle ("Previous I/O error occurred"), so the store closes it and
+/// opens the file again before the next operation, until that works; a
+/// damaged file is remembered as such for [`RedbStore::health`].
 pub struct RedbStore {
-    db: Db,
+    /// `None` between dropping a failed handle and a successful reopen.
+    db: RwLock<Option<Db>>,
+    read_only: bool,
+    cache_bytes: usize,
+    /// Why the store is unhealthy, until a reopen (and, for writers, a
+    /// write) succeeds.
+    fault: Mutex<Option<Fault>>,
     path: PathBuf,
     /// The 4-gram weights last read, and their `grams_gen`.
     grams: Mutex<Option<(u64, Grams)>>,
     /// The 4-gram weights this store committed last, and their `grams_id`,
     /// until written to the `gram_file` (when the store is dropped).
     unsaved: Mutex<Option<(u64, Grams)>>,
+}
+
+/// What went wrong with the file, for [`RedbStore::health`].
+#[derive(Clone, Debug)]
+enum Fault {
+    /// An I/O error: the handle is closed and reopened on the next use.
+    Io(String),
+    /// The file is damaged; reopening will not help.
+    Corrupt(String),
 }
 
 /// What a write transaction did to the 4-gram weights.
@@ -90,6 +117,17 @@ impl Db {
             Db::ReadOnly(d) => d.begin_read(),
         }
     }
+}
+
+/// Opens the file at `path` with redb, for writing (creating it) or not.
+fn open_handle(path: &Path, wait: Duration, read_only: bool, cache_bytes: usize) -> Result<Db> {
+    safe::guard(path, || {
+        if read_only {
+            retry_open(path, wait, || Database::builder().set_cache_size(cache_bytes).open_read_only(path)).map(Db::ReadOnly)
+        } else {
+            retry_open(path, wait, || Database::builder().set_cache_size(cache_bytes).create(path)).map(Db::ReadWrite)
+        }
+    })
 }
 
 fn from_rec(r: (u32, u32, u32, f32, &str)) -> TokenRecord {
@@ -143,26 +181,192 @@ impl RedbStore {
     }
 
     fn create(path: &Path, wait: Duration, seed: Option<&super::dump::Parsed>, cache_bytes: usize) -> Result<RedbStore> {
+        safe::validate_file(path)?;
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let db = retry_open(path, wait, || Database::builder().set_cache_size(cache_bytes).create(path))?;
-        let store = RedbStore { db: Db::ReadWrite(db), path: path.to_path_buf(), grams: Mutex::new(None), unsaved: Mutex::new(None) };
+        let db = open_handle(path, wait, false, cache_bytes)?;
+        let store = RedbStore::new(db, path, false, cache_bytes);
         store.check_schema(seed)?;
         Ok(store)
+    }
+
+    fn new(db: Db, path: &Path, read_only: bool, cache_bytes: usize) -> RedbStore {
+        RedbStore {
+            db: RwLock::new(Some(db)),
+            read_only,
+            cache_bytes,
+            fault: Mutex::new(None),
+            path: path.to_path_buf(),
+            grams: Mutex::new(None),
+            unsaved: Mutex::new(None),
+        }
     }
 
     /// Opens an existing database read-only: it writes nothing to the file
     /// (opening for writing marks the file in use, a few writes), and any
     /// number of read-only openers share it, so concurrent `hamlet check`
     /// processes from a mail pipeline don't queue. Writes fail.
+    ///
+    /// A file a writer left without closing it (a crash, a full disk)
+    /// needs a repair before redb reads it; it is opened for writing once
+    /// to repair it, when this process may write it.
     pub fn open_read_only(path: &Path, wait: Duration) -> Result<RedbStore> {
-        let db = retry_open(path, wait, || Database::builder().set_cache_size(CACHE_BYTES).open_read_only(path))?;
-        let store = RedbStore { db: Db::ReadOnly(db), path: path.to_path_buf(), grams: Mutex::new(None), unsaved: Mutex::new(None) };
+        safe::validate_file(path)?;
+        let db = match open_handle(path, wait, true, CACHE_BYTES) {
+            Err(Error::NeedsRepair { .. }) => {
+                let repaired = open_handle(path, wait, false, CACHE_BYTES).map_err(|e| match e {
+                    e @ (Error::Corrupt { .. } | Error::DatabaseInUse { .. }) => e,
+                    Error::Io { source, .. }
+                        if source.kind() == std::io::ErrorKind::PermissionDenied || source.raw_os_error() == Some(libc::EROFS) =>
+                    {
+                        Error::NeedsRepair { path: path.to_path_buf(), source: None }
+                    }
+                    e => Error::NeedsRepair { path: path.to_path_buf(), source: Some(Box::new(e)) },
+                })?;
+                drop_guarded(path, repaired);
+                open_handle(path, wait, true, CACHE_BYTES)?
+            }
+            other => other?,
+        };
+        let store = RedbStore::new(db, path, true, CACHE_BYTES);
         store.check_schema(None)?;
         Ok(store)
+    }
+
+    /// Whether the store can serve: a damaged file, or one whose handle
+    /// failed and cannot be reopened (or, for a writer, cannot commit a
+    /// transaction yet: the disk is still full), is an error with the
+    /// reason. After an I/O error this is what reopens the file when no
+    /// request does.
+    pub fn health(&self) -> Result<()> {
+        match self.fault() {
+            Some(Fault::Corrupt(detail)) => return Err(Error::Corrupt { path: self.path.clone(), detail }),
+            Some(Fault::Io(_)) => {
+                self.reopen()?;
+                if !self.read_only {
+                    self.probe_write()?;
+                }
+            }
+            None => {}
+        }
+        let state = self.read()?.state();
+        state.map(|_| ())
+    }
+
+    /// Commits as much new data as a learn does (every learn rewrites the
+    /// 1 MiB of 4-gram weights), then removes it: whether the disk takes a
+    /// learn again. Two commits, so the data really reaches the file (a
+    /// value removed in the transaction that wrote it may never be
+    /// written). Only while a fault is reported.
+    fn probe_write(&self) -> Result<()> {
+        for size in [GRAM_DIM * 4, 0] {
+            let txn = self.begin_write()?;
+            self.guarded(|| {
+                if size > 0 {
+                    txn.open_table(PROBE)?.insert(0, vec![0u8; size].as_slice())?;
+                } else {
+                    txn.delete_table(PROBE)?;
+                }
+                Ok(())
+            })?;
+            self.guarded(|| Ok(txn.commit()?))?;
+        }
+        Ok(())
+    }
+
+    fn fault(&self) -> Option<Fault> {
+        self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs redb calls: a panic becomes [`Error::Corrupt`], and an error
+    /// that breaks the handle or shows damage is remembered.
+    fn guarded<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let r = safe::guard(&self.path, f);
+        if let Err(e) = &r {
+            self.note(e);
+        }
+        r
+    }
+
+    /// A redb error from outside [`RedbStore::guarded`], classified and
+    /// remembered as it would be there.
+    fn failed(&self, e: impl Into<Error>) -> Error {
+        let e = safe::classify(&self.path, e.into());
+        self.note(&e);
+        e
+    }
+
+    fn note(&self, e: &Error) {
+        let mut fault = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+        match e {
+            Error::Corrupt { detail, .. } => *fault = Some(Fault::Corrupt(detail.clone())),
+            // Damage stays the reason even when I/O fails later.
+            e if safe::is_io_fault(e) && !matches!(*fault, Some(Fault::Corrupt(_))) => *fault = Some(Fault::Io(e.to_string())),
+            _ => {}
+        }
+    }
+
+    /// Closes the handle and opens the file again. Read transactions on the
+    /// old handle keep the file locked until they end; the open waits
+    /// [`REOPEN_WAIT`] for them, and new ones wait for the reopen.
+    fn reopen(&self) -> Result<()> {
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = slot.take() {
+            drop_guarded(&self.path, old);
+        }
+        match open_handle(&self.path, REOPEN_WAIT, self.read_only, self.cache_bytes) {
+            Ok(db) => {
+                *slot = Some(db);
+                let mut fault = self.fault.lock().unwrap_or_else(|p| p.into_inner());
+                if matches!(*fault, Some(Fault::Io(_))) {
+                    *fault = None;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let reason = match self.fault() {
+                    Some(Fault::Io(was)) if matches!(e, Error::DatabaseInUse { .. }) => was,
+                    _ => e.to_string(),
+                };
+                drop(slot);
+                self.note(&e);
+                if !matches!(e, Error::Corrupt { .. }) {
+                    *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = Some(Fault::Io(reason.clone()));
+                }
+                Err(Error::Storage {
+                    path: Some(self.path.clone()),
+                    source: redb::Error::Io(std::io::Error::other(format!("cannot reopen after an I/O error: {reason}"))),
+                })
+            }
+        }
+    }
+
+    /// The handle, reopened first if an I/O error broke it.
+    fn handle(&self) -> Result<std::sync::RwLockReadGuard<'_, Option<Db>>> {
+        if let Some(Fault::Io(_)) = self.fault() {
+            self.reopen()?;
+        }
+        Ok(self.db.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        let db = self.handle()?;
+        self.guarded(|| match &*db {
+            Some(d) => Ok(d.begin_read()?),
+            None => Err(Error::Internal("database handle missing after a reopen".into())),
+        })
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        let db = self.handle()?;
+        self.guarded(|| match &*db {
+            Some(Db::ReadWrite(d)) => Ok(d.begin_write()?),
+            Some(Db::ReadOnly(_)) => Err(Error::Invalid(format!("{} is open read-only", self.path.display()))),
+            None => Err(Error::Internal("database handle missing after a reopen".into())),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -175,19 +379,11 @@ impl RedbStore {
         Ok(r.token_count()? == 0 && r.state()?.totals == Totals::default())
     }
 
-    fn writable(&self) -> Result<&Database> {
-        match &self.db {
-            Db::ReadWrite(d) => Ok(d),
-            Db::ReadOnly(_) => Err(Error::Invalid(format!("{} is open read-only", self.path.display()))),
-        }
-    }
-
     fn check_schema(&self, seed: Option<&super::dump::Parsed>) -> Result<()> {
-        let txn = self.db.begin_read()?;
-        match txn.open_table(META) {
-            Ok(meta) => {
-                let schema = meta.get("schema")?.map(|v| v.value());
-                let tok = meta.get("tokenizer")?.map(|v| v.value());
+        let txn = self.begin_read()?;
+        match self.guarded(|| Ok(txn.open_table(META))) {
+            Ok(Ok(meta)) => {
+                let (schema, tok) = self.guarded(|| Ok((meta.get("schema")?.map(|v| v.value()), meta.get("tokenizer")?.map(|v| v.value()))))?;
                 let want = (u64::from(SCHEMA_VERSION), u64::from(TOKENIZER_VERSION));
                 if (schema, tok) != (Some(want.0), Some(want.1)) {
                     return Err(Error::SchemaMismatch {
@@ -202,10 +398,10 @@ impl RedbStore {
                 }
                 Ok(())
             }
-            Err(redb::TableError::TableDoesNotExist(_)) => {
+            Ok(Err(redb::TableError::TableDoesNotExist(_))) => {
                 drop(txn);
-                let w = self.writable()?.begin_write()?;
-                let grams = {
+                let w = self.begin_write()?;
+                let grams = self.guarded(|| {
                     let mut view = self.write_view(&w)?;
                     view.meta.insert("schema", u64::from(SCHEMA_VERSION))?;
                     view.meta.insert("tokenizer", u64::from(TOKENIZER_VERSION))?;
@@ -213,13 +409,14 @@ impl RedbStore {
                     if let Some(seed) = seed {
                         super::dump::apply(&mut view, seed, "seed")?;
                     }
-                    view.finish()?
-                };
-                w.commit()?;
+                    view.finish()
+                })?;
+                self.guarded(|| Ok(w.commit()?))?;
                 self.committed(grams);
                 Ok(())
             }
-            Err(e) => Err(e.into()),
+            Ok(Err(e)) => Err(self.failed(e)),
+            Err(e) => Err(e),
         }
     }
 }
@@ -336,7 +533,7 @@ fn grams_gen<T: ReadableTable<&'static str, u64>>(meta: &T) -> Result<u64> {
 
 /// Opens with `open`, retrying for up to `wait` while another process holds
 /// the file.
-fn retry_open<D>(path: &Path, wait: Duration, open: impl Fn() -> std::result::Result<D, redb::DatabaseError>) -> Result<D> {
+pub(super) fn retry_open<D>(path: &Path, wait: Duration, open: impl Fn() -> std::result::Result<D, redb::DatabaseError>) -> Result<D> {
     let start = Instant::now();
     loop {
         match open() {
@@ -347,6 +544,7 @@ fn retry_open<D>(path: &Path, wait: Duration, open: impl Fn() -> std::result::Re
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+            Err(redb::DatabaseError::RepairAborted) => return Err(Error::NeedsRepair { path: path.to_path_buf(), source: None }),
             Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => return Err(Error::io(path, e)),
             Err(e) => return Err(Error::storage(path, e)),
         }
@@ -448,53 +646,57 @@ impl RedbRead<'_> {
 
 impl ReadView for RedbRead<'_> {
     fn state(&self) -> Result<ModelState> {
-        read_state(&self.meta)
+        self.store.guarded(|| read_state(&self.meta))
     }
     fn get(&self, token: &str) -> Result<Option<TokenRecord>> {
-        get_token(&self.tokens, token)
+        self.store.guarded(|| get_token(&self.tokens, token))
     }
     fn get_many(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
-        get_many_hashed(&self.tokens, tokens, out)
+        self.store.guarded(|| get_many_hashed(&self.tokens, tokens, out))
     }
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
-        journal_get(&self.journal, digest)
+        self.store.guarded(|| journal_get(&self.journal, digest))
     }
     fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>> {
-        scan_table(&self.tokens, after, limit)
+        self.store.guarded(|| scan_table(&self.tokens, after, limit))
     }
     fn for_each_token(&self, f: &mut dyn FnMut(u64, &str, TokenRecord) -> Result<()>) -> Result<()> {
-        // One range over the snapshot: its key is the token's hash, and no
-        // text is copied out.
-        for item in self.tokens.range::<u64>(..)? {
-            let (k, v) = item?;
-            let r = v.value();
-            f(k.value(), r.4, from_rec(r))?;
-        }
-        Ok(())
+        self.store.guarded(|| {
+            // One range over the snapshot: its key is the token's hash, and no
+            // text is copied out.
+            for item in self.tokens.range::<u64>(..)? {
+                let (k, v) = item?;
+                let r = v.value();
+                f(k.value(), r.4, from_rec(r))?;
+            }
+            Ok(())
+        })
     }
     fn token_count(&self) -> Result<u64> {
-        Ok(self.tokens.len()?)
+        self.store.guarded(|| Ok(self.tokens.len()?))
     }
     fn journal_count(&self) -> Result<u64> {
-        Ok(self.journal.len()?)
+        self.store.guarded(|| Ok(self.journal.len()?))
     }
     fn journal_scan(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, JournalEntry)>> {
-        journal_scan_table(&self.journal, after, limit)
+        self.store.guarded(|| journal_scan_table(&self.journal, after, limit))
     }
     fn gram_sum(&self, slots: &[u32]) -> Result<f64> {
-        if let Some(w) = self.decoded()? {
-            return Ok(super::sum_slots(w, slots));
-        }
-        // The first message of this snapshot: straight from the bytes (a
-        // one-shot `hamlet check` never needs the decoded vector); a second
-        // one decodes them for every later message.
-        if self.summed_raw.replace(true) {
-            return Ok(super::sum_slots(self.grams()?, slots));
-        }
-        self.store.with_stored_grams(&self.meta, || self.grams_table(), |bytes| super::sum_weights(slots, |s| stored_weight(bytes, s as usize)))
+        self.store.guarded(|| {
+            if let Some(w) = self.decoded()? {
+                return Ok(super::sum_slots(w, slots));
+            }
+            // The first message of this snapshot: straight from the bytes (a
+            // one-shot `hamlet check` never needs the decoded vector); a second
+            // one decodes them for every later message.
+            if self.summed_raw.replace(true) {
+                return Ok(super::sum_slots(self.grams()?, slots));
+            }
+            self.store.with_stored_grams(&self.meta, || self.grams_table(), |bytes| super::sum_weights(slots, |s| stored_weight(bytes, s as usize)))
+        })
     }
     fn gram_weights(&self) -> Result<Grams> {
-        self.grams().cloned()
+        self.store.guarded(|| self.grams().cloned())
     }
 }
 
@@ -547,103 +749,114 @@ impl<'t> RedbWrite<'t> {
 
 impl ReadView for RedbWrite<'_> {
     fn state(&self) -> Result<ModelState> {
-        read_state(&self.meta)
+        self.store.guarded(|| read_state(&self.meta))
     }
     fn get(&self, token: &str) -> Result<Option<TokenRecord>> {
-        get_token(&self.tokens, token)
+        self.store.guarded(|| get_token(&self.tokens, token))
     }
     fn get_many(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
-        get_many_hashed(&self.tokens, tokens, out)
+        self.store.guarded(|| get_many_hashed(&self.tokens, tokens, out))
     }
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
-        journal_get(&self.journal, digest)
+        self.store.guarded(|| journal_get(&self.journal, digest))
     }
     fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>> {
-        scan_table(&self.tokens, after, limit)
+        self.store.guarded(|| scan_table(&self.tokens, after, limit))
     }
     fn token_count(&self) -> Result<u64> {
-        Ok(self.tokens.len()?)
+        self.store.guarded(|| Ok(self.tokens.len()?))
     }
     fn journal_count(&self) -> Result<u64> {
-        Ok(self.journal.len()?)
+        self.store.guarded(|| Ok(self.journal.len()?))
     }
     fn journal_scan(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, JournalEntry)>> {
-        journal_scan_table(&self.journal, after, limit)
+        self.store.guarded(|| journal_scan_table(&self.journal, after, limit))
     }
     fn gram_sum(&self, slots: &[u32]) -> Result<f64> {
-        match &self.changed {
+        self.store.guarded(|| match &self.changed {
             Some(w) => Ok(super::sum_slots(w, slots)),
             None => Ok(super::sum_slots(self.base()?, slots)),
-        }
+        })
     }
     fn gram_weights(&self) -> Result<Grams> {
-        match &self.changed {
+        self.store.guarded(|| match &self.changed {
             Some(w) => Ok(Arc::new(w.clone())),
             None => self.base().cloned(),
-        }
+        })
     }
 }
 
 impl WriteView for RedbWrite<'_> {
     fn set_state(&mut self, s: ModelState) -> Result<()> {
-        self.meta.insert("spam", s.totals.spam)?;
-        self.meta.insert("ham", s.totals.ham)?;
-        self.meta.insert("msg_spam", s.messages.spam)?;
-        self.meta.insert("msg_ham", s.messages.ham)?;
-        self.meta.insert("bias", s.bias.to_bits())?;
-        for (k, v) in ["mix0", "mix1", "mix2"].iter().zip(s.mix) {
-            self.meta.insert(*k, v.to_bits())?;
-        }
-        Ok(())
+        self.store.guarded(|| {
+            self.meta.insert("spam", s.totals.spam)?;
+            self.meta.insert("ham", s.totals.ham)?;
+            self.meta.insert("msg_spam", s.messages.spam)?;
+            self.meta.insert("msg_ham", s.messages.ham)?;
+            self.meta.insert("bias", s.bias.to_bits())?;
+            for (k, v) in ["mix0", "mix1", "mix2"].iter().zip(s.mix) {
+                self.meta.insert(*k, v.to_bits())?;
+            }
+            Ok(())
+        })
     }
     fn put(&mut self, token: &str, record: TokenRecord) -> Result<()> {
-        self.tokens.insert(token_hash(token), (record.spam, record.ham, record.day, record.weight, token))?;
-        Ok(())
+        self.store.guarded(|| {
+            self.tokens.insert(token_hash(token), (record.spam, record.ham, record.day, record.weight, token))?;
+            Ok(())
+        })
     }
     fn remove(&mut self, token: &str) -> Result<()> {
-        // Only this token's record: on a hash collision the key holds another's.
-        let h = token_hash(token);
-        let mine = self.tokens.get(h)?.is_some_and(|v| v.value().4 == token);
-        if mine {
-            self.tokens.remove(h)?;
-        }
-        Ok(())
+        self.store.guarded(|| {
+            // Only this token's record: on a hash collision the key holds another's.
+            let h = token_hash(token);
+            let mine = self.tokens.get(h)?.is_some_and(|v| v.value().4 == token);
+            if mine {
+                self.tokens.remove(h)?;
+            }
+            Ok(())
+        })
     }
     fn set_journal(&mut self, digest: &Digest, entry: Option<JournalEntry>) -> Result<()> {
-        match entry {
-            Some(e) => {
-                self.journal.insert(digest.0.as_slice(), (e.class.code(), e.day, e.weight))?;
-            }
-            None => {
-                self.journal.remove(digest.0.as_slice())?;
-            }
-        }
-        Ok(())
-    }
-    fn gram_add(&mut self, slots: &[u32], delta: f32) -> Result<()> {
-        if self.changed.is_none() {
-            let mut w = self.base()?.as_ref().clone();
-            w.resize(GRAM_DIM, 0.0);
-            self.changed = Some(w);
-        }
-        if let Some(w) = &mut self.changed {
-            for &s in slots {
-                if let Some(x) = w.get_mut(s as usize) {
-                    *x += delta;
+        self.store.guarded(|| {
+            match entry {
+                Some(e) => {
+                    self.journal.insert(digest.0.as_slice(), (e.class.code(), e.day, e.weight))?;
+                }
+                None => {
+                    self.journal.remove(digest.0.as_slice())?;
                 }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+    }
+    fn gram_add(&mut self, slots: &[u32], delta: f32) -> Result<()> {
+        self.store.guarded(|| {
+            if self.changed.is_none() {
+                let mut w = self.base()?.as_ref().clone();
+                w.resize(GRAM_DIM, 0.0);
+                self.changed = Some(w);
+            }
+            if let Some(w) = &mut self.changed {
+                for &s in slots {
+                    if let Some(x) = w.get_mut(s as usize) {
+                        *x += delta;
+                    }
+                }
+            }
+            Ok(())
+        })
     }
 }
 
 impl TokenStore for RedbStore {
     fn read(&self) -> Result<Box<dyn ReadView + '_>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
+        let (tokens, meta, journal) = self.guarded(|| Ok((txn.open_table(TOKENS)?, txn.open_table(META)?, txn.open_table(JOURNAL)?)))?;
         Ok(Box::new(RedbRead {
-            tokens: txn.open_table(TOKENS)?,
-            meta: txn.open_table(META)?,
-            journal: txn.open_table(JOURNAL)?,
+            tokens,
+            meta,
+            journal,
             txn,
             grams_table: std::cell::OnceCell::new(),
             store: self,
@@ -653,19 +866,23 @@ impl TokenStore for RedbStore {
     }
 
     fn write(&self, f: &mut dyn FnMut(&mut dyn WriteView) -> Result<()>) -> Result<()> {
-        let txn = self.writable()?.begin_write()?;
-        let outcome = {
-            let mut view = self.write_view(&txn)?;
-            f(&mut view).and_then(|()| view.finish())
-        };
+        let txn = self.begin_write()?;
+        // The view's methods guard their own redb calls; `f` is the
+        // caller's code, whose panics are not the file's.
+        let outcome = self.guarded(|| self.write_view(&txn)).and_then(|mut view| {
+            f(&mut view)?;
+            self.guarded(|| view.finish())
+        });
         match outcome {
             Ok(grams) => {
-                txn.commit()?;
+                self.guarded(|| Ok(txn.commit()?))?;
                 self.committed(grams);
                 Ok(())
             }
             Err(e) => {
-                txn.abort()?;
+                // A failed abort is remembered (an I/O error reopens the
+                // file); the caller's error is the one to report.
+                let _ = self.guarded(|| Ok(txn.abort()?));
                 Err(e)
             }
         }
@@ -673,6 +890,10 @@ impl TokenStore for RedbStore {
 
     fn size_bytes(&self) -> u64 {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn health(&self) -> Result<()> {
+        RedbStore::health(self)
     }
 }
 
@@ -683,10 +904,25 @@ impl Drop for RedbStore {
     /// is ignored: the file is only a faster copy, and readers without it
     /// read redb.
     fn drop(&mut self) {
-        if let Some((id, w)) = self.unsaved.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+        let healthy = self.fault().is_none();
+        if let Some((id, w)) = self.unsaved.get_mut().unwrap_or_else(|p| p.into_inner()).take()
+            && healthy
+        {
             let _ = gram_file::write(&gram_file::path_for(&self.path), id, &w);
         }
+        if let Some(db) = self.db.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            drop_guarded(&self.path, db);
+        }
     }
+}
+
+/// Closes a handle; redb may panic closing a damaged file, which is no
+/// reason to take the process down.
+fn drop_guarded(path: &Path, db: Db) {
+    let _ = safe::guard(path, || {
+        drop(db);
+        Ok(())
+    });
 }
 
 #[cfg(test)]
@@ -753,6 +989,43 @@ mod tests {
         drop(store);
         assert_eq!(sum(&[5, 70_000, 6]), 1.25);
         assert_ne!(std::fs::read(&file).unwrap()[8..16], id.to_le_bytes());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_zero_length_file_is_refused_and_left_empty() {
+        let dir = std::env::temp_dir().join(format!("hamlet-redb-zero-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.redb");
+        std::fs::write(&path, b"").unwrap();
+        for r in [RedbStore::open(&path, Duration::ZERO), RedbStore::open_read_only(&path, Duration::ZERO)] {
+            assert!(matches!(r, Err(Error::NotADatabase { .. })));
+        }
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn health_is_ok_on_a_sound_store_and_after_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("hamlet-redb-health-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("t.redb");
+        let store = RedbStore::open(&path, Duration::ZERO).unwrap();
+        store.health().unwrap();
+        store.write(&mut |w| w.put("a", TokenRecord { spam: 1, ham: 0, day: 1, weight: 0.0 })).unwrap();
+        // As after an I/O error: the next operation reopens the file, and
+        // health's probe write leaves nothing behind.
+        *store.fault.lock().unwrap() = Some(Fault::Io("test".into()));
+        store.health().unwrap();
+        assert!(store.fault().is_none());
+        assert_eq!(store.read().unwrap().get("a").unwrap().unwrap().spam, 1);
+        let txn = store.begin_read().unwrap();
+        assert!(matches!(txn.open_table(PROBE), Err(redb::TableError::TableDoesNotExist(_))), "the probe's table is removed");
+        drop(txn);
+        *store.fault.lock().unwrap() = Some(Fault::Corrupt("test".into()));
+        assert!(matches!(store.health(), Err(Error::Corrupt { .. })));
+        drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
