@@ -114,7 +114,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Message files, maildirs, MH folders, mbox files or TREC index files
-    /// (an index gives each message's label itself).
+    /// (an index gives each message's label itself: --spam or --ham with an
+    /// index is an error).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
 }
@@ -381,7 +382,18 @@ fn train(cfg: &Config, a: TrainArgs) -> Result<ExitCode> {
     };
     let mut entries: Vec<Entry> = Vec::new();
     for p in &a.paths {
-        entries.extend(mailbox::entries(p)?);
+        let found = mailbox::entries(p)?;
+        // An index's labels are the truth the user keeps; a flag silently
+        // overriding them would learn every message of a mixed index wrong.
+        if let Some(c) = forced
+            && found.iter().any(|e| e.label.is_some())
+        {
+            return Err(Error::Invalid(format!(
+                "{}: a TREC index labels each message itself; drop --{c} (it would learn every message as {c})",
+                p.display()
+            )));
+        }
+        entries.extend(found);
     }
     for e in &mut entries {
         if let Some(c) = forced {
