@@ -312,7 +312,7 @@ impl<S: TokenStore + 'static> Service<S> {
                     .blocking(move |e| {
                         let mut by_user: std::collections::BTreeMap<Option<String>, Vec<(Prepared, Action)>> = Default::default();
                         for item in batch {
-                            by_user.entry(item.user).or_default().push((item.prepared, Action::Learn(item.class)));
+                            by_user.entry(item.user).or_default().push((item.prepared, Action::AutoLearn(item.class)));
                         }
                         let mut outcomes = Vec::new();
                         for (user, items) in by_user {

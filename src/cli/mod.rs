@@ -406,7 +406,7 @@ fn train(cfg: &Config, a: TrainArgs) -> Result<ExitCode> {
     let engine = build::engine(cfg, Open::Learn)?;
     let start = Instant::now();
     let bar = progress(entries.len() as u64);
-    let mut counts = [0u64; 5];
+    let mut counts = [0u64; 6];
     let untrain = a.untrain;
     let action = |e: &Entry| if untrain { Action::Unlearn } else { Action::Learn(e.label.unwrap_or(Class::Ham)) };
     engine.train_entries(&entries, num_threads(a.threads), action, &mut |outcomes: &[LearnOutcome]| {
@@ -417,7 +417,14 @@ fn train(cfg: &Config, a: TrainArgs) -> Result<ExitCode> {
     })?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
-    let names = [LearnOutcome::Learned, LearnOutcome::AlreadyLearned, LearnOutcome::Relearned, LearnOutcome::Unlearned, LearnOutcome::NotLearned];
+    let names = [
+        LearnOutcome::Learned,
+        LearnOutcome::AlreadyLearned,
+        LearnOutcome::Relearned,
+        LearnOutcome::Unlearned,
+        LearnOutcome::NotLearned,
+        LearnOutcome::Confirmed,
+    ];
     let summary: Vec<String> = names.iter().filter(|o| counts[**o as usize] > 0).map(|o| format!("{} {}", counts[*o as usize], o.name())).collect();
     println!(
         "{} messages in {:.1}s ({:.0}/s): {}",

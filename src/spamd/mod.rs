@@ -237,7 +237,7 @@ async fn tell<S: TokenStore + 'static>(
     // spamc prints "successfully un/learned" when DidSet/DidRemove comes
     // back, "already un/learned" when neither does.
     let did: &[&str] = match outcome {
-        LearnOutcome::Learned | LearnOutcome::Relearned => &["DidSet: local"],
+        LearnOutcome::Learned | LearnOutcome::Relearned | LearnOutcome::Confirmed => &["DidSet: local"],
         LearnOutcome::Unlearned => &["DidRemove: local"],
         LearnOutcome::AlreadyLearned | LearnOutcome::NotLearned => &[],
     };
