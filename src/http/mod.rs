@@ -178,6 +178,7 @@ fn envelope_stage(r: &Report) -> EnvelopeStage {
 fn job(e: JobError) -> ApiError {
     match e {
         JobError::TimedOut => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timed out"),
+        JobError::UsersFull(m) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, m),
         JobError::Failed(e) => ApiError::internal(e),
     }
 }

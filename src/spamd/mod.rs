@@ -247,6 +247,7 @@ async fn tell<S: TokenStore + 'static>(
 fn job_error(e: JobError) -> ProtoError {
     match e {
         JobError::TimedOut => ProtoError::new(Status::TempFail, "timed out"),
+        JobError::UsersFull(m) => ProtoError::new(Status::CantCreat, m),
         JobError::Failed(e) => {
             tracing::error!(error = %e, "spamd request failed");
             ProtoError::new(Status::Software, "internal error")
