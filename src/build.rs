@@ -52,7 +52,7 @@ pub fn store(cfg: &Config, open: Open) -> Result<RedbStore> {
 
 /// Per-user models, when `users_dir` is set.
 pub fn users(cfg: &Config) -> Option<Users> {
-    cfg.users_dir.clone().map(|d| Users::new(d, cfg.users_ignore.clone(), cfg.users_max_open))
+    cfg.users_dir.clone().map(|d| Users::new(d, cfg.users_ignore.clone(), cfg.users_max_open).with_caps(cfg.users_max, cfg.users_max_bytes))
 }
 
 /// The service `hamlet serve`'s front ends share (the configuration is

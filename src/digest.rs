@@ -33,11 +33,22 @@ pub fn digest(raw: &[u8]) -> Digest {
     let (headers, body) = crate::message::split(raw);
     let mut h = Sha256::new();
     h.update(b"hamlet-digest-v1\0");
-    for v in header_values(headers, &IDENTITY_HEADERS) {
+    let identity = header_values(headers, &IDENTITY_HEADERS);
+    let anonymous = identity.iter().all(Option::is_none);
+    for v in identity {
         if let Some(v) = v {
             h.update(v.as_slice());
         }
         h.update(b"\0");
+    }
+    // Why: with none of the identity headers, the header section is all
+    // that tells such messages apart (a text without a blank line is all
+    // "header", its body empty), so it is digested too, less the headers a
+    // mail system adds in transit. Messages with any identity header keep
+    // exactly the digest they always had (journals and eval unchanged).
+    if anonymous {
+        h.update(b"content\0");
+        update_content_headers(&mut h, headers);
     }
     // Body: CRLF -> LF, trailing whitespace trimmed.
     let mut end = body.len();
@@ -55,6 +66,39 @@ pub fn digest(raw: &[u8]) -> Digest {
     }
     h.update(&body[start..]);
     Digest(h.finalize().into())
+}
+
+/// Headers added on the way (by MTAs, delivery agents, spamd and hamlet
+/// itself): left out of an anonymous message's digest, as for any other.
+const TRANSIT_HEADERS: [&str; 7] = ["received", "return-path", "delivered-to", "x-original-to", "x-spam-", "x-hamlet-", "x-rspamd-"];
+
+/// Feeds the header section of a message without identity headers to `h`:
+/// every line, line endings normalized to LF, except the fields (and their
+/// continuation lines) of [`TRANSIT_HEADERS`] (a trailing `-` there is a
+/// name prefix).
+fn update_content_headers(h: &mut Sha256, headers: &[u8]) {
+    let mut skipping = false;
+    for line in headers.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+            if skipping {
+                continue;
+            }
+        } else {
+            let name = line.iter().position(|&b| b == b':').map(|c| &line[..c]);
+            skipping = name.is_some_and(|n| {
+                TRANSIT_HEADERS.iter().any(|t| match t.strip_suffix('-') {
+                    Some(_) => n.len() >= t.len() && n[..t.len()].eq_ignore_ascii_case(t.as_bytes()),
+                    None => n.eq_ignore_ascii_case(t.as_bytes()),
+                })
+            });
+            if skipping {
+                continue;
+            }
+        }
+        h.update(line);
+        h.update(b"\n");
+    }
 }
 
 /// The first value of header `name` (lower-case), unfolded and trimmed.
@@ -97,6 +141,9 @@ fn header_values<const N: usize>(headers: &[u8], names: &[&str; N]) -> [Option<V
 mod tests {
     use super::*;
 
+    /// `hamlet-digest-v1\0` + `<1@x>\0\0\0hi\0` + `body`, by Python's hashlib.
+    const PINNED: &str = "7eed1f81c058d0eab39ca5c64abf16010fd411332026dda1274bbe54d782c6db";
+
     #[test]
     fn stable_under_added_headers_and_line_endings() {
         let a = digest(b"Message-ID: <1@x>\nSubject: hi\n\nbody line\nmore\n");
@@ -118,6 +165,25 @@ mod tests {
         let mut b = a.clone();
         b.truncate(DIGEST_BYTES + 1);
         assert_eq!(digest(&a), digest(&b));
+    }
+
+    #[test]
+    fn messages_without_identity_headers_differ_by_content() {
+        // No blank line: all "header", no body.
+        assert_ne!(digest(b"cheap pills here\nbuy now\n"), digest(b"meeting at noon\nsee you\n"));
+        assert_ne!(digest(b"To: a@x\n\nsame"), digest(b"To: b@x\n\nsame"));
+        // Still stable under transit headers and line endings.
+        assert_eq!(
+            digest(b"cheap pills here\nbuy now\n"),
+            digest(b"Received: from x\r\n by y\r\nX-Spam-Flag: YES\r\ncheap pills here\r\nbuy now\r\n")
+        );
+    }
+
+    #[test]
+    fn identity_headers_keep_their_digest() {
+        // The digest of a message with identity headers is the one stored in
+        // existing journals: this pins it.
+        assert_eq!(digest(b"Message-ID: <1@x>\nSubject: hi\n\nbody\n").hex(), PINNED);
     }
 
     #[test]

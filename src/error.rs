@@ -41,6 +41,9 @@ pub enum Error {
     /// A server we talk to (an IMAP server, `hamlet serve`) refused or
     /// answered badly.
     Remote(String),
+    /// Learning for a user without a model would create one past the
+    /// configured caps (`users_max`, `users_max_bytes`).
+    UsersFull { user: String, why: String },
     /// A bug or a task that died: a worker thread panicked, a server task failed.
     Internal(String),
 }
@@ -93,6 +96,9 @@ impl fmt::Display for Error {
             Error::System { what, source } => write!(f, "{what}: {source}"),
             Error::Parse { what, line, message } => write!(f, "{what}:{line}: {message}"),
             Error::Invalid(m) | Error::Remote(m) => f.write_str(m),
+            Error::UsersFull { user, why } => {
+                write!(f, "no model for user {user:?}: {why}; existing users still learn (raise the cap in hamlet.toml, or remove unused models)")
+            }
             Error::Internal(m) => write!(f, "internal error: {m}"),
         }
     }

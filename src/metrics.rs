@@ -22,6 +22,9 @@ pub struct Metrics {
     endpoints: Mutex<BTreeMap<String, Endpoint>>,
     verdicts: Mutex<BTreeMap<&'static str, u64>>,
     learns: Mutex<BTreeMap<&'static str, u64>>,
+    /// Learns refused because a new per-user model would pass `users_max`
+    /// or `users_max_bytes`.
+    users_refused: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -50,6 +53,21 @@ impl Metrics {
 
     pub fn learn(&self, outcome: &'static str) {
         *lock(&self.learns).entry(outcome).or_default() += 1;
+    }
+
+    /// Counts a learn refused for a new user past the per-user caps.
+    pub fn user_refused(&self) {
+        self.users_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Verdicts given so far, by name (`spam`, `ham`, `unsure`).
+    pub fn verdicts(&self) -> BTreeMap<&'static str, u64> {
+        lock(&self.verdicts).clone()
+    }
+
+    /// HTTP requests answered so far, every endpoint and status.
+    pub fn requests_total(&self) -> u64 {
+        lock(&self.endpoints).values().map(|e| e.count).sum()
     }
 
     /// The text exposition; `db_bytes` and `uptime` are gauges read now.
@@ -84,6 +102,9 @@ impl Metrics {
         for (v, n) in lock(&self.learns).iter() {
             let _ = writeln!(o, "hamlet_learns_total{{outcome=\"{}\"}} {n}", v.replace(' ', "_"));
         }
+        let _ = writeln!(o, "# HELP hamlet_users_refused_total Learns refused because a new per-user model would pass users_max or users_max_bytes.");
+        let _ = writeln!(o, "# TYPE hamlet_users_refused_total counter");
+        let _ = writeln!(o, "hamlet_users_refused_total {}", self.users_refused.load(std::sync::atomic::Ordering::Relaxed));
         let _ = writeln!(o, "# HELP hamlet_db_bytes Size of the token database file.");
         let _ = writeln!(o, "# TYPE hamlet_db_bytes gauge");
         let _ = writeln!(o, "hamlet_db_bytes {db_bytes}");
@@ -110,5 +131,9 @@ mod tests {
         assert!(t.contains("le=\"0.005\"} 2"));
         assert!(t.contains("le=\"+Inf\"} 3"));
         assert!(t.contains("hamlet_db_bytes 10"));
+        assert!(t.contains("hamlet_users_refused_total 0"));
+        m.user_refused();
+        assert!(m.render(10, 1).contains("hamlet_users_refused_total 1"));
+        assert_eq!(m.requests_total(), 3);
     }
 }

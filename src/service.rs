@@ -124,6 +124,9 @@ const AUTOLEARN_QUEUE: usize = 1024;
 pub enum JobError {
     /// The time limit passed (the job may still finish; a learn may commit).
     TimedOut,
+    /// A learn for a user without a model, past the per-user caps (the
+    /// one-line reason, for the client: it is not an internal error).
+    UsersFull(String),
     /// The engine failed, or the job panicked.
     Failed(String),
 }
@@ -160,6 +163,11 @@ impl<S: TokenStore + 'static> Service<S> {
     /// Messages checked, and learns that changed the model, so far.
     pub fn counts(&self) -> (u64, u64) {
         (self.checks.load(Ordering::Relaxed), self.learns.load(Ordering::Relaxed))
+    }
+
+    /// Per-user models on disk (0 without `users_dir`).
+    pub fn user_models(&self) -> u64 {
+        self.users.as_ref().map_or(0, |u| u.model_count())
     }
 
     /// The DNS list answers for an envelope (async; before the blocking part).
@@ -317,7 +325,7 @@ impl<S: TokenStore + 'static> Service<S> {
                     .blocking(move |e| {
                         let mut by_user: std::collections::BTreeMap<Option<String>, Vec<(Prepared, Action)>> = Default::default();
                         for item in batch {
-                            by_user.entry(item.user).or_default().push((item.prepared, Action::Learn(item.class)));
+                            by_user.entry(item.user).or_default().push((item.prepared, Action::AutoLearn(item.class)));
                         }
                         let mut outcomes = Vec::new();
                         for (user, items) in by_user {
@@ -362,6 +370,10 @@ impl<S: TokenStore + 'static> Service<S> {
         let job = tokio::task::spawn_blocking(move || f(&me.engine));
         match tokio::time::timeout(self.timeout, job).await {
             Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e @ crate::Error::UsersFull { .. }))) => {
+                self.metrics.user_refused();
+                Err(JobError::UsersFull(e.to_string()))
+            }
             Ok(Ok(Err(e))) => Err(JobError::Failed(e.to_string())),
             Ok(Err(join)) => Err(JobError::Failed(join.to_string())),
             Err(_) => Err(JobError::TimedOut),

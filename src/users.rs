@@ -26,6 +26,10 @@ pub struct Users {
     dir: PathBuf,
     ignore: Vec<String>,
     max_open: usize,
+    /// Caps on the number of models and their total bytes (see
+    /// [`Users::with_caps`]).
+    max_users: usize,
+    max_bytes: u64,
     open: Mutex<HashMap<String, (Arc<RedbStore>, u64)>>,
     tick: AtomicU64,
 }
@@ -39,7 +43,49 @@ pub fn valid_name(u: &str) -> bool {
 
 impl Users {
     pub fn new(dir: PathBuf, ignore: Vec<String>, max_open: usize) -> Users {
-        Users { dir, ignore, max_open: max_open.max(1), open: Mutex::new(HashMap::new()), tick: AtomicU64::new(0) }
+        Users {
+            dir,
+            ignore,
+            max_open: max_open.max(1),
+            max_users: usize::MAX,
+            max_bytes: u64::MAX,
+            open: Mutex::new(HashMap::new()),
+            tick: AtomicU64::new(0),
+        }
+    }
+
+    /// At most `max_users` models, holding at most `max_bytes` together:
+    /// past either, creating a model is refused ([`Error::UsersFull`]).
+    pub fn with_caps(mut self, max_users: usize, max_bytes: u64) -> Users {
+        self.max_users = max_users;
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Whether one more model fits the caps: the models on disk are
+    /// counted when a new one is about to be created (rare once users
+    /// have theirs), so the files stay the one truth.
+    fn room_for_one_more(&self, name: &str) -> Result<()> {
+        let (mut n, mut bytes) = (0usize, 0u64);
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(&self.dir, e)),
+        };
+        for entry in entries.flatten() {
+            if entry.path().extension().is_some_and(|x| x == "redb") {
+                n += 1;
+                bytes += entry.metadata().map_or(0, |m| m.len());
+            }
+        }
+        let why = if n >= self.max_users {
+            format!("{n} per-user models, the most users_max allows")
+        } else if bytes >= self.max_bytes {
+            format!("the per-user models hold {bytes} bytes, users_max_bytes is {}", self.max_bytes)
+        } else {
+            return Ok(());
+        };
+        Err(Error::UsersFull { user: name.to_string(), why })
     }
 
     /// Whether a name is one of `users_ignore` (scored and learned with
@@ -75,13 +121,21 @@ impl Users {
             }
         }
         let path = self.dir.join(format!("{name}.redb"));
-        if !create && !path.exists() {
-            return Ok(None);
+        if !path.exists() {
+            if !create {
+                return Ok(None);
+            }
+            self.room_for_one_more(&name)?;
         }
         // No waiting for a file another process holds: the lock is held here.
         let store = Arc::new(RedbStore::open_with_cache(&path, Duration::ZERO, crate::store::USER_CACHE_BYTES)?);
         open.insert(name, (store.clone(), now));
         Ok(Some(store))
+    }
+
+    /// Models on disk (files in the folder).
+    pub fn model_count(&self) -> u64 {
+        std::fs::read_dir(&self.dir).map_or(0, |d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "redb")).count() as u64)
     }
 
     /// Models open now.
@@ -122,6 +176,28 @@ mod tests {
         drop(a);
         users.get("bob", false).unwrap();
         assert_eq!(users.open_count(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn caps_refuse_new_users_only() {
+        let dir = std::env::temp_dir().join(format!("hamlet-users-caps-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let users = Users::new(dir.clone(), vec![], 8).with_caps(2, u64::MAX);
+        users.get("a", true).unwrap();
+        users.get("b", true).unwrap();
+        let Err(e) = users.get("c", true) else { panic!("a third user must be refused") };
+        assert!(matches!(e, Error::UsersFull { .. }), "{e}");
+        assert!(e.to_string().contains("users_max"), "{e}");
+        assert!(!dir.join("c.redb").exists());
+        assert!(users.get("c", false).unwrap().is_none(), "a check is never refused");
+        assert!(users.get("a", true).unwrap().is_some(), "existing users keep learning");
+        // The byte cap: the two models already hold more than 1 byte.
+        drop(users);
+        let users = Users::new(dir.clone(), vec![], 8).with_caps(100, 1);
+        assert!(users.get("b", true).unwrap().is_some());
+        let Err(e) = users.get("d", true) else { panic!("past the byte cap a new user must be refused") };
+        assert!(e.to_string().contains("users_max_bytes"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,7 +1,8 @@
 //! Auto-learn in the service: a confident verdict at check time is learned
 //! (through the writer queue, off the check's path), recorded in the
-//! journal, so a later correction relearns it; unsure mail and mail
-//! already firmly in its class are not learned.
+//! journal as auto-learned, so a user's label confirms it and a correction
+//! relearns it; unsure mail and mail already firmly in its class are not
+//! learned.
 
 use hamlet::Class;
 use hamlet::autolearn::AutoLearn;
@@ -54,9 +55,15 @@ async fn confident_verdicts_are_learned_and_corrections_relearn_them() {
     let (s, _) = svc.check(None, SPAM2.into(), None).await.unwrap();
     assert!(s.probability >= 0.91 && s.probability < 1.0, "{}", s.probability);
     wait_for(&svc, (2, 1)).await;
-    // In the journal: learning it as spam again changes nothing, and the
-    // user's correction moves it.
+    // In the journal, marked as auto-learned: a guess, not a label.
+    let entry = || svc.engine().store().read().unwrap().journal(&hamlet::digest::digest(SPAM2.as_bytes())).unwrap().unwrap();
+    assert!(entry().auto, "an auto-learn is journaled as such");
+    // A user's label of the same class confirms it (the counts stay), once.
+    assert_eq!(svc.train(None, SPAM2.into(), Some(Class::Spam), None).await.unwrap(), LearnOutcome::Confirmed);
+    assert!(!entry().auto, "an explicit learn records a confirmed label");
+    assert_eq!(learned(&svc), (2, 1));
     assert_eq!(svc.train(None, SPAM2.into(), Some(Class::Spam), None).await.unwrap(), LearnOutcome::AlreadyLearned);
+    // And the user's correction moves it.
     assert_eq!(svc.train(None, SPAM2.into(), Some(Class::Ham), None).await.unwrap(), LearnOutcome::Relearned);
     assert_eq!(learned(&svc), (1, 2));
     // Checked again (it now scores firmly ham, in the ham band): a message
@@ -66,6 +73,7 @@ async fn confident_verdicts_are_learned_and_corrections_relearn_them() {
     assert!(s.probability <= 0.19, "{}", s.probability);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(learned(&svc), (1, 2));
+    assert!(!entry().auto);
     let metrics = svc.metrics().render(0, 0);
     assert!(metrics.contains("autolearned") && !metrics.contains("autolearn skipped"), "{metrics}");
 

@@ -596,6 +596,40 @@ fn train_needs_a_label() {
     assert_no_panic(&o);
 }
 
+/// A TREC index labels each message: `--spam` or `--ham` beside one is an
+/// error that learns nothing, never a silent relabelling of the index.
+#[test]
+fn train_with_an_index_refuses_a_class_flag() {
+    let dir = TempDir::new("index-flag");
+    run(&dir, &["db", "init", "--empty"]).ok();
+    let idx = make_index(&dir);
+    for flag in ["--spam", "--ham"] {
+        let o = run(&dir, &["train", flag, s(&idx)]).error();
+        assert!(o.stderr.contains("TREC index labels each message"), "{}", o.describe());
+        assert_eq!(stats(&dir), (0, 0, 0, 0), "{flag} with an index must learn nothing");
+    }
+    // Without a flag the index's own labels hold; --untrain needs none.
+    train(&dir, &["train", s(&idx)], 2 * N, &format!("{} learned", 2 * N));
+    assert_eq!(messages(&dir), (N as u64, N as u64));
+    train(&dir, &["train", "--untrain", s(&idx)], 2 * N, &format!("{} unlearned", 2 * N));
+}
+
+/// Messages without a blank line or any identity header are identified by
+/// their content: two different ones are two messages, not one relearned.
+#[test]
+fn headerless_messages_are_told_apart_by_content() {
+    let dir = TempDir::new("headerless");
+    run(&dir, &["db", "init", "--empty"]).ok();
+    let a = dir.join("a.txt");
+    let b = dir.join("b.txt");
+    write(&a, "cheap viagra pills casino winner\nclick here now\n");
+    write(&b, "meeting notes for the quarterly budget review\nsee you tomorrow\n");
+    train(&dir, &["train", "--spam", s(&a)], 1, "1 learned");
+    train(&dir, &["train", "--ham", s(&b)], 1, "1 learned");
+    assert_eq!(messages(&dir), (1, 1), "two messages, one of each class");
+    train(&dir, &["train", "--spam", s(&a)], 1, "1 already learned");
+}
+
 // ---------------------------------------------------------------------------
 // check
 // ---------------------------------------------------------------------------

@@ -157,6 +157,94 @@ async fn errors_have_one_shape() {
     let (st, v) = call(&app, "GET", "/v2/nothing", None, "").await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert_eq!(v["error"]["status"], 404);
+    // axum's own replies get the shape too: a wrong method (keeping Allow).
+    let resp = app.clone().oneshot(Request::builder().method("GET").uri("/v1/check").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(resp.headers().get("allow").is_some_and(|a| a.to_str().unwrap().contains("POST")), "{:?}", resp.headers());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("405 body is not JSON ({e}): {bytes:?}"));
+    assert_eq!(v["error"]["status"], 405, "{v}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("method")), "{v}");
+    let (st, v) = call(&app, "DELETE", "/v1/learn/spam", None, SPAM).await;
+    assert_eq!((st, v["error"]["status"].as_u64()), (StatusCode::METHOD_NOT_ALLOWED, Some(405)), "{v}");
+}
+
+/// Compresses with zstd, as `rspamc -z` does.
+fn zstd(data: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+}
+
+async fn call_bytes(app: &axum::Router, uri: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (StatusCode, Value) {
+    let mut req = Request::builder().method("POST").uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app.clone().oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{uri}: not JSON ({e}): {bytes:?}")))
+}
+
+/// zstd bodies (rspamd's `Compression: zstd`) are the message they
+/// decompress to; more than the body limit is a 413 without inflating it
+/// all, corrupt zstd a 400, another compression a 415: never scored as bytes.
+#[tokio::test]
+async fn zstd_bodies_are_decompressed_within_the_limit() {
+    let app = app(None, 1 << 20);
+    let z = zstd(SPAM.as_bytes());
+    let (st, v) = call_bytes(&app, "/v1/learn/spam", &[("Compression", "zstd")], z.clone()).await;
+    assert_eq!((st, v["result"].as_str()), (StatusCode::OK, Some("learned")), "{v}");
+    // The same message, plain: the one learned above.
+    let (st, v) = call(&app, "POST", "/v1/learn/spam", None, SPAM).await;
+    assert_eq!((st, v["result"].as_str()), (StatusCode::ALREADY_REPORTED, Some("already learned")), "{v}");
+    call(&app, "POST", "/v1/learn/ham", None, HAM).await;
+    let (_, plain) = call(&app, "POST", "/v1/check", None, SPAM).await;
+    for headers in [&[("Compression", "zstd")][..], &[("Content-Encoding", "zstd")], &[]] {
+        let (st, v) = call_bytes(&app, "/v1/check", headers, z.clone()).await;
+        assert_eq!(st, StatusCode::OK, "{headers:?}: {v}");
+        assert_eq!(v["probability"], plain["probability"], "{headers:?}: scored as the message");
+        assert_eq!(v["stages"]["content"]["tokens"], plain["stages"]["content"]["tokens"], "{headers:?}");
+    }
+    // A bomb: 64 MiB of zeros in a few KiB, against a 1 MiB limit.
+    let bomb = zstd(&vec![0u8; 64 << 20]);
+    assert!(bomb.len() < 64 << 10);
+    let (st, v) = call_bytes(&app, "/checkv2", &[("Compression", "zstd")], bomb).await;
+    assert_eq!((st, v["error"]["status"].as_u64()), (StatusCode::PAYLOAD_TOO_LARGE, Some(413)), "{v}");
+    let (st, v) = call_bytes(&app, "/learnspam", &[("Compression", "zstd")], SPAM.as_bytes().to_vec()).await;
+    assert_eq!((st, v["error"]["status"].as_u64()), (StatusCode::BAD_REQUEST, Some(400)), "not zstd: {v}");
+    let (st, v) = call_bytes(&app, "/v1/check", &[("Content-Encoding", "gzip")], SPAM.as_bytes().to_vec()).await;
+    assert_eq!((st, v["error"]["status"].as_u64()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(415)), "{v}");
+    let (st, v) = call_bytes(&app, "/v1/check", &[("Compression", "zstd"), ("Dictionary", "1234")], z).await;
+    assert_eq!((st, v["error"]["status"].as_u64()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some(415)), "{v}");
+    let (_, v) = call(&app, "GET", "/v1/stats", None, "").await;
+    assert_eq!((v["messages"]["spam"].as_u64(), v["messages"]["ham"].as_u64()), (Some(1), Some(1)), "nothing else was learned: {v}");
+}
+
+/// Past `users_max` per-user models, a learn for a new user is a 507 in
+/// the error shape, counted in /metrics; existing users keep learning.
+#[tokio::test]
+async fn per_user_models_are_capped() {
+    let dir = std::env::temp_dir().join(format!("hamlet-http-users-cap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let engine = Engine::new(MemoryStore::new(), Params { maturity: 0.0, ..Params::default() });
+    let users = hamlet::users::Users::new(dir.clone(), vec![], 8).with_caps(2, u64::MAX);
+    let app = router(Arc::new(Service::builder(engine).users(Some(users)).build().unwrap()), 1 << 20);
+    for u in ["ann", "bob"] {
+        let (st, v) = call_bytes(&app, "/v1/learn/spam", &[("X-Hamlet-User", u)], SPAM.into()).await;
+        assert_eq!(st, StatusCode::OK, "{u}: {v}");
+    }
+    let (st, v) = call_bytes(&app, "/v1/learn/spam", &[("X-Hamlet-User", "cid")], SPAM.into()).await;
+    assert_eq!((st, v["error"]["status"].as_u64()), (StatusCode::INSUFFICIENT_STORAGE, Some(507)), "{v}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| m.contains("users_max")), "{v}");
+    assert!(!dir.join("cid.redb").exists());
+    let (st, v) = call_bytes(&app, "/v1/learn/ham", &[("X-Hamlet-User", "ann")], HAM.into()).await;
+    assert_eq!((st, v["result"].as_str()), (StatusCode::OK, Some("learned")), "an existing user keeps learning: {v}");
+    let (st, _) = call_bytes(&app, "/v1/check", &[("X-Hamlet-User", "dan")], SPAM.into()).await;
+    assert_eq!(st, StatusCode::OK, "a check for a user without a model is never refused");
+    let resp = app.clone().oneshot(Request::builder().uri("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(text.contains("hamlet_users_refused_total 1"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -377,6 +465,113 @@ fn rspamc_works_against_hamlet() {
     assert!(!denied.contains("success = true"), "{denied}");
     assert!(symbols.contains("Action:") && symbols.contains("Score:") && symbols.contains("HAMLET_"), "{symbols}");
     assert!(symbols.contains("Message-ID: r1@example.org"), "{symbols}");
+}
+
+/// A free rspamc from Debian's rspamd package.
+fn rspamc_path() -> &'static str {
+    ["/usr/bin/rspamc", "/usr/local/bin/rspamc"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or_else(|| panic!("rspamc is missing: apt-get install -y --no-install-recommends rspamd (scripts/test.sh does)"))
+}
+
+/// A temporary folder with an empty database (no starter model, so the
+/// counts below are exactly what the test did), removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("hamlet-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = std::process::Command::new(env!("CARGO_BIN_EXE_hamlet"))
+            .args(["--db", dir.join("h.redb").to_str().unwrap(), "db", "init", "--empty"])
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{st:?}");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Real `rspamc -z`: the zstd body is the message, learned and scored as
+/// such (learning it plain afterwards finds it already learned).
+#[test]
+fn rspamc_z_is_decompressed() {
+    let dir = Scratch::new("rspamc-z");
+    let msg = dir.0.join("spam.eml");
+    std::fs::write(&msg, format!("Message-ID: <z1@example.org>\r\n{SPAM}")).unwrap();
+    let ham = dir.0.join("ham.eml");
+    std::fs::write(&ham, format!("Message-ID: <z2@example.org>\r\n{HAM}")).unwrap();
+    let (mut child, addr) = start_server(&dir.0.join("h.redb"), &["--learn-token", "pw"]);
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(rspamc_path()).args(["-h", &addr]).args(args).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+    };
+    let m = msg.to_str().unwrap();
+    let learned = run(&["-z", "-P", "pw", "learn_spam", m]);
+    let again = run(&["-P", "pw", "learn_spam", m]);
+    run(&["-P", "pw", "learn_ham", ham.to_str().unwrap()]);
+    let zipped = run(&["-z", "symbols", m]);
+    let plain = run(&["symbols", m]);
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(learned.contains("success = true"), "{learned}");
+    assert!(again.contains("already learned"), "the -z learn learned the message itself: {again}");
+    let score = |out: &str| out.lines().find(|l| l.starts_with("Score:")).map(str::to_string).unwrap_or_else(|| panic!("no score in {out}"));
+    assert_eq!(score(&zipped), score(&plain), "-z scores the message\n{zipped}\n{plain}");
+    assert!(zipped.contains("Message-ID: z1@example.org"), "{zipped}");
+}
+
+/// Real `rspamc stat`, `counters` and `uptime` print what the service did:
+/// two checks, one learn, the learned messages per class.
+#[test]
+fn rspamc_stat_counters_and_uptime() {
+    let dir = Scratch::new("rspamc-stat");
+    let msg = dir.0.join("spam.eml");
+    std::fs::write(&msg, format!("Message-ID: <s1@example.org>\r\n{SPAM}")).unwrap();
+    let (mut child, addr) = start_server(&dir.0.join("h.redb"), &[]);
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(rspamc_path()).args(["-h", &addr]).args(args).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let m = msg.to_str().unwrap();
+    run(&["learn_spam", m]);
+    run(&["learn_spam", m]);
+    run(&["symbols", m]);
+    run(&["symbols", m]);
+    let (ok_stat, stat) = run(&["stat"]);
+    let (ok_counters, counters) = run(&["counters"]);
+    let (ok_uptime, uptime) = run(&["uptime"]);
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(ok_stat && ok_counters && ok_uptime, "{stat}\n{counters}\n{uptime}");
+    for want in ["Messages scanned: 2", "Messages learned: 1", "Total learns: 1"] {
+        assert!(stat.lines().any(|l| l == want), "no {want:?} in\n{stat}");
+    }
+    let statfile =
+        |sym: &str| stat.lines().find(|l| l.starts_with(&format!("Statfile: {sym} "))).unwrap_or_else(|| panic!("no {sym} in\n{stat}")).to_string();
+    assert!(statfile("BAYES_SPAM").contains("learned: 1;"), "{stat}");
+    assert!(statfile("BAYES_HAM").contains("learned: 0;"), "{stat}");
+    let actions: u64 = stat
+        .lines()
+        .filter(|l| l.starts_with("Messages with action "))
+        .map(|l| l.rsplit_once(": ").unwrap().1.split(',').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(actions, 2, "every check has an action\n{stat}");
+    // The counters table: hamlet's verdict symbols, their hits adding up to the checks.
+    let hits: u64 = counters
+        .lines()
+        .filter(|l| l.contains("HAMLET_"))
+        .map(|l| l.split('|').map(str::trim).rfind(|c| !c.is_empty()).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(hits, 2, "{counters}");
+    assert!(uptime.lines().any(|l| l.starts_with("Uptime: ")), "{uptime}");
 }
 
 async fn call_with(app: &axum::Router, uri: &str, headers: &[(&str, &str)], body: &str) -> (StatusCode, Value) {

@@ -500,3 +500,27 @@ fn per_user_models() {
     let stats = http_get(&s.http, "/v1/stats");
     assert!(stats.contains("\"spam\":30"), "the shared model learned nothing: {stats}");
 }
+
+/// Past `users_max` per-user models, TELL for a new user is refused with
+/// 73 EX_CANTCREAT (and counted in /metrics); a user with a model still
+/// learns.
+#[test]
+fn per_user_models_are_capped() {
+    let dir = tempdir("userscapcfg");
+    let cfg = dir.join("hamlet.toml");
+    let users = dir.join("users");
+    std::fs::write(&cfg, format!("spamd_allow_tell = true\nusers_dir = {:?}\nusers_max = 1\n", users.to_str().unwrap())).unwrap();
+    let s = Server::start("userscap", &["--config", cfg.to_str().unwrap()], false);
+    let p = s.port();
+    let msg = synthetic(true, 3);
+    let l = spamc(&["-p", &p, "-u", "alice", "-L", "spam"], msg.as_bytes());
+    assert_eq!(text(&l), "Message successfully un/learned\n");
+    let tell = format!("TELL SPAMC/1.5\r\nUser: bob\r\nMessage-class: spam\r\nSet: local\r\nContent-length: {}\r\n\r\n{msg}", msg.len());
+    let reply = raw_exchange(p.parse().unwrap(), tell.as_bytes());
+    assert!(reply.starts_with("SPAMD/") && reply.contains(" 73 EX_CANTCREAT ") && reply.contains("users_max"), "{reply}");
+    assert!(!users.join("bob.redb").exists());
+    let l = spamc(&["-p", &p, "-u", "alice", "-L", "ham"], msg.as_bytes());
+    assert_eq!(text(&l), "Message successfully un/learned\n", "alice has a model and keeps learning");
+    let metrics = http_get(&s.http, "/metrics");
+    assert!(metrics.contains("hamlet_users_refused_total 1"), "{metrics}");
+}

@@ -114,7 +114,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Message files, maildirs, MH folders, mbox files or TREC index files
-    /// (an index gives each message's label itself).
+    /// (an index gives each message's label itself: --spam or --ham with an
+    /// index is an error).
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
 }
@@ -406,7 +407,18 @@ fn train(cfg: &Config, a: TrainArgs) -> Result<ExitCode> {
     };
     let mut entries: Vec<Entry> = Vec::new();
     for p in &a.paths {
-        entries.extend(mailbox::entries(p)?);
+        let found = mailbox::entries(p)?;
+        // An index's labels are the truth the user keeps; a flag silently
+        // overriding them would learn every message of a mixed index wrong.
+        if let Some(c) = forced
+            && found.iter().any(|e| e.label.is_some())
+        {
+            return Err(Error::Invalid(format!(
+                "{}: a TREC index labels each message itself; drop --{c} (it would learn every message as {c})",
+                p.display()
+            )));
+        }
+        entries.extend(found);
     }
     for e in &mut entries {
         if let Some(c) = forced {
@@ -419,7 +431,7 @@ fn train(cfg: &Config, a: TrainArgs) -> Result<ExitCode> {
     let engine = build::engine(cfg, Open::Learn)?;
     let start = Instant::now();
     let bar = progress(entries.len() as u64);
-    let mut counts = [0u64; 5];
+    let mut counts = [0u64; 6];
     let untrain = a.untrain;
     let action = |e: &Entry| if untrain { Action::Unlearn } else { Action::Learn(e.label.unwrap_or(Class::Ham)) };
     engine.train_entries(&entries, num_threads(a.threads), action, &mut |outcomes: &[LearnOutcome]| {
@@ -430,7 +442,14 @@ fn train(cfg: &Config, a: TrainArgs) -> Result<ExitCode> {
     })?;
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
-    let names = [LearnOutcome::Learned, LearnOutcome::AlreadyLearned, LearnOutcome::Relearned, LearnOutcome::Unlearned, LearnOutcome::NotLearned];
+    let names = [
+        LearnOutcome::Learned,
+        LearnOutcome::AlreadyLearned,
+        LearnOutcome::Relearned,
+        LearnOutcome::Unlearned,
+        LearnOutcome::NotLearned,
+        LearnOutcome::Confirmed,
+    ];
     let summary: Vec<String> = names.iter().filter(|o| counts[**o as usize] > 0).map(|o| format!("{} {}", counts[*o as usize], o.name())).collect();
     println!(
         "{} messages in {:.1}s ({:.0}/s): {}",

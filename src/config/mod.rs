@@ -62,6 +62,13 @@ pub struct Config {
     pub users_ignore: Vec<String>,
     /// Most per-user models open at once.
     pub users_max_open: usize,
+    /// Most per-user models (files in `users_dir`): a learn that would
+    /// create one more is refused. Each request may name a new user, so
+    /// without a cap anyone who may learn can fill the disk.
+    pub users_max: usize,
+    /// Most bytes all per-user models may hold together before a learn for
+    /// a new user is refused (existing users keep learning).
+    pub users_max_bytes: u64,
     /// `hamlet imap-train`: its settings and accounts.
     pub imap: imap::ImapConfig,
     /// Postfix policy service: `IP:PORT` (Postfix's examples use
@@ -115,6 +122,8 @@ impl Default for Config {
             .map(String::from)
             .to_vec(),
             users_max_open: 64,
+            users_max: 10_000,
+            users_max_bytes: 10 << 30,
             imap: Default::default(),
             policy: None,
             envelope: Default::default(),

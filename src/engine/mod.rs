@@ -27,6 +27,9 @@ pub enum LearnOutcome {
     Unlearned,
     /// Unlearn of a message that was never learned: nothing changed.
     NotLearned,
+    /// Was auto-learned as this class: its journal entry now records a
+    /// confirmed label (the counts were already there and stay).
+    Confirmed,
 }
 
 impl LearnOutcome {
@@ -37,18 +40,23 @@ impl LearnOutcome {
             LearnOutcome::Relearned => "relearned",
             LearnOutcome::Unlearned => "unlearned",
             LearnOutcome::NotLearned => "not learned",
+            LearnOutcome::Confirmed => "confirmed",
         }
     }
     /// Whether anything in the store changed.
     pub fn changed(self) -> bool {
-        matches!(self, LearnOutcome::Learned | LearnOutcome::Relearned | LearnOutcome::Unlearned)
+        matches!(self, LearnOutcome::Learned | LearnOutcome::Relearned | LearnOutcome::Unlearned | LearnOutcome::Confirmed)
     }
 }
 
 /// What to do with a message in a training batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
+    /// A label someone gave.
     Learn(Class),
+    /// Auto-learn's guess: journaled as such, and never over a message
+    /// already learned (guessed or labelled).
+    AutoLearn(Class),
     Unlearn,
 }
 
@@ -394,7 +402,16 @@ fn apply(
     action: Action,
 ) -> Result<LearnOutcome> {
     let prev = view.journal(&p.digest)?;
+    let auto = matches!(action, Action::AutoLearn(_));
     let (remove, add, outcome) = match (action, prev) {
+        (Action::AutoLearn(_), Some(_)) => return Ok(LearnOutcome::AlreadyLearned),
+        (Action::AutoLearn(c), None) => (None, Some(c), LearnOutcome::Learned),
+        // A label for a guess of the same class: the counts are right, the
+        // journal now says someone confirmed them.
+        (Action::Learn(c), Some(old)) if old.class == c && old.auto => {
+            view.set_journal(&p.digest, Some(JournalEntry { auto: false, ..old }))?;
+            return Ok(LearnOutcome::Confirmed);
+        }
         (Action::Learn(c), Some(old)) if old.class == c => return Ok(LearnOutcome::AlreadyLearned),
         (Action::Learn(c), Some(old)) => (Some(old), Some(c), LearnOutcome::Relearned),
         (Action::Learn(c), None) => (None, Some(c), LearnOutcome::Learned),
@@ -495,7 +512,7 @@ fn apply(
             }
         }
     }
-    view.set_journal(&p.digest, add.map(|class| JournalEntry { class, day, weight }))?;
+    view.set_journal(&p.digest, add.map(|class| JournalEntry { class, day, weight, auto }))?;
     Ok(outcome)
 }
 
@@ -506,6 +523,29 @@ mod tests {
 
     const SPAM: &[u8] = b"Subject: cheap pills\r\n\r\nbuy cheap pills now, best prices online";
     const HAM: &[u8] = b"Subject: meeting minutes\r\n\r\nthe minutes of the meeting are attached";
+
+    #[test]
+    fn auto_learned_entries_are_confirmed_or_corrected_never_overwritten() {
+        let e = Engine::new(MemoryStore::new(), Params::default());
+        let auto = |raw: &[u8], c| e.train(&[(e.prepare(raw), Action::AutoLearn(c))]).unwrap()[0];
+        let entry = |raw: &[u8]| e.store().read().unwrap().journal(&crate::digest::digest(raw)).unwrap().unwrap();
+        assert_eq!(auto(SPAM, Class::Spam), LearnOutcome::Learned);
+        assert!(entry(SPAM).auto);
+        let counts = e.store().read().unwrap().state().unwrap();
+        assert_eq!(auto(SPAM, Class::Ham), LearnOutcome::AlreadyLearned, "a guess never replaces a guess");
+        assert_eq!(e.learn(SPAM, Class::Spam).unwrap(), LearnOutcome::Confirmed);
+        assert!(!entry(SPAM).auto, "now a confirmed label");
+        assert_eq!(e.store().read().unwrap().state().unwrap(), counts, "confirming changes no count");
+        assert_eq!(e.learn(SPAM, Class::Spam).unwrap(), LearnOutcome::AlreadyLearned);
+        assert_eq!(auto(SPAM, Class::Ham), LearnOutcome::AlreadyLearned, "a guess never overwrites a label");
+        // A wrong guess corrected: relearned, and confirmed.
+        assert_eq!(auto(HAM, Class::Spam), LearnOutcome::Learned);
+        assert_eq!(e.learn(HAM, Class::Ham).unwrap(), LearnOutcome::Relearned);
+        let h = entry(HAM);
+        assert_eq!((h.class, h.auto), (Class::Ham, false));
+        let st = e.store().read().unwrap().state().unwrap();
+        assert_eq!((st.messages.spam, st.messages.ham), (1, 1));
+    }
 
     #[test]
     fn journal_semantics() {

@@ -81,11 +81,79 @@ pub fn router<S: TokenStore + 'static>(state: Arc<Service<S>>, max_body_bytes: u
         .route("/checkv2", post(checkv2::<S>))
         .route("/learnspam", post(rspamd_learn_spam::<S>))
         .route("/learnham", post(rspamd_learn_ham::<S>))
+        .route("/stat", get(rspamd_stat::<S>))
+        .route("/counters", get(rspamd_counters::<S>))
+        .route("/auth", get(rspamd_auth::<S>))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::<S>))
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::Extension(limits))
         .with_state(state)
+}
+
+/// Gives every error reply of the router the one JSON shape: axum's own
+/// (405 for a wrong method, an extractor's 400, 413 or 415) come with an
+/// empty or plain-text body, which this rewrites, keeping their status and
+/// headers (`Allow` on a 405).
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty());
+    let message = match (status, first) {
+        (StatusCode::METHOD_NOT_ALLOWED, _) => "method not allowed (see api.md)".to_string(),
+        (s, _) if s.is_server_error() => "internal error".to_string(),
+        (_, Some(l)) => l.to_string(),
+        (s, None) => s.canonical_reason().unwrap_or("error").to_ascii_lowercase(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    let mut fixed = ApiError::new(status, message).into_response();
+    for (k, v) in &parts.headers {
+        fixed.headers_mut().entry(k).or_insert_with(|| v.clone());
+    }
+    fixed
+}
+
+/// rspamd's compressed request bodies: `Compression: zstd` (what `rspamc
+/// -z` sends), or `Content-Encoding: zstd`, or a body that starts with
+/// zstd's magic number (rspamd sniffs it too; no RFC 822 message starts
+/// with those bytes). Whether the headers declare zstd; any other encoding,
+/// or a zstd dictionary, is a 415, never scored as bytes. The body is
+/// decoded where it is read ([`read_body`]), within `max_body_bytes` (413
+/// past it, without inflating the rest).
+fn declared_zstd(headers: &HeaderMap) -> Result<bool, ApiError> {
+    let coding = |name: &str| headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_ascii_lowercase());
+    let declared = [coding("compression"), coding("content-encoding")].into_iter().flatten().find(|c| !c.is_empty() && c != "identity");
+    if let Some(c) = &declared
+        && c != "zstd"
+    {
+        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("unsupported body compression {c:?}: send zstd or none")));
+    }
+    if headers.contains_key("dictionary") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "zstd dictionaries (the Dictionary header) are not supported: compress without one",
+        ));
+    }
+    Ok(declared.is_some())
+}
+
+/// Decodes a zstd body within `max` bytes.
+async fn unzstd(bytes: Vec<u8>, max: usize) -> Result<Vec<u8>, ApiError> {
+    match tokio::task::spawn_blocking(move || crate::protocol::zstd::unzstd(&bytes, max)).await {
+        Ok(Ok(raw)) => Ok(raw),
+        Ok(Err(e @ crate::protocol::zstd::UnzstdError::TooLarge(_))) => Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())),
+        Ok(Err(e)) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e) => Err(ApiError::internal(e)),
+    }
 }
 
 /// Times every request and counts it by route pattern and status.
@@ -129,7 +197,7 @@ const ROOM_WAIT: Duration = Duration::from_secs(2);
 /// without its token is 401 whatever its body).
 pub struct Body {
     bytes: Result<Vec<u8>, ApiError>,
-    _room: Option<Room>,
+    _room: Vec<Room>,
 }
 
 impl<S: Send + Sync> FromRequest<S> for Body {
@@ -143,7 +211,11 @@ impl<S: Send + Sync> FromRequest<S> for Body {
 async fn read_body(req: axum::extract::Request) -> Body {
     let limits = req.extensions().get::<Limits>().copied().unwrap_or(Limits { max_body: 20 << 20, body_timeout: Duration::from_secs(30) });
     let slot = req.extensions().get::<Slot>().cloned();
-    let fail = |status, message: String| Body { bytes: Err(ApiError::new(status, message)), _room: None };
+    let fail = |status, message: String| Body { bytes: Err(ApiError::new(status, message)), _room: Vec::new() };
+    let zstd = match declared_zstd(req.headers()) {
+        Ok(z) => z,
+        Err(e) => return Body { bytes: Err(e), _room: Vec::new() },
+    };
     let too_large = || format!("message too large: the limit is {} bytes (max_body_bytes)", limits.max_body);
     let declared = match req.headers().get(header::CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok())) {
         Some(None) => return fail(StatusCode::BAD_REQUEST, "Content-Length is not a number".into()),
@@ -151,13 +223,14 @@ async fn read_body(req: axum::extract::Request) -> Body {
         Some(Some(n)) => Some(n as usize),
         None => None,
     };
-    let room = match &slot {
-        Some(slot) => match slot.reserve(declared.unwrap_or(limits.max_body), ROOM_WAIT).await {
-            Some(r) => Some(r),
-            None => return fail(StatusCode::SERVICE_UNAVAILABLE, "server busy: too many message bytes in flight, try again".into()),
-        },
-        None => None,
-    };
+    let busy = || fail(StatusCode::SERVICE_UNAVAILABLE, "server busy: too many message bytes in flight, try again".into());
+    let mut rooms = Vec::new();
+    if let Some(slot) = &slot {
+        match slot.reserve(declared.unwrap_or(limits.max_body), ROOM_WAIT).await {
+            Some(r) => rooms.push(r),
+            None => return busy(),
+        }
+    }
     let deadline = tokio::time::Instant::now() + limits.body_timeout;
     let mut body = req.into_body();
     let mut buf = Vec::with_capacity(declared.unwrap_or(0));
@@ -187,7 +260,17 @@ async fn read_body(req: axum::extract::Request) -> Body {
     if let Some(slot) = &slot {
         slot.working();
     }
-    Body { bytes: Ok(buf), _room: room }
+    if zstd || buf.starts_with(&crate::protocol::zstd::MAGIC) {
+        // Room for what it decodes to, at most the limit.
+        if let Some(slot) = &slot {
+            match slot.reserve(limits.max_body, ROOM_WAIT).await {
+                Some(r) => rooms.push(r),
+                None => return busy(),
+            }
+        }
+        return Body { bytes: unzstd(buf, limits.max_body).await, _room: rooms };
+    }
+    Body { bytes: Ok(buf), _room: rooms }
 }
 
 /// A body that arrived is a message; an empty one is a client error, and one
@@ -267,6 +350,7 @@ fn envelope_stage(r: &Report) -> EnvelopeStage {
 fn job(e: JobError) -> ApiError {
     match e {
         JobError::TimedOut => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timed out"),
+        JobError::UsersFull(m) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, m),
         JobError::Failed(e) => ApiError::internal(e),
     }
 }
@@ -429,6 +513,75 @@ async fn stats<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) ->
         "checks": checks,
         "learns": learns,
     })))
+}
+
+/// The learned messages and tokens of the shared model, and the number of
+/// per-user models: what `/stat` and `/auth` report of the store.
+async fn store_state<S: TokenStore + 'static>(state: &Arc<Service<S>>) -> Result<(crate::store::ModelState, u64), ApiError> {
+    blocking(state, |e| {
+        let v = e.store().read()?;
+        Ok((v.state()?, v.token_count()?))
+    })
+    .await
+}
+
+/// rspamd's `/stat` (`rspamc stat`), from this service's own counters:
+/// checks since start and their actions (spam -> `add header`, else `no
+/// action`, as `/checkv2` answers), learns that changed the model, and one
+/// statfile per class for the shared model (`revision`: messages learned as
+/// that class; `used` and `total`: tokens; `size`: database bytes; `users`:
+/// per-user models on disk, plus the shared model).
+async fn rspamd_stat<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) -> Result<Json<Value>, ApiError> {
+    let (st, tokens) = store_state(&state).await?;
+    let (scanned, learned) = state.counts();
+    let verdicts = state.metrics().verdicts();
+    let spam = verdicts.get("spam").copied().unwrap_or(0);
+    let size = state.engine().store().size_bytes();
+    let users = 1 + state.user_models();
+    let statfile = |symbol: &str, revision: u64| json!({ "revision": revision, "used": tokens, "total": tokens, "size": size, "symbol": symbol, "type": "redb", "languages": 0, "users": users });
+    Ok(Json(json!({
+        "read_only": false,
+        "scanned": scanned,
+        "learned": learned,
+        "actions": { "reject": 0, "soft reject": 0, "rewrite subject": 0, "add header": spam, "greylist": 0, "no action": scanned.saturating_sub(spam) },
+        "scan_times": [],
+        "spam_count": spam,
+        "ham_count": scanned.saturating_sub(spam),
+        "connections": state.metrics().requests_total(),
+        "control_connections": 0,
+        "pools_allocated": 0, "pools_freed": 0, "bytes_allocated": 0, "chunks_allocated": 0,
+        "shared_chunks_allocated": 0, "chunks_freed": 0, "chunks_oversized": 0, "fragmented": 0,
+        "total_learns": learned,
+        "statfiles": [statfile("BAYES_SPAM", st.messages.spam), statfile("BAYES_HAM", st.messages.ham)],
+        "fuzzy_hashes": {},
+        "uptime": state.uptime().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "config_id": "",
+    })))
+}
+
+/// rspamd's `/counters` (`rspamc counters`): hamlet's three verdict
+/// symbols, each with its hits since start and their rate per second
+/// (`frequency`); `weight` is the rspamd scale (a symbol scores 15 × p).
+async fn rspamd_counters<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) -> Json<Value> {
+    let verdicts = state.metrics().verdicts();
+    let secs = state.uptime().as_secs_f64().max(1.0);
+    let rows: Vec<Value> = [("HAMLET_SPAM", "spam"), ("HAMLET_UNSURE", "unsure"), ("HAMLET_HAM", "ham")]
+        .iter()
+        .map(|(symbol, v)| {
+            let hits = verdicts.get(v).copied().unwrap_or(0);
+            json!({ "symbol": symbol, "weight": RSPAMD_SCALE, "frequency": hits as f64 / secs, "hits": hits, "time": 0.0 })
+        })
+        .collect();
+    Json(Value::Array(rows))
+}
+
+/// rspamd's `/auth`, which `rspamc uptime` asks: the version, seconds since
+/// start and the scan and learn counts.
+async fn rspamd_auth<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) -> Json<Value> {
+    let (scanned, learned) = state.counts();
+    Json(json!({ "auth": "ok", "version": env!("CARGO_PKG_VERSION"), "uptime": state.uptime().as_secs(), "error": 0,
+        "scanned": scanned, "learned": learned, "config_id": "", "read_only": false }))
 }
 
 async fn healthz<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) -> Result<Json<Value>, ApiError> {

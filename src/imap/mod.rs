@@ -144,6 +144,7 @@ async fn http_learn(addr: &str, token: Option<&str>, raw: &[u8], class: Class, u
             Some("learned") => Ok(LearnOutcome::Learned),
             Some("relearned") => Ok(LearnOutcome::Relearned),
             Some("already learned") => Ok(LearnOutcome::AlreadyLearned),
+            Some("confirmed") => Ok(LearnOutcome::Confirmed),
             other => Err(fail(format!("unexpected reply {other:?}"))),
         },
         Ok(other) => Err(fail(format!("unexpected answer {other:?}"))),

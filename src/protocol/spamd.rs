@@ -79,6 +79,7 @@ pub enum Status {
     Unavailable = 69,
     Software = 70,
     OsErr = 71,
+    CantCreat = 73,
     IoErr = 74,
     TempFail = 75,
     Protocol = 76,
@@ -93,7 +94,7 @@ impl Status {
 
     pub fn from_code(c: u32) -> Option<Status> {
         use Status::*;
-        [Ok, Usage, DataErr, NoInput, NoUser, NoHost, Unavailable, Software, OsErr, IoErr, TempFail, Protocol, NoPerm, Config]
+        [Ok, Usage, DataErr, NoInput, NoUser, NoHost, Unavailable, Software, OsErr, CantCreat, IoErr, TempFail, Protocol, NoPerm, Config]
             .into_iter()
             .find(|s| u32::from(s.code()) == c)
     }
@@ -113,6 +114,7 @@ impl Status {
             Status::TempFail => "EX_TEMPFAIL",
             Status::Protocol => "EX_PROTOCOL",
             Status::NoPerm => "EX_NOPERM",
+            Status::CantCreat => "EX_CANTCREAT",
             Status::Config => "EX_CONFIG",
         }
     }

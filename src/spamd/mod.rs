@@ -228,7 +228,7 @@ async fn tell<S: TokenStore + 'static>(
     // spamc prints "successfully un/learned" when DidSet/DidRemove comes
     // back, "already un/learned" when neither does.
     let did: &[&str] = match outcome {
-        LearnOutcome::Learned | LearnOutcome::Relearned => &["DidSet: local"],
+        LearnOutcome::Learned | LearnOutcome::Relearned | LearnOutcome::Confirmed => &["DidSet: local"],
         LearnOutcome::Unlearned => &["DidRemove: local"],
         LearnOutcome::AlreadyLearned | LearnOutcome::NotLearned => &[],
     };
@@ -238,6 +238,7 @@ async fn tell<S: TokenStore + 'static>(
 fn job_error(e: JobError) -> ProtoError {
     match e {
         JobError::TimedOut => ProtoError::new(Status::TempFail, "timed out"),
+        JobError::UsersFull(m) => ProtoError::new(Status::CantCreat, m),
         JobError::Failed(e) => {
             tracing::error!(error = %e, "spamd request failed");
             ProtoError::new(Status::Software, "internal error")

@@ -10,8 +10,11 @@
 //! mix <fisher weight offset> <logistic weight offset> <intercept>
 //! t <spam> <ham> <last-seen day> <weight> <token>
 //! g <slot> <weight>                  (byte 4-gram regression, non-zero weights)
-//! j <digest hex> <spam|ham> <day> <weight>
+//! j <digest hex> <spam|ham> <day> <weight> [auto]
 //! ```
+//!
+//! `auto` marks a message auto-learned (not labelled by anyone); dumps
+//! without it, older ones included, load as confirmed labels.
 //!
 //! Tokens come last on their line and may contain spaces; `\`, newline, CR
 //! and tab are escaped as `\\`, `\n`, `\r`, `\t`. Lines are in the store's fixed
@@ -104,7 +107,8 @@ pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, min_count: u32, with_gr
             let Some((last, _)) = chunk.last() else { break };
             after = Some(*last);
             for (d, e) in &chunk {
-                writeln!(out, "j {} {} {} {}", d.hex(), e.class, e.day, e.weight).map_err(io)?;
+                let auto = if e.auto { " auto" } else { "" };
+                writeln!(out, "j {} {} {} {}{auto}", d.hex(), e.class, e.day, e.weight).map_err(io)?;
                 stats.journal += 1;
             }
         }
@@ -224,10 +228,11 @@ pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
             }
             "j" => {
                 let v: Vec<&str> = rest.split_whitespace().collect();
-                let (hex, class, day, weight) = match v.as_slice() {
-                    [h, c, d] => (h, c, d, "1"),
-                    [h, c, d, w] => (h, c, d, *w),
-                    _ => return Err(perr(n, "expected `j <digest> <class> <day> <weight>`".into())),
+                let (hex, class, day, weight, auto) = match v.as_slice() {
+                    [h, c, d] => (h, c, d, "1", false),
+                    [h, c, d, w] => (h, c, d, *w, false),
+                    [h, c, d, w, "auto"] => (h, c, d, *w, true),
+                    _ => return Err(perr(n, "expected `j <digest> <class> <day> <weight> [auto]`".into())),
                 };
                 let weight: u8 = weight.parse().map_err(|_| perr(n, "bad weight".into()))?;
                 let mut d = [0u8; 32];
@@ -239,7 +244,7 @@ pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
                 }
                 let class = Class::parse(class).ok_or_else(|| perr(n, "bad class".into()))?;
                 let day = day.parse().map_err(|_| perr(n, "bad day".into()))?;
-                journal.push((Digest(d), JournalEntry { class, day, weight }));
+                journal.push((Digest(d), JournalEntry { class, day, weight, auto }));
             }
             other => return Err(perr(n, format!("unknown line kind {other:?}"))),
         }
@@ -305,19 +310,32 @@ mod tests {
         a.write(&mut |w| {
             w.put("plain", TokenRecord { spam: 1, ham: 2, day: 3, weight: -0.125 })?;
             w.put("with space\tand\\tab\n", TokenRecord { spam: 4, ham: 0, day: 9, weight: 1.5e-7 })?;
-            w.set_journal(&crate::digest::digest(b"x"), Some(JournalEntry { class: Class::Spam, day: 7, weight: 2 }))?;
+            w.set_journal(&crate::digest::digest(b"x"), Some(JournalEntry { class: Class::Spam, day: 7, weight: 2, auto: false }))?;
+            w.set_journal(&crate::digest::digest(b"y"), Some(JournalEntry { class: Class::Ham, day: 8, weight: 1, auto: true }))?;
             w.gram_add(&[3, 70_000], 0.375)?;
             w.gram_add(&[3], -1.0e-3)?;
             w.set_state(ModelState { totals: Totals { spam: 5, ham: 6 }, messages: Totals { spam: 4, ham: 6 }, bias: -0.5, mix: [0.25, 0.0, -1.5] })
         })
         .unwrap();
         let mut buf = Vec::new();
-        assert_eq!(dump(&a, &mut buf, 0, true, true).unwrap(), DumpStats { tokens: 2, journal: 1, grams: 2 });
+        assert_eq!(dump(&a, &mut buf, 0, true, true).unwrap(), DumpStats { tokens: 2, journal: 2, grams: 2 });
+        assert!(String::from_utf8_lossy(&buf).lines().any(|l| l.starts_with("j ") && l.ends_with(" ham 8 1 auto")), "the auto flag is dumped");
         let b = MemoryStore::new();
         load(&b, &mut buf.as_slice(), "dump").unwrap();
         let mut buf2 = Vec::new();
         dump(&b, &mut buf2, 0, true, true).unwrap();
         assert_eq!(String::from_utf8(buf).unwrap(), String::from_utf8(buf2).unwrap());
+        assert_eq!(b.read().unwrap().journal(&crate::digest::digest(b"y")).unwrap().map(|e| e.auto), Some(true), "and loaded");
+    }
+
+    #[test]
+    fn old_journal_lines_load_as_confirmed() {
+        let d = crate::digest::digest(b"old").hex();
+        let s = MemoryStore::new();
+        load(&s, &mut format!("j {d} spam 3 2\n").as_bytes(), "dump").unwrap();
+        let e = s.read().unwrap().journal(&crate::digest::digest(b"old")).unwrap().unwrap();
+        assert_eq!((e.class, e.weight, e.auto), (Class::Spam, 2, false));
+        assert!(load(&MemoryStore::new(), &mut format!("j {d} spam 3 2 maybe\n").as_bytes(), "dump").is_err());
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct JournalEntry {
     /// How many times its counts were added (2 when it was learned after
     /// being misclassified; see `Params::boost_errors`).
     pub weight: u8,
+    /// Learned by auto-learn (the service's own guess), not by a label
+    /// someone gave: an explicit learn confirms or corrects it.
+    pub auto: bool,
 }
 
 /// A consistent, read-only view of the store.
@@ -669,7 +672,7 @@ pub(crate) mod conformance {
                     bias: 0.25,
                     mix: [0.5, -0.25, 1.0],
                 })?;
-                w.set_journal(&d, Some(JournalEntry { class: Class::Spam, day: 100, weight: 2 }))?;
+                w.set_journal(&d, Some(JournalEntry { class: Class::Spam, day: 100, weight: 2, auto: false }))?;
                 // Reads inside the transaction see its own writes.
                 assert_eq!(w.get("a")?, Some(rec));
                 Ok(())
@@ -680,7 +683,7 @@ pub(crate) mod conformance {
         assert_eq!(r.state().unwrap().totals, Totals { spam: 3, ham: 4 });
         assert_eq!(r.state().unwrap().mix, [0.5, -0.25, 1.0]);
         assert_eq!(r.state().unwrap().messages, Totals { spam: 2, ham: 4 });
-        assert_eq!(r.journal(&d).unwrap(), Some(JournalEntry { class: Class::Spam, day: 100, weight: 2 }));
+        assert_eq!(r.journal(&d).unwrap(), Some(JournalEntry { class: Class::Spam, day: 100, weight: 2, auto: false }));
         assert_eq!(r.token_count().unwrap(), 2);
         let all = r.scan(None, 10).unwrap();
         assert_eq!(all.len(), 2);

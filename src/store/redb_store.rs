@@ -7,7 +7,7 @@
 //! |-----------|--------------------|-----------------------------------------|
 //! | `tokens`  | token hash (u64)   | (spam u32, ham u32, last-seen day u32, weight f32, token `&str`) |
 //! | `meta`    | name (`&str`)      | u64: `schema`, `tokenizer`, `spam`, `ham` (weighted totals), `msg_spam`, `msg_ham`, `created`, `grams_gen` (counts writes of the 4-gram weights), `grams_id` (random, names their `gram_file` copy); f64 bits: `bias`, `mix0`..`mix2` |
-//! | `journal` | digest (32 bytes)  | (class u8, day u32, weight u8)          |
+//! | `journal` | digest (32 bytes)  | (class u8 — bit 7 set: auto-learned, day u32, weight u8) |
 //! | `grams`   | 0 (u32)            | all 2¹⁸ weights of the byte 4-gram regression, f32 little-endian (1 MiB) |
 //!
 //! The 4-gram weights are one value: a message's 4-grams touch nearly every
@@ -575,10 +575,19 @@ fn scan_table<T: ReadableTable<u64, Rec>>(t: &T, after: Option<&str>, limit: usi
     Ok(out)
 }
 
+/// Bit 7 of a journal entry's class byte: auto-learned. Files written
+/// before it existed have it clear everywhere (all their entries read as
+/// confirmed), so the schema stays as it was.
+const AUTO_BIT: u8 = 0x80;
+
+fn journal_entry(c: u8, day: u32, weight: u8) -> Option<JournalEntry> {
+    Class::from_code(c & !AUTO_BIT).map(|class| JournalEntry { class, day, weight, auto: c & AUTO_BIT != 0 })
+}
+
 fn journal_get<T: ReadableTable<&'static [u8], (u8, u32, u8)>>(t: &T, d: &Digest) -> Result<Option<JournalEntry>> {
     Ok(t.get(d.0.as_slice())?.and_then(|v| {
         let (c, day, weight) = v.value();
-        Class::from_code(c).map(|class| JournalEntry { class, day, weight })
+        journal_entry(c, day, weight)
     }))
 }
 
@@ -598,8 +607,8 @@ fn journal_scan_table<T: ReadableTable<&'static [u8], (u8, u32, u8)>>(
         }
         let (k, v) = item?;
         let (c, day, weight) = v.value();
-        let (Ok(d), Some(class)) = (<[u8; 32]>::try_from(k.value()), Class::from_code(c)) else { continue };
-        out.push((Digest(d), JournalEntry { class, day, weight }));
+        let (Ok(d), Some(e)) = (<[u8; 32]>::try_from(k.value()), journal_entry(c, day, weight)) else { continue };
+        out.push((Digest(d), e));
     }
     Ok(out)
 }
@@ -821,7 +830,7 @@ impl WriteView for RedbWrite<'_> {
         self.store.guarded(|| {
             match entry {
                 Some(e) => {
-                    self.journal.insert(digest.0.as_slice(), (e.class.code(), e.day, e.weight))?;
+                    self.journal.insert(digest.0.as_slice(), (e.class.code() | if e.auto { AUTO_BIT } else { 0 }, e.day, e.weight))?;
                 }
                 None => {
                     self.journal.remove(digest.0.as_slice())?;
