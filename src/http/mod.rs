@@ -591,7 +591,7 @@ async fn healthz<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) 
     state.blocking(|e| e.store().health()).await.map_err(|e| {
         let why = match e {
             JobError::TimedOut => "timed out".to_string(),
-            JobError::Failed(e) => e,
+            JobError::Failed(e) | JobError::UsersFull(e) => e,
         };
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {why}"))
     })?;

@@ -11,7 +11,7 @@ use super::{GRAM_DIM, JournalEntry, RedbStore, SCHEMA_VERSION, TokenRecord, Toke
 use crate::digest::Digest;
 use crate::hash::token_hash;
 use crate::tokenize::TOKENIZER_VERSION;
-use crate::{Class, Error, Result};
+use crate::{Error, Result};
 use redb::{ReadTransaction, ReadableDatabase};
 use std::path::Path;
 use std::time::Duration;
@@ -170,8 +170,8 @@ fn salvage(path: &Path, txn: &ReadTransaction) -> Result<(Parsed, Recovered)> {
                 *last = Some(u64::from_be_bytes(prefix.try_into().unwrap_or_default()));
             }
             let (c, day, weight) = v.value();
-            if let (Ok(d), Some(class)) = (<[u8; 32]>::try_from(key), Class::from_code(c)) {
-                journal.push((Digest(d), JournalEntry { class, day, weight }));
+            if let (Ok(d), Some(entry)) = (<[u8; 32]>::try_from(key), super::redb_store::journal_entry(c, day, weight)) {
+                journal.push((Digest(d), entry));
             }
         }
         Ok(())
@@ -258,7 +258,7 @@ mod tests {
                 for i in 0..500 {
                     w.put(&format!("tok{i}"), TokenRecord { spam: i, ham: 1, day: 3, weight: 0.5 })?;
                 }
-                w.set_journal(&Digest([7; 32]), Some(JournalEntry { class: Class::Spam, day: 3, weight: 1 }))?;
+                w.set_journal(&Digest([7; 32]), Some(JournalEntry { class: crate::Class::Spam, day: 3, weight: 1, auto: true }))?;
                 w.gram_add(&[9], 0.25)?;
                 let mut st = w.state()?;
                 st.messages.spam = 4;

@@ -580,7 +580,7 @@ fn scan_table<T: ReadableTable<u64, Rec>>(t: &T, after: Option<&str>, limit: usi
 /// confirmed), so the schema stays as it was.
 const AUTO_BIT: u8 = 0x80;
 
-fn journal_entry(c: u8, day: u32, weight: u8) -> Option<JournalEntry> {
+pub(super) fn journal_entry(c: u8, day: u32, weight: u8) -> Option<JournalEntry> {
     Class::from_code(c & !AUTO_BIT).map(|class| JournalEntry { class, day, weight, auto: c & AUTO_BIT != 0 })
 }
 
