@@ -132,9 +132,15 @@ pub async fn serve<F, Fut>(
                 });
             }
             Err(e) => {
-                // EMFILE and friends: log, breathe, go on.
-                tracing::warn!(listener = what, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Out of file descriptors (EMFILE, ENFILE): connections
+                // waiting on their clients hold them, so the longest waiting
+                // one anywhere is closed to make room, as at the cap; then
+                // breathe and go on.
+                let out_of_files = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                if !(out_of_files && guard.evict(|_, _| true)) {
+                    tracing::warn!(listener = what, error = %e, "accept failed");
+                }
+                tokio::time::sleep(Duration::from_millis(if out_of_files { 5 } else { 50 })).await;
             }
         }
         while tasks.try_join_next().is_some() {}

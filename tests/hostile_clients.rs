@@ -63,6 +63,33 @@ impl Server {
         panic!("hamlet serve never listened");
     }
 
+    /// Like [`Server::start`], with the open-file limit (soft and hard) at `files`.
+    fn start_with_files(name: &str, files: u64) -> Server {
+        use std::os::unix::process::CommandExt;
+        let s = Server::start(name, "");
+        let cfg = s._dir.join("hamlet.toml");
+        let mut s = s;
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--config", cfg.to_str().unwrap(), "serve"]).stderr(Stdio::null());
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit { rlim_cur: files, rlim_max: files };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            });
+        }
+        s.child = cmd.spawn().unwrap();
+        for _ in 0..200 {
+            if [&s.http, &s.spamd, &s.policy].iter().all(|a| TcpStream::connect(a).is_ok()) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("hamlet serve never listened with {files} files");
+    }
+
     /// The server's peak resident memory so far (VmHWM), in MB.
     fn peak_mb(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -201,6 +228,23 @@ fn http_answers_while_600_clients_send_slow_heads() {
         let (status, took) = http_call(&s.http, "POST", "/v1/check", HAM.as_bytes()).unwrap();
         assert_eq!(status, 200);
         assert!(took < ANSWER_WITHIN, "round {round}: check answered after {took:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    drop(attack);
+    assert!(s.alive());
+}
+
+/// With only 256 open files (below the caps), 300 half-sent HTTP requests
+/// run the server out of descriptors: the longest waiting ones are closed
+/// to make room, and `/healthz` is answered at once.
+#[test]
+fn http_answers_when_slow_clients_use_every_file_descriptor() {
+    let mut s = Server::start_with_files("http-files", 256);
+    let attack = Attack::start(&s.http, 300, b"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc", b"x");
+    for round in 0..3 {
+        let (status, took) = http_call(&s.http, "GET", "/healthz", b"").unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(status, 200, "round {round}");
+        assert!(took < ANSWER_WITHIN, "round {round}: healthz answered after {took:?}");
         std::thread::sleep(Duration::from_secs(1));
     }
     drop(attack);

@@ -541,8 +541,9 @@ fn rspamc_stat_counters_and_uptime() {
         (o.status.success(), String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr))
     };
     let m = msg.to_str().unwrap();
-    run(&["learn_spam", m]);
-    run(&["learn_spam", m]);
+    let token = std::fs::read_to_string(dir.0.join("h.learn-token")).expect("serve makes a learn token beside its database");
+    run(&["-P", token.trim(), "learn_spam", m]);
+    run(&["-P", token.trim(), "learn_spam", m]);
     run(&["symbols", m]);
     run(&["symbols", m]);
     let (ok_stat, stat) = run(&["stat"]);

@@ -192,7 +192,7 @@ fn serve(c: Command, extra: &[&str]) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     let mut c = c;
-    c.args(["serve", "--http", &addr]).args(extra).stdout(Stdio::null()).stderr(Stdio::null());
+    c.args(["serve", "--http", &addr, "--learn-token", TOKEN]).args(extra).stdout(Stdio::null()).stderr(Stdio::null());
     let child = c.spawn().unwrap();
     let mut server = Server { child, addr: addr.clone() };
     let start = Instant::now();
@@ -208,11 +208,19 @@ fn serve(c: Command, extra: &[&str]) -> Server {
     panic!("hamlet serve never listened on {}", server.addr);
 }
 
-/// One HTTP/1.1 request: (status, body).
+/// The learn token the tests' servers run with.
+const TOKEN: &str = "t0ken";
+
+/// One HTTP/1.1 request, with the learn token: (status, body).
 fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("no status line: {out:?}"));
