@@ -37,6 +37,16 @@ impl Server {
     /// `hamlet serve` with HTTP, SPAMD and the policy service, default caps,
     /// a 3-second request time limit, and `extra` config lines.
     fn start(name: &str, extra: &str) -> Server {
+        Server::start_limited(name, extra, None)
+    }
+
+    /// Like [`Server::start`], with the open-file limit (soft and hard) at `files`.
+    fn start_with_files(name: &str, files: u64) -> Server {
+        Server::start_limited(name, "", Some(files))
+    }
+
+    fn start_limited(name: &str, extra: &str, files: Option<u64>) -> Server {
+        use std::os::unix::process::CommandExt;
         let dir = std::env::temp_dir().join(format!("hamlet-hostile-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -51,7 +61,18 @@ impl Server {
             ),
         )
         .unwrap();
-        let mut child = Command::new(BIN).args(["--config", cfg.to_str().unwrap(), "serve"]).stderr(Stdio::null()).spawn().unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--config", cfg.to_str().unwrap(), "serve"]).stderr(Stdio::null());
+        if let Some(files) = files {
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit { rlim_cur: files, rlim_max: files };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+                });
+            }
+        }
+        let mut child = cmd.spawn().unwrap();
         for _ in 0..200 {
             if [&http, &spamd, &policy].iter().all(|a| TcpStream::connect(a).is_ok()) {
                 return Server { child, http, spamd, policy, _dir: dir };
@@ -61,33 +82,6 @@ impl Server {
         let _ = child.kill();
         let _ = child.wait();
         panic!("hamlet serve never listened");
-    }
-
-    /// Like [`Server::start`], with the open-file limit (soft and hard) at `files`.
-    fn start_with_files(name: &str, files: u64) -> Server {
-        use std::os::unix::process::CommandExt;
-        let s = Server::start(name, "");
-        let cfg = s._dir.join("hamlet.toml");
-        let mut s = s;
-        let _ = s.child.kill();
-        let _ = s.child.wait();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["--config", cfg.to_str().unwrap(), "serve"]).stderr(Stdio::null());
-        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let lim = libc::rlimit { rlim_cur: files, rlim_max: files };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-            });
-        }
-        s.child = cmd.spawn().unwrap();
-        for _ in 0..200 {
-            if [&s.http, &s.spamd, &s.policy].iter().all(|a| TcpStream::connect(a).is_ok()) {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("hamlet serve never listened with {files} files");
     }
 
     /// The server's peak resident memory so far (VmHWM), in MB.
