@@ -23,6 +23,9 @@ command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v swaks >/dev/null || need_pkgs+=(swaks)
 # unbound serves the DNS-list zone of the envelope tests.
 [[ -x /usr/sbin/unbound ]] || need_pkgs+=(unbound)
+# redis-server: the Redis store's tests (each starts its own on loopback).
+command -v redis-server >/dev/null || need_pkgs+=(redis-server)
+command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
 if ((${#need_pkgs[@]})); then
   echo "test.sh: installing ${need_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -10,7 +10,7 @@ use crate::engine::Engine;
 use crate::envelope::Checker;
 use crate::envelope::greylist::RedbGreyStore;
 use crate::service::Service;
-use crate::store::{self, RedbStore};
+use crate::store::{self, Db};
 use crate::users::Users;
 use crate::{Error, Result};
 use std::path::PathBuf;
@@ -36,34 +36,59 @@ pub enum Open {
 
 /// The engine over the configured database (its parameters are checked
 /// before the database is opened, or created).
-pub fn engine(cfg: &Config, open: Open) -> Result<Engine<RedbStore>> {
+pub fn engine(cfg: &Config, open: Open) -> Result<Engine<Db>> {
     let params = params(cfg)?;
     Ok(Engine::new(store(cfg, open)?, params))
 }
 
-/// The configured database itself (the `db` commands).
-pub fn store(cfg: &Config, open: Open) -> Result<RedbStore> {
-    match open {
-        Open::Learn => store::open_db(&cfg.db, true),
-        Open::Score => store::open_db_read_only(&cfg.db),
-        Open::Existing => store::open_db(&cfg.db, false),
+/// The configured database itself (the `db` commands): the redb file, or
+/// the shared model on the Redis `db` names.
+pub fn store(cfg: &Config, open: Open) -> Result<Db> {
+    if cfg.db_is_redis() {
+        let target = redis_target(&cfg.db.to_string_lossy(), &cfg.redis)?;
+        return Ok(Db::Redis(store::open_redis(target, &cfg.redis.prefix, open != Open::Existing)?));
     }
+    Ok(Db::Redb(match open {
+        Open::Learn => store::open_db(&cfg.db, true)?,
+        Open::Score => store::open_db_read_only(&cfg.db)?,
+        Open::Existing => store::open_db(&cfg.db, false)?,
+    }))
 }
 
-/// Per-user models, when `users_dir` is set.
-pub fn users(cfg: &Config) -> Option<Users> {
-    cfg.users_dir.clone().map(|d| Users::new(d, cfg.users_ignore.clone(), cfg.users_max_open).with_caps(cfg.users_max, cfg.users_max_bytes))
+/// The Redis server or cluster `url` names, with `[redis]`'s settings.
+fn redis_target(url: &str, cfg: &crate::config::RedisConfig) -> Result<std::sync::Arc<store::redis::Target>> {
+    let password = match &cfg.password_file {
+        Some(p) => Some(std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?.trim().to_string()),
+        None => None,
+    };
+    let timeouts =
+        store::redis::Timeouts { connect: Duration::from_millis(cfg.connect_timeout_ms.max(1)), reply: Duration::from_millis(cfg.timeout_ms.max(1)) };
+    Ok(std::sync::Arc::new(store::redis::Target::new(url, password.as_deref(), timeouts)?))
+}
+
+/// Per-user models, when `users_dir` is set: files there, or models on
+/// the Redis that holds the shared one (`db` a Redis URL; `users_dir` then
+/// only turns them on).
+pub fn users(cfg: &Config, shared: &Db) -> Option<Users> {
+    let users =
+        cfg.users_dir.clone().map(|d| Users::new(d, cfg.users_ignore.clone(), cfg.users_max_open).with_caps(cfg.users_max, cfg.users_max_bytes))?;
+    Some(match shared {
+        Db::Redis(s) => users.on_redis(s.target().clone(), &cfg.redis.prefix),
+        Db::Redb(_) => users,
+    })
 }
 
 /// The service `hamlet serve`'s front ends share (the configuration is
 /// checked first).
-pub fn service(cfg: &Config) -> Result<Service<RedbStore>> {
+pub fn service(cfg: &Config) -> Result<Service<Db>> {
     cfg.check()?;
-    Service::builder(engine(cfg, Open::Learn)?)
+    let engine = engine(cfg, Open::Learn)?;
+    let users = users(cfg, engine.store());
+    Service::builder(engine)
         .learn_token(learn_token(cfg)?)
         .timeout(Duration::from_secs(cfg.timeout_s))
         .envelope(Checker::new(cfg.envelope.clone(), None)?)
-        .users(users(cfg))
+        .users(users)
         .autolearn(cfg.autolearn.enabled.then(|| cfg.autolearn.clone()))
         .build()
 }

@@ -44,6 +44,9 @@ pub enum Error {
     /// Learning for a user without a model would create one past the
     /// configured caps (`users_max`, `users_max_bytes`).
     UsersFull { user: String, why: String },
+    /// A Redis server (the Redis store) failed or could not be reached;
+    /// `target` is its URL without the password.
+    Redis { target: String, source: redis::RedisError },
     /// A bug or a task that died: a worker thread panicked, a server task failed.
     Internal(String),
 }
@@ -99,6 +102,7 @@ impl fmt::Display for Error {
             Error::UsersFull { user, why } => {
                 write!(f, "no model for user {user:?}: {why}; existing users still learn (raise the cap in hamlet.toml, or remove unused models)")
             }
+            Error::Redis { target, source } => write!(f, "redis {target}: {source}"),
             Error::Internal(m) => write!(f, "internal error: {m}"),
         }
     }
@@ -109,6 +113,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } | Error::Bind { source, .. } | Error::System { source, .. } => Some(source),
             Error::Storage { source, .. } => Some(source),
+            Error::Redis { source, .. } => Some(source),
             Error::Imap { source, .. } => Some(&**source),
             Error::NeedsRepair { source: Some(source), .. } => Some(&**source),
             _ => None,
@@ -117,6 +122,12 @@ impl std::error::Error for Error {
 }
 
 impl Error {
+    /// The store could not be reached (Redis down or too slow): a check
+    /// goes on without the model's opinion, a learn is refused (503).
+    pub fn is_store_unavailable(&self) -> bool {
+        matches!(self, Error::Redis { source, .. } if source.is_io_error() || source.is_timeout() || source.is_connection_dropped() || source.is_connection_refusal() || source.is_unrecoverable_error() || source.is_cluster_error())
+    }
+
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io { path: path.into(), source }
     }

@@ -7,7 +7,7 @@
 use crate::config::Config;
 use crate::listener::{Guard, Listener};
 use crate::service::Service;
-use crate::store::RedbStore;
+use crate::store::Db;
 use crate::{Error, Result, build};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +26,7 @@ pub fn main(cfg: Config) -> Result<()> {
 /// included) finish before it returns.
 pub async fn run(cfg: Config) -> Result<()> {
     file_limit(&cfg);
-    let service: Arc<Service<RedbStore>> = Arc::new(build::service(&cfg)?);
+    let service: Arc<Service<Db>> = Arc::new(build::service(&cfg)?);
     service.start_autolearn();
 
     let listener = Listener::bind("HTTP", &cfg.http).await?;
@@ -42,7 +42,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         http = %cfg.http,
         spamd = cfg.spamd.as_deref().unwrap_or("off"),
         policy = cfg.policy.as_deref().unwrap_or("off"),
-        db = %cfg.db.display(),
+        db = %service.engine().store().describe(),
         "hamlet serving"
     );
 

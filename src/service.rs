@@ -18,7 +18,7 @@ use crate::engine::{Action, Engine, LearnOutcome, Prepared};
 use crate::envelope::greylist::MemoryGreyStore;
 use crate::envelope::{Checker, Envelope, Report};
 use crate::metrics::Metrics;
-use crate::store::{RedbStore, TokenStore};
+use crate::store::{Db, TokenStore};
 use crate::users::Users;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -195,7 +195,7 @@ impl<S: TokenStore + 'static> Service<S> {
 
     /// The user's model to layer over the shared one: `None` without a
     /// name, without per-user models, or for an ignored name.
-    fn user_store(&self, user: Option<&str>, create: bool) -> crate::Result<Option<Arc<RedbStore>>> {
+    fn user_store(&self, user: Option<&str>, create: bool) -> crate::Result<Option<Arc<Db>>> {
         match (user, &self.users) {
             (Some(u), Some(users)) => users.get(u, create),
             _ => Ok(None),

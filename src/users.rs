@@ -9,11 +9,16 @@
 //! shared model is trained without one.
 //!
 //! Files are opened on first use and kept open, at most `max_open` of them;
-//! past that the least recently used one not in use is closed. Redis-backed
-//! per-user state (several nodes) would be another [`crate::store::TokenStore`]
-//! behind this same lookup.
+//! past that the least recently used one not in use is closed.
+//!
+//! When the shared model is on Redis, so are the users' ([`Users::on_redis`]):
+//! one model per user under its own hash tag (`<prefix>:{u:<name>}`, so a
+//! cluster spreads users over its nodes), every host sees the same ones, and
+//! the set `<prefix>:users` counts them for `users_max` (`users_max_bytes`
+//! does not apply: Redis's own `maxmemory` does).
 
-use crate::store::RedbStore;
+use crate::store::redis::{RedisStore, Target, USER_LEVELS};
+use crate::store::{Db, RedbStore};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,8 +35,10 @@ pub struct Users {
     /// [`Users::with_caps`]).
     max_users: usize,
     max_bytes: u64,
-    open: Mutex<HashMap<String, (Arc<RedbStore>, u64)>>,
+    open: Mutex<HashMap<String, (Arc<Db>, u64)>>,
     tick: AtomicU64,
+    /// The Redis and key prefix the models are on, instead of files.
+    redis: Option<(Arc<Target>, String)>,
 }
 
 /// Accepted user names: spamd's `[-A-Za-z0-9_]` plus `.`, `@` and `+`
@@ -51,7 +58,38 @@ impl Users {
             max_bytes: u64::MAX,
             open: Mutex::new(HashMap::new()),
             tick: AtomicU64::new(0),
+            redis: None,
         }
+    }
+
+    /// Keeps the models on this Redis, under `prefix`, instead of files.
+    pub fn on_redis(mut self, target: Arc<Target>, prefix: &str) -> Users {
+        self.redis = Some((target, prefix.to_string()));
+        self
+    }
+
+    fn users_key(prefix: &str) -> String {
+        format!("{prefix}:users")
+    }
+
+    /// The user's model on Redis (see [`Users::get`]).
+    fn get_redis(&self, target: &Arc<Target>, prefix: &str, name: &str, create: bool) -> Result<Option<Db>> {
+        let meta = format!("{prefix}:{{u:{name}}}:meta");
+        let exists: bool = target.with(true, |c| redis::cmd("EXISTS").arg(&meta).query(c))?;
+        if !exists {
+            if !create {
+                return Ok(None);
+            }
+            let n: usize = target.with(true, |c| redis::cmd("SCARD").arg(Users::users_key(prefix)).query(c))?;
+            if n >= self.max_users {
+                return Err(Error::UsersFull { user: name.to_string(), why: format!("{n} per-user models, the most users_max allows") });
+            }
+        }
+        let (store, _) = RedisStore::open(target.clone(), prefix, &format!("u:{name}"), USER_LEVELS)?;
+        if !exists {
+            target.with(false, |c| redis::cmd("SADD").arg(Users::users_key(prefix)).arg(name).query::<()>(c))?;
+        }
+        Ok(Some(Db::Redis(store)))
     }
 
     /// At most `max_users` models, holding at most `max_bytes` together:
@@ -99,7 +137,7 @@ impl Users {
     /// creates a model: a check naming a user never creates a file (so
     /// requests with made-up names cannot fill the disk). Names are
     /// case-insensitive (`Bob@Example.org` is `bob@example.org`).
-    pub fn get(&self, name: &str, create: bool) -> Result<Option<Arc<RedbStore>>> {
+    pub fn get(&self, name: &str, create: bool) -> Result<Option<Arc<Db>>> {
         if !valid_name(name) {
             return Err(Error::Invalid(format!("bad user name {name:?}")));
         }
@@ -120,6 +158,12 @@ impl Users {
                 open.remove(&k);
             }
         }
+        if let Some((target, prefix)) = &self.redis {
+            let Some(store) = self.get_redis(target, prefix, &name, create)? else { return Ok(None) };
+            let store = Arc::new(store);
+            open.insert(name, (store.clone(), now));
+            return Ok(Some(store));
+        }
         let path = self.dir.join(format!("{name}.redb"));
         if !path.exists() {
             if !create {
@@ -128,13 +172,16 @@ impl Users {
             self.room_for_one_more(&name)?;
         }
         // No waiting for a file another process holds: the lock is held here.
-        let store = Arc::new(RedbStore::open_with_cache(&path, Duration::ZERO, crate::store::USER_CACHE_BYTES)?);
+        let store = Arc::new(Db::Redb(RedbStore::open_with_cache(&path, Duration::ZERO, crate::store::USER_CACHE_BYTES)?));
         open.insert(name, (store.clone(), now));
         Ok(Some(store))
     }
 
-    /// Models on disk (files in the folder).
+    /// Models on disk (files in the folder), or on Redis.
     pub fn model_count(&self) -> u64 {
+        if let Some((target, prefix)) = &self.redis {
+            return target.with(true, |c| redis::cmd("SCARD").arg(Users::users_key(prefix)).query(c)).unwrap_or(0);
+        }
         std::fs::read_dir(&self.dir).map_or(0, |d| d.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "redb")).count() as u64)
     }
 

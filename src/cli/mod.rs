@@ -548,6 +548,9 @@ fn write_stdout(s: &str) -> Result<()> {
 
 fn db(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
     let db_path = cfg.db.as_path();
+    if cfg.db_is_redis() {
+        return db_on_redis(cfg, c);
+    }
     match c {
         DbCommand::Init { empty } => {
             if db_path.exists() {
@@ -579,20 +582,14 @@ fn db(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
             println!("bytes     {}", store.size_bytes());
         }
         DbCommand::Dump { min_count, journal, no_grams } => {
-            let store = if db_path.exists() { store::open_db_read_only(db_path)? } else { build::store(cfg, Open::Existing)? };
+            let store = if db_path.exists() { store::Db::Redb(store::open_db_read_only(db_path)?) } else { build::store(cfg, Open::Existing)? };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
             store::dump(&store, &mut out, min_count, !no_grams, journal)?;
         }
         DbCommand::Load { file } => {
             let store = build::store(cfg, Open::Existing)?;
-            let stats = if file.as_os_str() == "-" {
-                store::load(&store, &mut std::io::stdin().lock(), "<stdin>")?
-            } else {
-                let f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
-                store::load(&store, &mut std::io::BufReader::new(f), &file.display().to_string())?
-            };
-            println!("loaded {} tokens, {} 4-gram weights, {} journal entries", stats.tokens, stats.grams, stats.journal);
+            load_file(&store, &file)?;
         }
         DbCommand::Recover { out } => {
             let report = store::recover(db_path, &out)?;
@@ -600,6 +597,72 @@ fn db(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
         }
         DbCommand::Expire { days, hapax_days, batch } => {
             let store = build::store(cfg, Open::Existing)?;
+            let st = store::expire(&store, store::today(), days, hapax_days, batch)?;
+            println!("examined {} tokens, removed {}", st.examined, st.removed);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `db load FILE` (`-`: stdin), and what it loaded.
+fn load_file(store: &dyn TokenStore, file: &std::path::Path) -> Result<()> {
+    let stats = if file.as_os_str() == "-" {
+        store::load(store, &mut std::io::stdin().lock(), "<stdin>")?
+    } else {
+        let f = std::fs::File::open(file).map_err(|e| Error::io(file, e))?;
+        store::load(store, &mut std::io::BufReader::new(f), &file.display().to_string())?
+    };
+    println!("loaded {} tokens, {} 4-gram weights, {} journal entries", stats.tokens, stats.grams, stats.journal);
+    Ok(())
+}
+
+/// The `db` commands on a Redis model (`--db redis://…`).
+fn db_on_redis(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
+    let open = |o| -> Result<store::RedisStore> {
+        match build::store(cfg, o)? {
+            store::Db::Redis(s) => Ok(s),
+            store::Db::Redb(_) => Err(Error::Internal("a Redis URL opened a file".into())),
+        }
+    };
+    match c {
+        DbCommand::Init { empty } => {
+            let store = open(if empty { Open::Existing } else { Open::Learn })?;
+            let st = store.read()?.state()?;
+            println!("{}: {} spam, {} ham messages", store.describe(), st.messages.spam, st.messages.ham);
+        }
+        DbCommand::Stats => {
+            let store = open(Open::Existing)?;
+            let v = store.read()?;
+            let st = v.state()?;
+            println!("database  {}", store.describe());
+            println!("spam      {} messages ({} weighted)", st.messages.spam, st.totals.spam);
+            println!("ham       {} messages ({} weighted)", st.messages.ham, st.totals.ham);
+            let tokens = v.token_count()?;
+            println!("tokens    {tokens}");
+            println!("journal   {}", v.journal_count()?);
+            let bytes = store.memory_bytes()?;
+            println!("bytes     {bytes} (Redis MEMORY USAGE of the model's keys)");
+            if tokens > 0 {
+                println!("per token {:.1} bytes", bytes as f64 / tokens as f64);
+            }
+        }
+        DbCommand::Dump { min_count, journal, no_grams } => {
+            let store = open(Open::Existing)?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            store::dump(&store, &mut out, min_count, !no_grams, journal)?;
+        }
+        DbCommand::Load { file } => {
+            let store = open(Open::Existing)?;
+            load_file(&store, &file)?;
+        }
+        DbCommand::Recover { .. } => {
+            return Err(Error::Invalid(
+                "db recover salvages a damaged redb file; a Redis model is restored from a `db dump` (or Redis's own RDB/AOF backups)".into(),
+            ));
+        }
+        DbCommand::Expire { days, hapax_days, batch } => {
+            let store = open(Open::Existing)?;
             let st = store::expire(&store, store::today(), days, hapax_days, batch)?;
             println!("examined {} tokens, removed {}", st.examined, st.removed);
         }

@@ -8,14 +8,41 @@ use crate::{Error, Result};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+/// `[redis]`: the Redis store's settings (used when `db` is a Redis URL).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Every key starts with this (several hamlet installations can share
+    /// one Redis under different prefixes).
+    pub prefix: String,
+    /// A file holding the Redis password (AUTH), so it need not be in the
+    /// URL or this file; it overrides a password in the URL.
+    pub password_file: Option<PathBuf>,
+    /// Milliseconds to open a connection.
+    pub connect_timeout_ms: u64,
+    /// Milliseconds for one reply; a check whose read runs out scores
+    /// without the model (`STORE_ERROR`), a learn fails (503).
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> RedisConfig {
+        RedisConfig { prefix: "hamlet".into(), password_file: None, connect_timeout_ms: 500, timeout_ms: 2000 }
+    }
+}
+
 /// The service configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// HTTP listen address.
     pub http: String,
-    /// Token database.
+    /// Token database: a redb file, or a Redis URL (`redis://HOST:PORT[/DB]`,
+    /// `rediss://…`, `redis+cluster://HOST:PORT[,HOST:PORT…]`) that several
+    /// hosts share (see `[redis]`).
     pub db: PathBuf,
+    /// `[redis]`: how the Redis store connects, when `db` is a Redis URL.
+    pub redis: RedisConfig,
     /// Bearer token for the learn endpoints (also `HAMLET_LEARN_TOKEN`).
     /// Unset: the token in `learn_token_file`, made at first start.
     pub learn_token: Option<String>,
@@ -85,6 +112,7 @@ impl Default for Config {
         Config {
             http: "127.0.0.1:11333".into(),
             db: crate::store::default_db_path(),
+            redis: RedisConfig::default(),
             learn_token: None,
             learn_token_file: None,
             open_learning: false,
@@ -197,6 +225,11 @@ impl Config {
     }
 
     /// Where the learn token is kept when `learn_token` is unset.
+    /// Whether `db` is a Redis URL (else a redb file).
+    pub fn db_is_redis(&self) -> bool {
+        crate::store::redis::is_redis_url(&self.db.to_string_lossy())
+    }
+
     pub fn learn_token_path(&self) -> PathBuf {
         self.learn_token_file.clone().unwrap_or_else(|| self.beside_db("learn-token"))
     }
@@ -204,6 +237,11 @@ impl Config {
     /// A state file beside the token database: `<db stem>.<suffix>`
     /// (`hamlet.redb` → `hamlet.greylist.redb`).
     pub fn beside_db(&self, suffix: &str) -> PathBuf {
+        if self.db_is_redis() {
+            // No file to sit beside: the default database's folder.
+            let d = crate::store::default_db_path();
+            return d.with_file_name(format!("hamlet.{suffix}"));
+        }
         let stem = self.db.file_stem().map_or_else(|| "hamlet".into(), |s| s.to_string_lossy().into_owned());
         self.db.with_file_name(format!("{stem}.{suffix}"))
     }

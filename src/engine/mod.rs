@@ -138,9 +138,8 @@ impl<S: TokenStore> Engine<S> {
     /// [`token_hash`]: crate::hash::token_hash
     /// [`TokenSet`]: crate::tokenize::TokenSet
     pub fn score_hashed(&self, view: &dyn ReadView, tokens: &[(u64, &str)], grams: &[u32]) -> Result<Score> {
-        let state = view.state()?;
         let mut records = Vec::with_capacity(tokens.len());
-        view.get_many(tokens, &mut records)?;
+        let state = view.state_and_records(tokens, &mut records)?;
         let evidence: Vec<Evidence<'_>> = tokens
             .iter()
             .zip(records)
@@ -227,31 +226,54 @@ impl<S: TokenStore> Engine<S> {
         done: &mut dyn FnMut(&[LearnOutcome]),
     ) -> Result<()> {
         let day = self.today();
+        let limits = self.store.write_limits();
+        let (max_records, max_messages) = (max_records.min(limits.records), max_messages.min(limits.messages));
         let mut batches = batches.peekable();
         let mut failed = None;
         while failed.is_none() && batches.peek().is_some() {
+            // A store that may run the closure again (see `WriteLimits`)
+            // gets the same batches again: they are kept until the commit.
+            let mut taken: Vec<Vec<(Prepared, Action)>> = Vec::new();
+            let mut heard: Vec<Vec<LearnOutcome>> = Vec::new();
             self.store.write(&mut |view| {
                 let mut cache = Cache::new();
                 let mut state = view.state()?;
-                let mut outcomes = Vec::new();
+                heard.clear();
                 let mut messages = 0;
-                while cache.records.len() < max_records && messages < max_messages {
-                    let batch = match batches.next() {
-                        None => break,
-                        Some(Ok(b)) => b,
-                        Some(Err(e)) => {
-                            failed = Some(e);
+                let mut i = 0;
+                loop {
+                    if i == taken.len() {
+                        if cache.records.len() >= max_records || messages >= max_messages {
                             break;
                         }
-                    };
-                    outcomes.clear();
-                    apply_all(&self.params, day, &mut *view, &mut cache, &mut state, &batch, &mut outcomes)?;
+                        match batches.next() {
+                            None => break,
+                            Some(Ok(b)) => taken.push(b),
+                            Some(Err(e)) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    let batch = &taken[i];
+                    i += 1;
+                    prefetch(&mut *view, &cache, batch)?;
+                    let mut outcomes = Vec::with_capacity(batch.len());
+                    apply_all(&self.params, day, &mut *view, &mut cache, &mut state, batch, &mut outcomes)?;
                     messages += batch.len();
-                    done(&outcomes);
+                    if limits.replays {
+                        heard.push(outcomes);
+                    } else {
+                        done(&outcomes);
+                        taken[i - 1] = Vec::new();
+                    }
                 }
                 cache.flush(view)?;
                 view.set_state(state)
             })?;
+            for o in &heard {
+                done(o);
+            }
         }
         failed.map_or(Ok(()), Err)
     }
@@ -262,6 +284,7 @@ impl<S: TokenStore> Engine<S> {
         store.write(&mut |view| {
             outcomes.clear();
             let mut cache = Cache::new();
+            prefetch(&mut *view, &cache, batch)?;
             let mut state = view.state()?;
             apply_all(params, day, &mut *view, &mut cache, &mut state, batch, &mut outcomes)?;
             cache.flush(view)?;
@@ -373,6 +396,14 @@ impl Cache {
         }
         Ok(())
     }
+}
+
+/// Tells the store what a batch will read (its journal entries, the tokens
+/// not in `cache` yet): a remote store reads them in one call.
+fn prefetch(view: &mut dyn WriteView, cache: &Cache, batch: &[(Prepared, Action)]) -> Result<()> {
+    let digests: Vec<crate::digest::Digest> = batch.iter().map(|(p, _)| p.digest).collect();
+    let tokens: Vec<(u64, &str)> = batch.iter().flat_map(|(p, _)| p.tokens.iter()).filter(|&(h, t)| cache.known(h, t).is_none()).collect();
+    view.prefetch(&digests, &tokens)
 }
 
 /// [`apply`] to each of a batch, in order, appending the outcomes.

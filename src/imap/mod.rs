@@ -20,7 +20,7 @@
 
 use crate::config::imap::{Account, After, ImapConfig, Tls};
 use crate::engine::{Action, Engine, LearnOutcome, Prepared};
-use crate::store::{RedbStore, TokenStore};
+use crate::store::{Db, TokenStore};
 use crate::users::Users;
 use crate::{Class, Error, Result};
 use futures_util::TryStreamExt;
@@ -85,7 +85,7 @@ impl State {
 #[allow(clippy::large_enum_variant)]
 pub enum Learner {
     /// Straight into the database.
-    Direct { engine: Engine<RedbStore>, users: Option<Users> },
+    Direct { engine: Engine<Db>, users: Option<Users> },
     /// Through `hamlet serve`'s HTTP API.
     Http { addr: String, token: Option<String>, timeout: Duration },
 }
@@ -409,7 +409,10 @@ pub async fn train_account(
 /// holds it, the service's HTTP API.
 pub fn learner(cfg: &crate::config::Config) -> Result<Learner> {
     match crate::build::engine(cfg, crate::build::Open::Learn) {
-        Ok(engine) => Ok(Learner::Direct { engine, users: crate::build::users(cfg) }),
+        Ok(engine) => {
+            let users = crate::build::users(cfg, engine.store());
+            Ok(Learner::Direct { engine, users })
+        }
         // The service's own time limit, and a little for the network.
         Err(Error::DatabaseInUse { .. }) => Ok(Learner::Http {
             addr: cfg.http.clone(),

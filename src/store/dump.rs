@@ -256,6 +256,10 @@ pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
 /// message the store already journals is refused (its counts would be held
 /// twice, and a later unlearn would remove only one copy).
 pub fn apply(w: &mut dyn WriteView, p: &Parsed, what: &str) -> Result<()> {
+    // One read of everything for a remote store (not one per token).
+    let digests: Vec<Digest> = p.journal.iter().map(|(d, _)| *d).collect();
+    let keys: Vec<(u64, &str)> = p.tokens.iter().map(|(t, _)| (crate::hash::token_hash(t), t.as_str())).collect();
+    w.prefetch(&digests, &keys)?;
     for (d, _) in &p.journal {
         if w.journal(d)?.is_some() {
             return Err(Error::Invalid(format!(

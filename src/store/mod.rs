@@ -1,12 +1,14 @@
 //! The token store: per-token counts and weights, per-class message totals,
 //! and the training journal, behind the [`TokenStore`] trait.
 //!
-//! Two implementations: [`RedbStore`] (one redb file: the real thing) and
-//! [`MemoryStore`] (tests and in-process evaluation). A later Redis backend,
-//! so several nodes share one model, implements the same trait.
+//! Three implementations: [`RedbStore`] (one redb file: the embedded
+//! default), [`RedisStore`] (one model shared by several hosts) and
+//! [`MemoryStore`] (tests and in-process evaluation); [`Db`] is whichever
+//! the configuration names.
 //!
-//! Reads go through a [`ReadView`], a consistent snapshot (redb's MVCC: a
-//! reader never waits for the writer). Writes go through [`TokenStore::write`],
+//! Reads go through a [`ReadView`]: a consistent snapshot on redb and in
+//! memory (redb's MVCC: a reader never waits for the writer); on Redis each
+//! read call sees the latest commits (see [`redis`]). Writes go through [`TokenStore::write`],
 //! which hands a [`WriteView`] to a closure and commits everything it did as
 //! one transaction, or nothing if it returns an error.
 
@@ -16,13 +18,15 @@ mod memory;
 mod open;
 mod recover;
 mod redb_store;
+pub mod redis;
 pub mod safe;
 
 pub use dump::{DumpStats, Parsed, apply, dump, load, parse};
 pub use memory::MemoryStore;
-pub use open::{default_db_path, open_db, open_db_read_only};
+pub use open::{Db, default_db_path, open_db, open_db_read_only, open_redis};
 pub use recover::{Recovered, recover};
 pub use redb_store::{RedbStore, USER_CACHE_BYTES};
+pub use redis::RedisStore;
 
 use crate::digest::Digest;
 use crate::hash::FxBuild;
@@ -123,6 +127,12 @@ pub trait ReadView {
     fn get_many(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
         get_each(self, tokens, out)
     }
+    /// The state and [`ReadView::get_many`] of `tokens`: what scoring a
+    /// message reads, in one call to a remote store.
+    fn state_and_records(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<ModelState> {
+        self.get_many(tokens, out)?;
+        self.state()
+    }
     /// Number of distinct tokens stored.
     fn token_count(&self) -> Result<u64>;
     /// Number of journal entries.
@@ -219,23 +229,44 @@ pub struct Layered<'a> {
     pub top: &'a dyn ReadView,
 }
 
+fn layered_state(b: ModelState, t: ModelState) -> ModelState {
+    ModelState {
+        totals: Totals { spam: b.totals.spam + t.totals.spam, ham: b.totals.ham + t.totals.ham },
+        messages: Totals { spam: b.messages.spam + t.messages.spam, ham: b.messages.ham + t.messages.ham },
+        ..b
+    }
+}
+
+fn layered_record(b: Option<TokenRecord>, t: Option<TokenRecord>) -> Option<TokenRecord> {
+    match (b, t) {
+        (b, None) => b,
+        (None, Some(t)) => Some(TokenRecord { weight: 0.0, ..t }),
+        (Some(b), Some(t)) => {
+            Some(TokenRecord { spam: b.spam.saturating_add(t.spam), ham: b.ham.saturating_add(t.ham), day: b.day.max(t.day), weight: b.weight })
+        }
+    }
+}
+
 impl ReadView for Layered<'_> {
     fn state(&self) -> Result<ModelState> {
-        let (b, t) = (self.base.state()?, self.top.state()?);
-        Ok(ModelState {
-            totals: Totals { spam: b.totals.spam + t.totals.spam, ham: b.totals.ham + t.totals.ham },
-            messages: Totals { spam: b.messages.spam + t.messages.spam, ham: b.messages.ham + t.messages.ham },
-            ..b
-        })
+        Ok(layered_state(self.base.state()?, self.top.state()?))
     }
     fn get(&self, token: &str) -> Result<Option<TokenRecord>> {
-        Ok(match (self.base.get(token)?, self.top.get(token)?) {
-            (b, None) => b,
-            (None, Some(t)) => Some(TokenRecord { weight: 0.0, ..t }),
-            (Some(b), Some(t)) => {
-                Some(TokenRecord { spam: b.spam.saturating_add(t.spam), ham: b.ham.saturating_add(t.ham), day: b.day.max(t.day), weight: b.weight })
-            }
-        })
+        Ok(layered_record(self.base.get(token)?, self.top.get(token)?))
+    }
+    fn get_many(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
+        let (mut b, mut t) = (Vec::with_capacity(tokens.len()), Vec::with_capacity(tokens.len()));
+        self.base.get_many(tokens, &mut b)?;
+        self.top.get_many(tokens, &mut t)?;
+        out.extend(b.into_iter().zip(t).map(|(b, t)| layered_record(b, t)));
+        Ok(())
+    }
+    fn state_and_records(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<ModelState> {
+        let (mut b, mut t) = (Vec::with_capacity(tokens.len()), Vec::with_capacity(tokens.len()));
+        let bs = self.base.state_and_records(tokens, &mut b)?;
+        let ts = self.top.state_and_records(tokens, &mut t)?;
+        out.extend(b.into_iter().zip(t).map(|(b, t)| layered_record(b, t)));
+        Ok(layered_state(bs, ts))
     }
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
         match self.top.journal(digest)? {
@@ -271,6 +302,22 @@ pub trait WriteView: ReadView {
     fn set_journal(&mut self, digest: &Digest, entry: Option<JournalEntry>) -> Result<()>;
     /// Adds `delta` to the byte 4-gram regression's weights at `slots`.
     fn gram_add(&mut self, slots: &[u32], delta: f32) -> Result<()>;
+    /// A hint: these journal entries and tokens are about to be read. A
+    /// remote store reads them all in one call; a local one ignores it.
+    fn prefetch(&mut self, _digests: &[Digest], _tokens: &[(u64, &str)]) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// How big one write transaction should get, and whether the store may run
+/// the write closure more than once (see [`TokenStore::write_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteLimits {
+    pub records: usize,
+    pub messages: usize,
+    /// The closure may run again (a remote store's commit met a concurrent
+    /// change): it must not consume what it cannot produce again.
+    pub replays: bool,
 }
 
 /// A token store.
@@ -289,6 +336,14 @@ pub trait TokenStore: Send + Sync {
     fn health(&self) -> Result<()> {
         self.read()?.state().map(|_| ())
     }
+    /// Limits on one write transaction (bulk training keeps under them).
+    fn write_limits(&self) -> WriteLimits {
+        WriteLimits { records: usize::MAX, messages: usize::MAX, replays: false }
+    }
+    /// Drops old tokens (see [`expire`]); a store may do it its own way.
+    fn expire(&self, today: u32, max_age_days: u32, hapax_age_days: u32, batch: usize) -> Result<ExpireStats> {
+        expire_by_scan(self, today, max_age_days, hapax_age_days, batch)
+    }
 }
 
 impl<T: TokenStore + ?Sized> TokenStore for std::sync::Arc<T> {
@@ -303,6 +358,12 @@ impl<T: TokenStore + ?Sized> TokenStore for std::sync::Arc<T> {
     }
     fn health(&self) -> Result<()> {
         (**self).health()
+    }
+    fn write_limits(&self) -> WriteLimits {
+        (**self).write_limits()
+    }
+    fn expire(&self, today: u32, max_age_days: u32, hapax_age_days: u32, batch: usize) -> Result<ExpireStats> {
+        (**self).expire(today, max_age_days, hapax_age_days, batch)
     }
 }
 
@@ -619,6 +680,11 @@ pub struct ExpireStats {
 /// 1: one message, learned once) unseen for `hapax_age_days`, in batches of `batch` tokens per transaction
 /// so a big database never holds one huge write.
 pub fn expire(store: &dyn TokenStore, today: u32, max_age_days: u32, hapax_age_days: u32, batch: usize) -> Result<ExpireStats> {
+    store.expire(today, max_age_days, hapax_age_days, batch)
+}
+
+/// [`expire`] by scanning every token and removing the old ones.
+fn expire_by_scan<S: TokenStore + ?Sized>(store: &S, today: u32, max_age_days: u32, hapax_age_days: u32, batch: usize) -> Result<ExpireStats> {
     let mut stats = ExpireStats::default();
     let mut after: Option<String> = None;
     loop {

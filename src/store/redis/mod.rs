@@ -1,0 +1,877 @@
+//! The Redis store: one model shared by every hamlet host that points at
+//! the same Redis (or Redis Cluster), so a correction learned on one host
+//! is in every host's next check.
+//!
+//! # Layout (one model: the shared one, or one user's)
+//! Every key of a model starts with `<prefix>:{<model>}`, so the hash tag
+//! puts a whole model on one cluster slot (its scripts run there) and
+//! spreads different users' models over the cluster's nodes.
+//! - `…:meta`: the layout version.
+//! - `…:state`: totals (`ts` `th`), messages (`ms` `mh`), the regression
+//!   bias and combiner (`bias` `m0`-`m2`), token and journal counts (`nt`
+//!   `nj`), the 4-gram weights' version (`gv`), the bucket levels.
+//! - `…:t:<level>:<n>`: tokens, in buckets (hashes); field: the token
+//!   text; value: the record (weight f32, day u16, spam and ham as
+//!   varints: 8 bytes for most tokens). A token over 60 bytes (past Redis's
+//!   64-byte listpack limit) is filed under NUL and its 8-byte hash, its
+//!   text in `…:x`. Small hashes are Redis listpacks: two or three bytes of
+//!   overhead per entry instead of a key, a `dictEntry`, an object and a
+//!   hash per token (rspamd's layout).
+//! - `…:j:<level>:<n>`: the learn journal, by digest, bucketed the same way.
+//!
+//! Buckets grow by linear hashing (`buckets.lua`, [`bucket_hash`]): when a
+//! kind holds more than 64 entries per bucket on average, the commit splits
+//! the next bucket in two, so buckets stay around 32-128 entries (a hash
+//! stays a listpack up to `hash-max-listpack-entries`, 128 by default) at
+//! any model size, with no rehash of the whole model.
+//! - `…:g`: the byte 4-gram weights, 2^18 f32 as big-endian u32 (BITFIELD).
+//!
+//! # Round trips
+//! A check is one script call (`read.lua`: the state and every token of the
+//! message); a learn is that read plus one atomic commit (`commit.lua`). The
+//! 4-gram weights (1 MiB) are cached per host and fetched again when their
+//! version moved and the copy is older than [`GRAM_REFRESH`]: another host's
+//! learn reaches this host's 4-gram weights within that time; counts and
+//! token weights are read fresh by every check.
+//!
+//! # Concurrency
+//! The commit sends what it read beside what it wrote: a value nobody
+//! changed meanwhile is set as written (so one host gets exactly redb's
+//! results), else the change is added to the current value (counts,
+//! weights, totals: no update is lost). Journal entries are compared and
+//! set: if one changed since it was read (the same message learned on two
+//! hosts at once), nothing is applied and the transaction runs again on
+//! fresh reads, so learn/relearn/unlearn stay idempotent across hosts.
+//!
+//! Reads are not snapshots: a view sees writes committed after it began.
+
+mod conn;
+
+pub use conn::{Target, Timeouts, is_redis_url};
+
+use super::{GRAM_DIM, Grams, JournalEntry, ModelState, ReadView, TokenRecord, TokenStore, Totals, WriteLimits, WriteView};
+use crate::digest::Digest;
+use crate::hash::token_hash;
+use crate::{Class, Error, Result};
+use redis::{ConnectionLike, Script, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+/// How stale one host's copy of the 4-gram weights may get while others learn.
+pub const GRAM_REFRESH: Duration = Duration::from_secs(1);
+
+/// The layout version in `…:meta`.
+const LAYOUT: i64 = 1;
+
+/// Bucket levels a new shared model starts at (tokens, journal): 1,024
+/// token buckets (the starter model's 27,674 tokens fill them to ~27).
+pub const SHARED_LEVELS: (u32, u32) = (10, 6);
+/// A user's model: corrections only, a few thousand tokens.
+pub const USER_LEVELS: (u32, u32) = (4, 4);
+
+/// How long a big commit (bulk training, `db load`) may take.
+const BIG_COMMIT: Duration = Duration::from_secs(60);
+
+/// Tokens per read call, so one huge read does not hold Redis for long.
+const READ_CHUNK: usize = 20_000;
+
+/// Tokens longer than this are filed by hash (see the module documentation).
+const LONG: usize = 60;
+
+/// The bucket hash of a field (`buckets.lua`'s `bh_of`): in `[0, P)`; a
+/// long token's field (NUL, hash, perhaps text) by its first 9 bytes, so a
+/// crafted collision's field stays in its bucket when buckets split.
+pub fn bucket_hash(field: &[u8]) -> u64 {
+    const P: u64 = 2_097_143;
+    let field = if field.first() == Some(&0) { &field[..field.len().min(9)] } else { field };
+    field.iter().fold(0, |h, &b| (h * 257 + u64::from(b) + 1) % P)
+}
+
+/// What the scripts get for a token: its bucket hash and, for a long one,
+/// its 8-byte hash.
+fn token_args(hash: u64, text: &str) -> (u64, Vec<u8>) {
+    if text.len() > LONG || text.starts_with('\0') {
+        let mut f = vec![0u8];
+        f.extend_from_slice(&hash.to_be_bytes());
+        (bucket_hash(&f), f[1..].to_vec())
+    } else {
+        (bucket_hash(text.as_bytes()), Vec::new())
+    }
+}
+
+fn scripts() -> &'static [Script; 4] {
+    static S: OnceLock<[Script; 4]> = OnceLock::new();
+    let with_buckets = |src: &str| Script::new(&format!("{}\n{src}", include_str!("buckets.lua")));
+    S.get_or_init(|| {
+        [
+            with_buckets(include_str!("read.lua")),
+            with_buckets(include_str!("commit.lua")),
+            with_buckets(include_str!("expire.lua")),
+            Script::new("return {redis.call('HGET', KEYS[1], 'gv') or '0', redis.call('GET', KEYS[2]) or ''}"),
+        ]
+    })
+}
+
+/// All-zero 4-gram weights, shared (a user's model never has others).
+fn zeros() -> Grams {
+    static Z: OnceLock<Grams> = OnceLock::new();
+    Z.get_or_init(|| Arc::new(vec![0.0; GRAM_DIM])).clone()
+}
+
+/// A record as `buckets.lua` packs it: weight (f32), day (u16, little-endian),
+/// spam and ham as varints (7 bits a byte, low first).
+fn encode_record(r: &TokenRecord) -> Vec<u8> {
+    let mut b = Vec::with_capacity(16);
+    b.extend_from_slice(&r.weight.to_le_bytes());
+    b.extend_from_slice(&(r.day.min(u32::from(u16::MAX)) as u16).to_le_bytes());
+    for mut n in [r.spam, r.ham] {
+        loop {
+            let byte = (n % 128) as u8;
+            n /= 128;
+            if n == 0 {
+                b.push(byte);
+                break;
+            }
+            b.push(byte | 128);
+        }
+    }
+    b
+}
+
+fn decode_record(b: &[u8]) -> Option<TokenRecord> {
+    let weight = f32::from_le_bytes(b.get(0..4)?.try_into().ok()?);
+    let day = u32::from(u16::from_le_bytes(b.get(4..6)?.try_into().ok()?));
+    let mut rest = &b[6..];
+    let mut varint = || -> Option<u32> {
+        let mut n: u64 = 0;
+        for shift in (0..35).step_by(7) {
+            let (&byte, tail) = rest.split_first()?;
+            rest = tail;
+            n |= u64::from(byte & 127) << shift;
+            if byte < 128 {
+                return u32::try_from(n).ok();
+            }
+        }
+        None
+    };
+    let spam = varint()?;
+    let ham = varint()?;
+    Some(TokenRecord { spam, ham, day, weight })
+}
+
+fn encode_journal(e: &JournalEntry) -> [u8; 7] {
+    let d = e.day.to_le_bytes();
+    [e.class.code(), e.weight, u8::from(e.auto), d[0], d[1], d[2], d[3]]
+}
+
+fn decode_journal(b: &[u8]) -> Option<JournalEntry> {
+    if b.len() != 7 {
+        return None;
+    }
+    Some(JournalEntry { class: Class::from_code(b[0])?, weight: b[1], auto: b[2] != 0, day: u32::from_le_bytes([b[3], b[4], b[5], b[6]]) })
+}
+
+fn bytes(v: &Value) -> &[u8] {
+    match v {
+        Value::BulkString(b) => b,
+        Value::SimpleString(s) => s.as_bytes(),
+        _ => &[],
+    }
+}
+
+fn int(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) => *i,
+        other => std::str::from_utf8(bytes(other)).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+    }
+}
+
+fn float(v: &Value) -> f64 {
+    std::str::from_utf8(bytes(v)).ok().and_then(|s| s.parse().ok()).unwrap_or(0.0)
+}
+
+fn array(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) | Value::Set(a) => a,
+        _ => Vec::new(),
+    }
+}
+
+/// A bucket's (field, value).
+type Entry = (Vec<u8>, Vec<u8>);
+
+/// What one read call returned.
+struct Fetched {
+    state: ModelState,
+    grams_version: i64,
+    journal: Vec<Vec<u8>>,
+    records: Vec<Vec<u8>>,
+}
+
+/// This host's copy of the 4-gram weights.
+struct GramCache {
+    weights: Grams,
+    /// The version in Redis the copy is of; `None` before the first fetch.
+    version: Option<i64>,
+    fetched: Instant,
+}
+
+/// See the module documentation.
+pub struct RedisStore {
+    target: Arc<Target>,
+    /// `<prefix>:{<model>}`.
+    base: String,
+    state_key: String,
+    grams_key: String,
+    grams: RwLock<GramCache>,
+}
+
+impl RedisStore {
+    /// Opens the model `model` (`main` for the shared one) under `prefix`,
+    /// creating it if it is new. Returns whether it was created by this
+    /// call (then the caller may seed it).
+    /// `levels`: the token and journal buckets a new model starts with
+    /// (2^levels; empty buckets cost nothing, and fewer means more splits
+    /// while it grows).
+    pub fn open(target: Arc<Target>, prefix: &str, model: &str, levels: (u32, u32)) -> Result<(RedisStore, bool)> {
+        let base = format!("{prefix}:{{{model}}}");
+        let meta = format!("{base}:meta");
+        let (created, layout): (bool, Option<i64>) = target.with(true, |c| {
+            let created: bool = redis::cmd("HSETNX").arg(&meta).arg("layout").arg(LAYOUT).query(c)?;
+            if created {
+                let (t, j) = levels;
+                redis::cmd("HSET").arg(format!("{base}:state")).arg("tL").arg(t).arg("tS").arg(0).arg("jL").arg(j).arg("jS").arg(0).query::<()>(c)?;
+                if model == "main" {
+                    // The 4-gram weights at their full size at once: grown
+                    // by BITFIELD, the string would get twice the room.
+                    redis::cmd("SET").arg(format!("{base}:g")).arg(vec![0u8; GRAM_DIM * 4]).arg("NX").query::<()>(c)?;
+                }
+            }
+            Ok((created, redis::cmd("HGET").arg(&meta).arg("layout").query(c)?))
+        })?;
+        let layout = layout.unwrap_or(0);
+        if layout != LAYOUT {
+            return Err(Error::Invalid(format!(
+                "{} {base}: layout {layout}, this hamlet needs {LAYOUT}: `hamlet db dump` it with the hamlet that wrote it and load the dump under another prefix",
+                target.display()
+            )));
+        }
+        let store = RedisStore {
+            state_key: format!("{base}:state"),
+            grams_key: format!("{base}:g"),
+            base,
+            target,
+            grams: RwLock::new(GramCache { weights: zeros(), version: None, fetched: Instant::now() }),
+        };
+        Ok((store, created))
+    }
+
+    /// Where it is, to show (no password).
+    pub fn describe(&self) -> String {
+        format!("{} {}", self.target.display(), self.base)
+    }
+
+    pub fn target(&self) -> &Arc<Target> {
+        &self.target
+    }
+
+    /// The buckets of `kind` (`t` tokens, `j` journal) in bucket hash
+    /// order, as `buckets.lua`'s `bucket_list` names them, and the place in
+    /// that list of the bucket holding bucket hash `bh`.
+    fn bucket_keys(&self, kind: &str, bh: Option<u64>) -> Result<(Vec<String>, usize)> {
+        let (l, s): (Option<u32>, Option<u64>) =
+            self.target.with(true, |c| redis::cmd("HMGET").arg(&self.state_key).arg(format!("{kind}L")).arg(format!("{kind}S")).query(c))?;
+        let (l, s) = (l.unwrap_or(4).min(24), s.unwrap_or(0));
+        let mut keys = Vec::with_capacity((1usize << l) + s as usize);
+        for b in 0..1u64 << l {
+            if b < s {
+                keys.push(format!("{}:{kind}:{}:{}", self.base, l + 1, 2 * b));
+                keys.push(format!("{}:{kind}:{}:{}", self.base, l + 1, 2 * b + 1));
+            } else {
+                keys.push(format!("{}:{kind}:{l}:{b}", self.base));
+            }
+        }
+        const P: u64 = 2_097_143;
+        let at = bh.map_or(0, |bh| {
+            let b = (bh << l) / P;
+            if b < s { (2 * b + ((bh << (l + 1)) / P) % 2) as usize } else { (s + b) as usize }
+        });
+        Ok((keys, at))
+    }
+
+    /// One read call (or one per [`READ_CHUNK`] tokens).
+    fn fetch(&self, digests: &[Digest], tokens: &[(u64, &str)]) -> Result<Fetched> {
+        let mut out = Fetched { state: ModelState::default(), grams_version: 0, journal: Vec::new(), records: Vec::with_capacity(tokens.len()) };
+        let mut chunks = tokens.chunks(READ_CHUNK);
+        let mut first = true;
+        loop {
+            let chunk = chunks.next().unwrap_or(&[]);
+            if !first && chunk.is_empty() {
+                break;
+            }
+            let journal = if first { digests } else { &[] };
+            let mut inv = scripts()[0].prepare_invoke();
+            inv.key(&self.state_key).arg(&self.base).arg(journal.len());
+            for d in journal {
+                inv.arg(bucket_hash(&d.0)).arg(&d.0[..]);
+            }
+            for &(h, t) in chunk {
+                let (bh, h8) = token_args(h, t);
+                inv.arg(bh).arg(t).arg(h8);
+            }
+            let v: Value = self.target.with(true, |c| inv.invoke(c))?;
+            let mut parts = array(v).into_iter();
+            let st = array(parts.next().unwrap_or(Value::Nil));
+            let f = |i: usize| st.get(i).unwrap_or(&Value::Nil);
+            let u = |i: usize| int(f(i)).max(0) as u64;
+            out.state = ModelState {
+                totals: Totals { spam: u(0), ham: u(1) },
+                messages: Totals { spam: u(2), ham: u(3) },
+                bias: float(f(4)),
+                mix: [float(f(5)), float(f(6)), float(f(7))],
+            };
+            out.grams_version = int(f(8));
+            if first {
+                out.journal = array(parts.next().unwrap_or(Value::Nil)).iter().map(|v| bytes(v).to_vec()).collect();
+            } else {
+                parts.next();
+            }
+            out.records.extend(array(parts.next().unwrap_or(Value::Nil)).iter().map(|v| bytes(v).to_vec()));
+            first = false;
+            if chunk.len() < READ_CHUNK {
+                break;
+            }
+        }
+        if out.records.len() != tokens.len() || out.journal.len() != digests.len() {
+            return Err(Error::Remote(format!(
+                "{}: the read script answered {} records for {} tokens",
+                self.describe(),
+                out.records.len(),
+                tokens.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// The 4-gram weights, fetched again if `seen` (the version a read just
+    /// saw) differs from the copy's and the copy is older than
+    /// [`GRAM_REFRESH`]; `force` fetches whenever the version differs.
+    fn gram_copy(&self, seen: Option<i64>, force: bool) -> Result<Grams> {
+        {
+            let g = self.grams.read().unwrap_or_else(|p| p.into_inner());
+            let fresh = match (g.version, seen) {
+                (None, _) => false,
+                (Some(v), Some(s)) => v == s || (!force && g.fetched.elapsed() < GRAM_REFRESH),
+                (Some(_), None) => !force && g.fetched.elapsed() < GRAM_REFRESH,
+            };
+            if fresh {
+                return Ok(g.weights.clone());
+            }
+        }
+        let (version, blob): (i64, Vec<u8>) = self.target.with(true, |c| {
+            let v: Value = scripts()[3].key(&self.state_key).key(&self.grams_key).invoke(c)?;
+            let a = array(v);
+            Ok((a.first().map_or(0, int), a.get(1).map(|b| bytes(b).to_vec()).unwrap_or_default()))
+        })?;
+        let weights = if blob.iter().all(|&b| b == 0) {
+            zeros()
+        } else {
+            let mut w = vec![0.0f32; GRAM_DIM];
+            for (x, b) in w.iter_mut().zip(blob.chunks_exact(4)) {
+                *x = f32::from_bits(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            }
+            Arc::new(w)
+        };
+        let mut g = self.grams.write().unwrap_or_else(|p| p.into_inner());
+        *g = GramCache { weights: weights.clone(), version: Some(version), fetched: Instant::now() };
+        Ok(weights)
+    }
+
+    fn count(&self, field: &str) -> Result<u64> {
+        let n: Option<i64> = self.target.with(true, |c| redis::cmd("HGET").arg(&self.state_key).arg(field).query(c))?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Every (field, value) of the buckets `keys[first..]`, whole buckets
+    /// up to `want` entries, with the place after the last bucket read.
+    fn buckets(&self, keys: &[String], first: usize, want: usize) -> Result<(Vec<Entry>, usize)> {
+        let mut out = Vec::new();
+        let mut b = first;
+        while b < keys.len() && out.len() < want {
+            let step = 256.min(keys.len() - b);
+            let keys = &keys[b..b + step];
+            let got: Vec<Vec<(Vec<u8>, Vec<u8>)>> = self.target.with(true, |c| {
+                let mut all = Vec::with_capacity(keys.len());
+                for k in keys {
+                    all.push(redis::cmd("HGETALL").arg(k).query(c)?);
+                }
+                Ok(all)
+            })?;
+            for g in got {
+                out.extend(g);
+            }
+            b += step;
+        }
+        Ok((out, b))
+    }
+
+    /// Drops old tokens inside Redis (see `expire.lua`), 64 buckets per
+    /// call: no token leaves Redis, and the work per call is bounded (a
+    /// bucket split between two calls may be looked at twice, or once
+    /// less, in one pass: expiry runs again).
+    pub fn expire(&self, today: u32, max_age_days: u32, hapax_age_days: u32) -> Result<super::ExpireStats> {
+        let mut stats = super::ExpireStats::default();
+        let mut first = 0u64;
+        loop {
+            let (examined, removed, total): (u64, u64, u64) = self.target.with(true, |c| {
+                scripts()[2].key(&self.state_key).arg(&self.base).arg(today).arg(max_age_days).arg(hapax_age_days).arg(first).arg(64).invoke(c)
+            })?;
+            stats.examined += examined;
+            stats.removed += removed;
+            first += 64;
+            if first >= total {
+                return Ok(stats);
+            }
+        }
+    }
+
+    /// Every key of this model.
+    fn all_keys(&self) -> Result<Vec<String>> {
+        let mut keys = vec![format!("{}:meta", self.base), self.state_key.clone(), self.grams_key.clone()];
+        keys.extend(self.bucket_keys("t", None)?.0);
+        keys.extend(self.bucket_keys("j", None)?.0);
+        Ok(keys)
+    }
+
+    /// Bytes Redis uses for this model's keys (`MEMORY USAGE` of each key:
+    /// exact but a scan of every bucket; for `db stats` and benchmarks).
+    pub fn memory_bytes(&self) -> Result<u64> {
+        let keys = self.all_keys()?;
+        let mut total = 0;
+        for chunk in keys.chunks(1024) {
+            let sizes: Vec<Option<u64>> = self.target.with(true, |c| {
+                let mut v = Vec::with_capacity(chunk.len());
+                for k in chunk {
+                    v.push(redis::cmd("MEMORY").arg("USAGE").arg(k).arg("SAMPLES").arg(0).query(c)?);
+                }
+                Ok(v)
+            })?;
+            total += sizes.into_iter().flatten().sum::<u64>();
+        }
+        Ok(total)
+    }
+
+    /// Removes every key of this model.
+    pub fn destroy(&self) -> Result<()> {
+        let keys = self.all_keys()?;
+        for chunk in keys.chunks(1024) {
+            self.target.with(false, |c| {
+                for k in chunk {
+                    redis::cmd("DEL").arg(k).query::<()>(c)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    fn commit(&self, t: Txn<'_>) -> Result<bool> {
+        let mut inv = scripts()[1].prepare_invoke();
+        inv.key(&self.state_key).key(&self.grams_key).arg(&self.base);
+        let journal: Vec<_> = t.journal.iter().filter_map(|(d, (read, new))| new.map(|n| (d, read, n))).collect();
+        inv.arg(journal.len());
+        for (d, read, new) in &journal {
+            inv.arg(bucket_hash(&d.0)).arg(&d.0[..]).arg(&read[..]).arg(new.map(|e| encode_journal(&e).to_vec()).unwrap_or_default());
+        }
+        let (read, new) = match (&t.state, t.state_new) {
+            (Some((r, _)), Some(n)) => (*r, n),
+            _ => (ModelState::default(), ModelState::default()),
+        };
+        let delta = |a: u64, b: u64| b as i64 - a as i64;
+        inv.arg(delta(read.totals.spam, new.totals.spam)).arg(delta(read.totals.ham, new.totals.ham));
+        inv.arg(delta(read.messages.spam, new.messages.spam)).arg(delta(read.messages.ham, new.messages.ham));
+        for (r, n) in [(read.bias, new.bias)].into_iter().chain(read.mix.into_iter().zip(new.mix)) {
+            let (r, n) = if r.is_finite() && n.is_finite() { (r, n) } else { (0.0, 0.0) };
+            inv.arg(format!("{r:?}")).arg(format!("{n:?}"));
+        }
+        let changed: Vec<_> = t.tokens.iter().filter_map(|(text, s)| s.new.map(|n| (text, s, n))).collect();
+        inv.arg(changed.len());
+        for (text, s, new) in changed {
+            let (bh, h8) = token_args(s.hash, text);
+            inv.arg(bh).arg(text.as_str()).arg(h8);
+            inv.arg(&s.read_raw[..]).arg(new.map(|r| encode_record(&r)).unwrap_or_default());
+        }
+        let mut grams = Vec::with_capacity(t.grams.len() * 12);
+        let mut slots: Vec<_> = t.grams.iter().collect();
+        slots.sort_unstable_by_key(|(s, _)| **s);
+        for &(&slot, &(read, now)) in &slots {
+            if now.to_bits() != read {
+                grams.extend_from_slice(&slot.to_be_bytes());
+                grams.extend_from_slice(&read.to_be_bytes());
+                grams.extend_from_slice(&now.to_bits().to_be_bytes());
+            }
+        }
+        inv.arg(grams.as_slice());
+        // A big commit holds Redis longer than one learn's: give it time.
+        let big = t.tokens.len() > 5_000 || t.journal.len() > 100;
+        let v: Value = self.target.with_timeout(false, big.then_some(BIG_COMMIT), |c| inv.invoke(c))?;
+        let a = array(v);
+        if bytes(a.first().unwrap_or(&Value::Nil)) == b"conflict" {
+            return Ok(false);
+        }
+        let (version, conflicts) = (a.get(1).map_or(0, int), a.get(2).map_or(0, int));
+        if !grams.is_empty() {
+            let mut g = self.grams.write().unwrap_or_else(|p| p.into_inner());
+            let base = t.gram_base.borrow().clone();
+            if conflicts == 0 && g.version == Some(version - 1) && base.is_some_and(|b| Arc::ptr_eq(&g.weights, &b)) {
+                // Nobody else changed them: this host's copy is Redis's.
+                let w = Arc::make_mut(&mut g.weights);
+                for (&slot, &(_, now)) in slots {
+                    w[slot as usize] = now;
+                }
+                g.version = Some(version);
+            } else {
+                g.version = Some(-1);
+                g.fetched = Instant::now() - GRAM_REFRESH;
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// A read view: every call reads Redis (see the module documentation).
+struct View<'a> {
+    store: &'a RedisStore,
+    /// The state and 4-gram version the last read call saw.
+    seen: std::cell::Cell<Option<(ModelState, i64)>>,
+}
+
+impl View<'_> {
+    fn fetch(&self, digests: &[Digest], tokens: &[(u64, &str)]) -> Result<Fetched> {
+        let f = self.store.fetch(digests, tokens)?;
+        self.seen.set(Some((f.state, f.grams_version)));
+        Ok(f)
+    }
+}
+
+/// Tokens in (bucket hash, text) order, after `after`.
+fn scan_tokens(store: &RedisStore, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>> {
+    let after = after.map(|t| (token_args(token_hash(t), t).0, t.to_string()));
+    let (keys, mut bucket) = store.bucket_keys("t", after.as_ref().map(|(bh, _)| *bh))?;
+    let xkey = format!("{}:x", store.base);
+    let mut out = Vec::new();
+    while out.len() < limit && bucket < keys.len() {
+        let (entries, next) = store.buckets(&keys, bucket, limit)?;
+        bucket = next;
+        let long: Vec<&Vec<u8>> = entries.iter().map(|(f, _)| f).filter(|f| f.first() == Some(&0)).collect();
+        let texts: HashMap<Vec<u8>, Vec<u8>> = if long.is_empty() {
+            HashMap::new()
+        } else {
+            let got: Vec<Option<Vec<u8>>> = store.target.with(true, |c| redis::cmd("HMGET").arg(&xkey).arg(&long).query(c))?;
+            long.into_iter().cloned().zip(got).filter_map(|(f, t)| Some((f, t?))).collect()
+        };
+        let mut got: Vec<(u64, String, TokenRecord)> = entries
+            .into_iter()
+            .filter_map(|(f, v)| {
+                let rec = decode_record(&v)?;
+                let text = String::from_utf8(if f.first() == Some(&0) { texts.get(&f)?.clone() } else { f }).ok()?;
+                Some((token_args(token_hash(&text), &text).0, text, rec))
+            })
+            .filter(|(h, t, _)| after.as_ref().is_none_or(|(ah, at)| (h, t) > (ah, at)))
+            .collect();
+        got.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        out.extend(got.into_iter().map(|(_, t, r)| (t, r)));
+    }
+    out.truncate(limit);
+    Ok(out)
+}
+
+fn scan_journal(store: &RedisStore, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, JournalEntry)>> {
+    let (keys, mut bucket) = store.bucket_keys("j", after.map(|d| bucket_hash(&d.0)))?;
+    let mut out = Vec::new();
+    while out.len() < limit && bucket < keys.len() {
+        let (entries, next) = store.buckets(&keys, bucket, limit)?;
+        bucket = next;
+        let mut got: Vec<(Digest, JournalEntry)> = entries
+            .into_iter()
+            .filter_map(|(k, v)| Some((Digest(k.try_into().ok()?), decode_journal(&v)?)))
+            .filter(|(d, _)| after.is_none_or(|a| (bucket_hash(&d.0), d) > (bucket_hash(&a.0), a)))
+            .collect();
+        got.sort_unstable_by_key(|(d, _)| (bucket_hash(&d.0), *d));
+        out.extend(got);
+    }
+    out.truncate(limit);
+    Ok(out)
+}
+
+impl ReadView for View<'_> {
+    fn state(&self) -> Result<ModelState> {
+        Ok(self.fetch(&[], &[])?.state)
+    }
+    fn get(&self, token: &str) -> Result<Option<TokenRecord>> {
+        Ok(self.fetch(&[], &[(token_hash(token), token)])?.records.first().and_then(|r| decode_record(r)))
+    }
+    fn get_many(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
+        out.extend(self.fetch(&[], tokens)?.records.iter().map(|r| decode_record(r)));
+        Ok(())
+    }
+    fn state_and_records(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<ModelState> {
+        let f = self.fetch(&[], tokens)?;
+        out.extend(f.records.iter().map(|r| decode_record(r)));
+        Ok(f.state)
+    }
+    fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
+        Ok(self.fetch(std::slice::from_ref(digest), &[])?.journal.first().and_then(|j| decode_journal(j)))
+    }
+    fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>> {
+        scan_tokens(self.store, after, limit)
+    }
+    fn token_count(&self) -> Result<u64> {
+        self.store.count("nt")
+    }
+    fn journal_count(&self) -> Result<u64> {
+        self.store.count("nj")
+    }
+    fn journal_scan(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, JournalEntry)>> {
+        scan_journal(self.store, after, limit)
+    }
+    fn gram_sum(&self, slots: &[u32]) -> Result<f64> {
+        let seen = self.seen.get().map(|(_, v)| v);
+        Ok(super::sum_slots(&self.store.gram_copy(seen, false)?, slots))
+    }
+    fn gram_weights(&self) -> Result<Grams> {
+        let seen = self.fetch(&[], &[])?.grams_version;
+        self.store.gram_copy(Some(seen), true)
+    }
+}
+
+/// A token inside a write: what was read, and what is to be written.
+struct TxnToken {
+    hash: u64,
+    read_raw: Vec<u8>,
+    read: Option<TokenRecord>,
+    /// `Some(None)`: remove.
+    new: Option<Option<TokenRecord>>,
+}
+
+/// A write in progress: reads cached, writes collected for one commit.
+struct Txn<'a> {
+    store: &'a RedisStore,
+    /// The state as read, and the 4-gram version then.
+    state: Option<(ModelState, i64)>,
+    state_new: Option<ModelState>,
+    /// Digest -> (entry as read, raw; the entry to write).
+    journal: HashMap<Digest, (Vec<u8>, Option<Option<JournalEntry>>)>,
+    tokens: HashMap<String, TxnToken>,
+    /// Slot -> (bits as read, value now).
+    grams: HashMap<u32, (u32, f32)>,
+    /// This host's copy of the weights when the write first needed them.
+    gram_base: std::cell::RefCell<Option<Grams>>,
+}
+
+impl<'a> Txn<'a> {
+    fn new(store: &'a RedisStore) -> Txn<'a> {
+        Txn {
+            store,
+            state: None,
+            state_new: None,
+            journal: HashMap::new(),
+            tokens: HashMap::new(),
+            grams: HashMap::new(),
+            gram_base: Default::default(),
+        }
+    }
+
+    fn gram_base(&self) -> Result<Grams> {
+        if let Some(g) = &*self.gram_base.borrow() {
+            return Ok(g.clone());
+        }
+        let seen = self.state.as_ref().map(|(_, v)| *v);
+        let g = self.store.gram_copy(seen, false)?;
+        *self.gram_base.borrow_mut() = Some(g.clone());
+        Ok(g)
+    }
+
+    /// Reads (in one call) what is not read yet of these digests and tokens.
+    fn load(&mut self, digests: &[Digest], tokens: &[(u64, &str)]) -> Result<()> {
+        let digests: Vec<Digest> = digests.iter().filter(|d| !self.journal.contains_key(*d)).copied().collect();
+        let mut seen = std::collections::HashSet::new();
+        let tokens: Vec<(u64, &str)> = tokens.iter().filter(|(_, t)| !self.tokens.contains_key(*t) && seen.insert(*t)).copied().collect();
+        if digests.is_empty() && tokens.is_empty() && self.state.is_some() {
+            return Ok(());
+        }
+        let f = self.store.fetch(&digests, &tokens)?;
+        if self.state.is_none() {
+            self.state = Some((f.state, f.grams_version));
+        }
+        for (d, raw) in digests.into_iter().zip(f.journal) {
+            self.journal.insert(d, (raw, None));
+        }
+        for ((hash, t), raw) in tokens.into_iter().zip(f.records) {
+            let read = decode_record(&raw);
+            self.tokens.insert(t.to_string(), TxnToken { hash, read_raw: raw, read, new: None });
+        }
+        Ok(())
+    }
+
+    fn token(&mut self, token: &str) -> Result<&mut TxnToken> {
+        if !self.tokens.contains_key(token) {
+            self.load(&[], &[(token_hash(token), token)])?;
+        }
+        self.tokens.get_mut(token).ok_or_else(|| Error::Internal("redis txn: a token read is missing".into()))
+    }
+}
+
+impl ReadView for Txn<'_> {
+    fn state(&self) -> Result<ModelState> {
+        match (self.state_new, &self.state) {
+            (Some(s), _) => Ok(s),
+            (None, Some((s, _))) => Ok(*s),
+            (None, None) => Ok(self.store.fetch(&[], &[])?.state),
+        }
+    }
+    fn get(&self, token: &str) -> Result<Option<TokenRecord>> {
+        match self.tokens.get(token) {
+            Some(t) => Ok(t.new.unwrap_or(t.read)),
+            None => View { store: self.store, seen: Default::default() }.get(token),
+        }
+    }
+    fn get_many(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
+        let missing: Vec<(u64, &str)> = tokens.iter().filter(|(_, t)| !self.tokens.contains_key(*t)).copied().collect();
+        let fetched = if missing.is_empty() { Vec::new() } else { self.store.fetch(&[], &missing)?.records };
+        let mut fetched = fetched.iter();
+        for (_, t) in tokens {
+            out.push(match self.tokens.get(*t) {
+                Some(x) => x.new.unwrap_or(x.read),
+                None => fetched.next().and_then(|r| decode_record(r)),
+            });
+        }
+        Ok(())
+    }
+    fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
+        match self.journal.get(digest) {
+            Some((raw, new)) => Ok(new.unwrap_or_else(|| decode_journal(raw))),
+            None => View { store: self.store, seen: Default::default() }.journal(digest),
+        }
+    }
+    fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>> {
+        scan_tokens(self.store, after, limit)
+    }
+    fn token_count(&self) -> Result<u64> {
+        self.store.count("nt")
+    }
+    fn journal_count(&self) -> Result<u64> {
+        self.store.count("nj")
+    }
+    fn journal_scan(&self, after: Option<&Digest>, limit: usize) -> Result<Vec<(Digest, JournalEntry)>> {
+        scan_journal(self.store, after, limit)
+    }
+    fn gram_sum(&self, slots: &[u32]) -> Result<f64> {
+        let base = self.gram_base()?;
+        Ok(super::sum_weights(slots, |s| match self.grams.get(&s) {
+            Some(&(_, now)) => now,
+            None => super::gram_at(&base, s),
+        }))
+    }
+    fn gram_weights(&self) -> Result<Grams> {
+        let mut w = (*self.gram_base()?).clone();
+        for (&s, &(_, now)) in &self.grams {
+            if let Some(x) = w.get_mut(s as usize) {
+                *x = now;
+            }
+        }
+        Ok(Arc::new(w))
+    }
+}
+
+impl WriteView for Txn<'_> {
+    fn prefetch(&mut self, digests: &[Digest], tokens: &[(u64, &str)]) -> Result<()> {
+        self.load(digests, tokens)
+    }
+    fn set_state(&mut self, state: ModelState) -> Result<()> {
+        self.load(&[], &[])?;
+        self.state_new = Some(state);
+        Ok(())
+    }
+    fn put(&mut self, token: &str, record: TokenRecord) -> Result<()> {
+        self.token(token)?.new = Some(Some(record));
+        Ok(())
+    }
+    fn remove(&mut self, token: &str) -> Result<()> {
+        self.token(token)?.new = Some(None);
+        Ok(())
+    }
+    fn set_journal(&mut self, digest: &Digest, entry: Option<JournalEntry>) -> Result<()> {
+        self.load(std::slice::from_ref(digest), &[])?;
+        if let Some(j) = self.journal.get_mut(digest) {
+            j.1 = Some(entry);
+        }
+        Ok(())
+    }
+    fn gram_add(&mut self, slots: &[u32], delta: f32) -> Result<()> {
+        let base = self.gram_base()?;
+        for &s in slots {
+            if (s as usize) >= GRAM_DIM {
+                continue;
+            }
+            let base = super::gram_at(&base, s);
+            let e = self.grams.entry(s).or_insert((base.to_bits(), base));
+            e.1 += delta;
+        }
+        Ok(())
+    }
+}
+
+/// How many times a write runs again after a journal conflict.
+const CONFLICT_RETRIES: usize = 8;
+
+impl TokenStore for RedisStore {
+    fn read(&self) -> Result<Box<dyn ReadView + '_>> {
+        Ok(Box::new(View { store: self, seen: Default::default() }))
+    }
+
+    fn write(&self, f: &mut dyn FnMut(&mut dyn WriteView) -> Result<()>) -> Result<()> {
+        for _ in 0..CONFLICT_RETRIES {
+            let mut t = Txn::new(self);
+            f(&mut t)?;
+            if self.commit(t)? {
+                return Ok(());
+            }
+        }
+        Err(Error::Remote(format!("{}: the same messages kept being learned elsewhere meanwhile; try again", self.describe())))
+    }
+
+    fn write_limits(&self) -> WriteLimits {
+        // A commit is one script: Redis runs nothing else meanwhile. 50,000
+        // records and 2,000 messages keep one under ~0.2 s.
+        WriteLimits { records: 50_000, messages: 2_000, replays: true }
+    }
+
+    fn health(&self) -> Result<()> {
+        self.target.with(true, |c: &mut dyn ConnectionLike| redis::cmd("PING").query::<()>(c))?;
+        self.read()?.state().map(|_| ())
+    }
+
+    fn expire(&self, today: u32, max_age_days: u32, hapax_age_days: u32, _batch: usize) -> Result<super::ExpireStats> {
+        RedisStore::expire(self, today, max_age_days, hapax_age_days)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_journal_entries_round_trip() {
+        for r in [TokenRecord { spam: 7, ham: u32::MAX, day: 20_792, weight: -0.125 }, TokenRecord::default()] {
+            assert_eq!(decode_record(&encode_record(&r)), Some(r));
+        }
+        assert_eq!(encode_record(&TokenRecord { spam: 1, ham: 127, day: 1, weight: 0.0 }).len(), 8);
+        assert_eq!(decode_record(b"short"), None);
+        assert_eq!(decode_record(&[0, 0, 0, 0, 1, 0, 255, 255, 255, 255, 255, 1]), None, "a count past u32");
+        let e = JournalEntry { class: Class::Spam, day: 20_792, weight: 2, auto: true };
+        assert_eq!(decode_journal(&encode_journal(&e)), Some(e));
+        assert_eq!(decode_journal(b""), None);
+    }
+}
