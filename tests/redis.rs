@@ -105,6 +105,17 @@ fn sorted(s: String) -> Vec<String> {
     l
 }
 
+/// `db init`, then train `spam` and `ham` into `db`.
+fn init_and_train(db: &str, spam: &[String], ham: &[String]) {
+    hamlet(db, &["db", "init"]);
+    let mut a = vec!["train", "--spam"];
+    a.extend(spam.iter().map(String::as_str));
+    hamlet(db, &a);
+    let mut a = vec!["train", "--ham"];
+    a.extend(ham.iter().map(String::as_str));
+    hamlet(db, &a);
+}
+
 /// Trained with the same messages, Redis and redb hold the same model
 /// (dumps equal) and print the same scores; a dump moves the model
 /// redb -> Redis -> redb unchanged.
@@ -119,13 +130,7 @@ fn redis_and_redb_hold_the_same_model() {
     let ham = write_messages(&dir.join("ham"), 1000..1150, false);
     let probe = write_messages(&dir.join("probe"), 5000..5060, true);
     for db in [&redb, &url] {
-        hamlet(db, &["db", "init"]);
-        let mut a = vec!["train", "--spam"];
-        a.extend(spam.iter().map(String::as_str));
-        hamlet(db, &a);
-        let mut a = vec!["train", "--ham"];
-        a.extend(ham.iter().map(String::as_str));
-        hamlet(db, &a);
+        init_and_train(db, &spam, &ham);
     }
     let dump_redb = hamlet(&redb, &["db", "dump", "--journal"]);
     assert_eq!(sorted(hamlet(&url, &["db", "dump", "--journal"])), sorted(dump_redb.clone()), "the same model");
@@ -295,4 +300,78 @@ fn a_host_outlives_a_redis_restart() {
     let (status, body) = http(&a.addr, "/v1/learn/spam", &message(4, 30, true), "");
     assert_eq!(status, 200, "learning again once Redis is back: {body}");
     assert_eq!(http(&a.addr, "/v1/check", &message(4, 30, true), "").0, 200);
+}
+
+/// A real 3-master Redis Cluster (`redis-cli --cluster create`): the same
+/// model as on redb after the same training, per-user models spread over
+/// the masters by their hash tags.
+#[test]
+fn a_redis_cluster_holds_the_same_model() {
+    let dir = TempDir::new("cluster");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let _nodes: Vec<Proc> = ports
+        .iter()
+        .map(|p| {
+            let d = dir.join(&p.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            let child = Command::new("redis-server")
+                .current_dir(&d)
+                .args(["--port", &p.to_string(), "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): apt-get install -y redis-server"));
+            let start = Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", *p)).is_err() {
+                assert!(start.elapsed() < Duration::from_secs(10), "redis-server never listened on {p}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Proc(child)
+        })
+        .collect();
+    let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&nodes)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}): apt-get install -y redis-tools"));
+    assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
+    // Wait until every node agrees the cluster is up.
+    let start = Instant::now();
+    while !ports.iter().all(|p| {
+        let o = Command::new("redis-cli").args(["-p", &p.to_string(), "cluster", "info"]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok")
+    }) {
+        assert!(start.elapsed() < Duration::from_secs(20), "the cluster never came up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let url = format!("redis+cluster://{}", nodes.join(","));
+    let redb = dir.join("m.redb").to_string_lossy().into_owned();
+    let spam = write_messages(&dir.join("spam"), 0..60, true);
+    let ham = write_messages(&dir.join("ham"), 1000..1060, false);
+    for db in [&redb, &url] {
+        init_and_train(db, &spam, &ham);
+    }
+    assert_eq!(sorted(hamlet(&url, &["db", "dump", "--journal"])), sorted(hamlet(&redb, &["db", "dump", "--journal"])));
+    let mut a = vec!["check"];
+    a.extend(spam.iter().take(5).map(String::as_str));
+    assert_eq!(hamlet(&url, &a), hamlet(&redb, &a));
+    // Per-user models through a host on the cluster; their keys sit on
+    // the slot of their own hash tag.
+    let cfg = dir.join("hamlet.toml");
+    std::fs::write(&cfg, format!("users_dir = {:?}\n", dir.0.to_str().unwrap())).unwrap();
+    let host = serve(&url, &["--config", cfg.to_str().unwrap()]);
+    let mut masters = std::collections::BTreeSet::new();
+    for u in ["alice", "bob", "carol", "dave", "erin", "frank"] {
+        let h = format!("X-Hamlet-User: {u}@example.org\r\n");
+        assert_eq!(http(&host.addr, "/v1/learn/spam", &message(70_000 + u.len() as u64, 20, true), &h).0, 200);
+        let key = format!("hamlet:{{u:{u}@example.org}}:meta");
+        for p in &ports {
+            let o = Command::new("redis-cli").args(["-p", &p.to_string(), "exists", &key]).output().unwrap();
+            if String::from_utf8_lossy(&o.stdout).trim() == "1" {
+                masters.insert(*p);
+            }
+        }
+    }
+    assert!(masters.len() >= 2, "six users' models all on one master: {masters:?}");
 }
