@@ -223,7 +223,17 @@ impl<S: TokenStore + 'static> Service<S> {
                     p.add_tokens(r.tokens());
                 }
                 let layer = u.as_deref().map(|s| s as &dyn TokenStore);
-                let score = e.score_layered(layer, &p)?;
+                // One view of each model for the score and the auto-learn
+                // decision: a remote store reads both in one round trip.
+                let base = e.store().read()?;
+                let top = layer.map(|l| l.read()).transpose()?;
+                if me.autolearn.is_some() {
+                    base.want_journal(&p.digest);
+                    if let Some(t) = &top {
+                        t.want_journal(&p.digest);
+                    }
+                }
+                let score = e.score_layered_on(&*base, top.as_deref(), &p)?;
                 // Auto-learn, judged on the counts the score came from, into
                 // the model the score came from: a user's own (only if it
                 // exists: a check never creates one), else the shared one.
@@ -233,14 +243,12 @@ impl<S: TokenStore + 'static> Service<S> {
                 };
                 let auto = match (&me.autolearn, target) {
                     (Some(rule), Some(target)) => {
-                        let base = e.store().read()?;
                         let mut learned = base.state()?.messages;
                         // A message learned before (by a user's correction, or
                         // auto-learned already) is never auto-learned again:
                         // a rescan must not undo a correction.
                         let mut known = base.journal(&p.digest)?.is_some();
-                        if let (Some(l), Some(_)) = (layer, &target) {
-                            let top = l.read()?;
+                        if let (Some(top), Some(_)) = (&top, &target) {
                             let m = top.state()?.messages;
                             learned = crate::store::Totals { spam: learned.spam + m.spam, ham: learned.ham + m.ham };
                             known = top.journal(&p.digest)?.is_some();

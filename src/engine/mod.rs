@@ -173,13 +173,15 @@ impl<S: TokenStore> Engine<S> {
     /// Scores a prepared message (perhaps with envelope tokens added)
     /// against the shared model, with `user`'s layered over it.
     pub fn score_layered(&self, user: Option<&dyn TokenStore>, p: &Prepared) -> Result<Score> {
-        let base = self.store.read()?;
+        self.score_layered_on(&*self.store.read()?, user.map(|u| u.read()).transpose()?.as_deref(), p)
+    }
+
+    /// [`Engine::score_layered`] on views the caller opened (and may read
+    /// more from afterwards).
+    pub fn score_layered_on(&self, base: &dyn ReadView, user: Option<&dyn ReadView>, p: &Prepared) -> Result<Score> {
         match user {
-            None => self.score(&*base, &p.tokens, &p.grams),
-            Some(user) => {
-                let top = user.read()?;
-                self.score(&crate::store::Layered { base: &*base, top: &*top }, &p.tokens, &p.grams)
-            }
+            None => self.score(base, &p.tokens, &p.grams),
+            Some(top) => self.score(&crate::store::Layered { base, top }, &p.tokens, &p.grams),
         }
     }
 

@@ -133,6 +133,10 @@ pub trait ReadView {
         self.get_many(tokens, out)?;
         self.state()
     }
+    /// Tells the view the next read will be followed by a look at
+    /// `digest`'s journal entry, so a remote store can fetch it in the same
+    /// round trip; the others need nothing.
+    fn want_journal(&self, _digest: &Digest) {}
     /// Number of distinct tokens stored.
     fn token_count(&self) -> Result<u64>;
     /// Number of journal entries.
@@ -267,6 +271,10 @@ impl ReadView for Layered<'_> {
         let ts = self.top.state_and_records(tokens, &mut t)?;
         out.extend(b.into_iter().zip(t).map(|(b, t)| layered_record(b, t)));
         Ok(layered_state(bs, ts))
+    }
+    fn want_journal(&self, digest: &Digest) {
+        self.base.want_journal(digest);
+        self.top.want_journal(digest);
     }
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
         match self.top.journal(digest)? {
@@ -634,8 +642,32 @@ impl ReadView for CachedView<'_> {
                 p.get_many(tokens, out);
                 Ok(())
             }
-            None => get_each(self, tokens, out),
+            None => {
+                // The misses in one call to the inner view (one round trip
+                // to a remote store, not one per token).
+                let missing: Vec<(u64, &str)> = {
+                    let c = self.cache.borrow();
+                    tokens.iter().filter(|(_, t)| !c.contains_key(*t)).copied().collect()
+                };
+                let mut got = Vec::with_capacity(missing.len());
+                if !missing.is_empty() {
+                    self.inner.get_many(&missing, &mut got)?;
+                }
+                let fetched: std::collections::HashMap<&str, Option<TokenRecord>> = missing.iter().map(|&(_, t)| t).zip(got).collect();
+                let mut c = self.cache.borrow_mut();
+                out.extend(tokens.iter().map(|(_, t)| c.get(*t).copied().or_else(|| fetched.get(t).copied()).flatten()));
+                for (t, r) in fetched {
+                    if c.len() >= self.limit {
+                        break;
+                    }
+                    c.insert(t.to_string(), r);
+                }
+                Ok(())
+            }
         }
+    }
+    fn want_journal(&self, digest: &Digest) {
+        self.inner.want_journal(digest);
     }
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
         self.inner.journal(digest)

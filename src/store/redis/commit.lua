@@ -1,25 +1,29 @@
 -- hamlet: one write transaction, applied atomically as changes against
 -- what the writer read, so writers on several hosts lose no update.
 -- KEYS[1] the state hash, KEYS[2] the 4-gram weights (BITFIELD u32 of f32 bits)
--- ARGV: prefix, #journal, (BH, digest, expected, new)*  ('' = none)
+-- ARGV: prefix, the levels the buckets are named by (tL tS jL jS),
+--       #journal, (bucket, digest, expected, new)*  ('' = none)
 --       4 integer deltas (ts th ms mh), 4 (read, new) float pairs (bias m0 m1 m2),
---       #tokens, (BH, text, hash, read record, new record)*  ('' = none),
+--       #tokens, (bucket, text, hash, read record, new record)*  ('' = none),
 --       the 4-gram changes: 12 bytes each (slot, read bits, new bits; big-endian)
--- Returns {'ok', gram version, gram conflicts} or {'conflict', digest}:
--- a journal entry changed since it was read, and nothing was applied.
+-- Returns {'ok', gram version, gram conflicts, {levels now}};
+-- {'conflict', digest}: a journal entry changed since it was read; or
+-- {'levels', {levels now}}: a split moved the buckets. Either way nothing
+-- was applied.
 local base = ARGV[1]
 local xkey = base .. ':x'
-local nj = tonumber(ARGV[2])
-local jL, jS = levels(KEYS[1], 'j')
-local i = 3
+local moved = levels_moved(KEYS[1], 2)
+if moved then return {'levels', moved} end
+local nj = tonumber(ARGV[6])
+local i = 7
 for k = 1, nj do
-  local cur = redis.call('HGET', bucket(base, 'j', jL, jS, tonumber(ARGV[i])), ARGV[i + 1]) or ''
+  local cur = redis.call('HGET', ARGV[i], ARGV[i + 1]) or ''
   if cur ~= ARGV[i + 2] then return {'conflict', ARGV[i + 1]} end
   i = i + 4
 end
-i = 3
+i = 7
 for k = 1, nj do
-  local key = bucket(base, 'j', jL, jS, tonumber(ARGV[i]))
+  local key = ARGV[i]
   if ARGV[i + 3] == '' then
     redis.call('HINCRBY', KEYS[1], 'nj', -redis.call('HDEL', key, ARGV[i + 1]))
   else
@@ -46,13 +50,12 @@ for _, name in ipairs({'bias', 'm0', 'm1', 'm2'}) do
   end
   i = i + 2
 end
-local tL, tS = levels(KEYS[1], 't')
 local nt = tonumber(ARGV[i])
 i = i + 1
 local added = 0
 for k = 1, nt do
   local text, read, new = ARGV[i + 1], ARGV[i + 3], ARGV[i + 4]
-  local key = bucket(base, 't', tL, tS, tonumber(ARGV[i]))
+  local key = ARGV[i]
   local field, long = token_field(xkey, text, ARGV[i + 2])
   local cur = redis.call('HGET', key, field) or ''
   local out = new
@@ -122,4 +125,5 @@ if #grams > 0 then
   end
   gv = redis.call('HINCRBY', KEYS[1], 'gv', 1)
 end
-return {'ok', gv, conflicts}
+local lv = redis.call('HMGET', KEYS[1], 'tL', 'tS', 'jL', 'jS')
+return {'ok', gv, conflicts, lv}

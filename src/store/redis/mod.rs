@@ -27,8 +27,9 @@
 //! - `…:g`: the byte 4-gram weights, 2^18 f32 as big-endian u32 (BITFIELD).
 //!
 //! # Round trips
-//! A check is one script call (`read.lua`: the state and every token of the
-//! message); a learn is that read plus one atomic commit (`commit.lua`). The
+//! A check is one pipeline (the state, an `HMGET` per bucket the message's
+//! tokens fall in, and the journal entry of its digest); a learn is that
+//! read plus one atomic commit (`commit.lua`). The
 //! 4-gram weights (1 MiB) are cached per host and fetched again when their
 //! version moved and the copy is older than [`GRAM_REFRESH`]: another host's
 //! learn reaches this host's 4-gram weights within that time; counts and
@@ -83,15 +84,19 @@ const LONG: usize = 60;
 /// long token's field (NUL, hash, perhaps text) by its first 9 bytes, so a
 /// crafted collision's field stays in its bucket when buckets split.
 pub fn bucket_hash(field: &[u8]) -> u64 {
-    const P: u64 = 2_097_143;
     let field = if field.first() == Some(&0) { &field[..field.len().min(9)] } else { field };
     field.iter().fold(0, |h, &b| (h * 257 + u64::from(b) + 1) % P)
+}
+
+/// Whether a token is filed by its hash (see the module documentation).
+fn is_long(text: &str) -> bool {
+    text.len() > LONG || text.starts_with('\0')
 }
 
 /// What the scripts get for a token: its bucket hash and, for a long one,
 /// its 8-byte hash.
 fn token_args(hash: u64, text: &str) -> (u64, Vec<u8>) {
-    if text.len() > LONG || text.starts_with('\0') {
+    if is_long(text) {
         let mut f = vec![0u8];
         f.extend_from_slice(&hash.to_be_bytes());
         (bucket_hash(&f), f[1..].to_vec())
@@ -100,12 +105,98 @@ fn token_args(hash: u64, text: &str) -> (u64, Vec<u8>) {
     }
 }
 
-fn scripts() -> &'static [Script; 4] {
-    static S: OnceLock<[Script; 4]> = OnceLock::new();
+/// The prime the bucket hash is taken modulo (`buckets.lua`'s `P`).
+const P: u64 = 2_097_143;
+
+/// Fields one `HMGET` of a read asks for at most.
+const GROUP: usize = 1_000;
+
+/// The bucket levels (level, split pointer) of tokens and of the journal,
+/// as this host last saw them: clients name the buckets, the scripts check
+/// the levels and answer the new ones if a split moved them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Levels {
+    t: (u32, u64),
+    j: (u32, u64),
+}
+
+impl Levels {
+    /// From the `{tL, tS, jL, jS}` a script answers (missing: a new model's).
+    fn from_value(v: &Value) -> Levels {
+        let a = match v {
+            Value::Array(a) => a.as_slice(),
+            _ => &[],
+        };
+        let n = |i: usize, default: i64| a.get(i).map_or(default, |v| if matches!(v, Value::Nil) { default } else { int(v) }).max(0) as u64;
+        Levels { t: (n(0, 4).min(24) as u32, n(1, 0)), j: (n(2, 4).min(24) as u32, n(3, 0)) }
+    }
+
+    fn args(&self) -> [u64; 4] {
+        [u64::from(self.t.0), self.t.1, u64::from(self.j.0), self.j.1]
+    }
+
+    /// The bucket of `kind` (`'t'`, `'j'`) holding bucket hash `bh`.
+    fn bucket(&self, base: &str, kind: char, bh: u64) -> String {
+        bucket_key(base, self.bucket_id(kind, bh))
+    }
+
+    /// [`Levels::bucket`] as a number that sorts buckets together: the
+    /// kind (journal first), the level, the bucket.
+    fn bucket_id(&self, kind: char, bh: u64) -> u64 {
+        let (l, s) = if kind == 't' { self.t } else { self.j };
+        let b = (bh << l) / P;
+        let (l, b) = if b < s { (l + 1, (bh << (l + 1)) / P) } else { (l, b) };
+        (u64::from(kind == 't') << 63) | (u64::from(l) << 40) | b
+    }
+}
+
+/// The key of a [`Levels::bucket_id`].
+fn bucket_key(base: &str, id: u64) -> String {
+    let mut k = Vec::with_capacity(base.len() + 16);
+    k.extend_from_slice(base.as_bytes());
+    k.extend_from_slice(if id >> 63 == 1 { b":t:" } else { b":j:" });
+    push_decimal(&mut k, (id >> 40) & 0xff);
+    k.push(b':');
+    push_decimal(&mut k, id & ((1 << 40) - 1));
+    String::from_utf8(k).unwrap_or_default()
+}
+
+/// Appends `n` in decimal (`write!` was a tenth of a check's client time).
+fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+/// Appends a command in RESP (an array of bulk strings) to `buf`: a read
+/// pipeline of a few hundred `HMGET`s is packed here in one buffer, where
+/// the client crate's commands cost an allocation or two an argument.
+fn pack_command<'a>(buf: &mut Vec<u8>, command: &'a str, key: &'a str, fields: impl ExactSizeIterator<Item = &'a [u8]>) {
+    buf.push(b'*');
+    push_decimal(buf, 2 + fields.len() as u64);
+    buf.extend_from_slice(b"\r\n");
+    for a in [command.as_bytes(), key.as_bytes()].into_iter().chain(fields) {
+        buf.push(b'$');
+        push_decimal(buf, a.len() as u64);
+        buf.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(a);
+        buf.extend_from_slice(b"\r\n");
+    }
+}
+
+fn scripts() -> &'static [Script; 3] {
+    static S: OnceLock<[Script; 3]> = OnceLock::new();
     let with_buckets = |src: &str| Script::new(&format!("{}\n{src}", include_str!("buckets.lua")));
     S.get_or_init(|| {
         [
-            with_buckets(include_str!("read.lua")),
             with_buckets(include_str!("commit.lua")),
             with_buckets(include_str!("expire.lua")),
             Script::new("return {redis.call('HGET', KEYS[1], 'gv') or '0', redis.call('GET', KEYS[2]) or ''}"),
@@ -201,6 +292,10 @@ fn array(v: Value) -> Vec<Value> {
 /// A bucket's (field, value).
 type Entry = (Vec<u8>, Vec<u8>);
 
+/// What one pipelined read answers: the state's fields, the journal
+/// entries and the records, raw (empty: none).
+type ReadReply = (Vec<Value>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
 /// What one read call returned.
 struct Fetched {
     state: ModelState,
@@ -225,6 +320,8 @@ pub struct RedisStore {
     state_key: String,
     grams_key: String,
     grams: RwLock<GramCache>,
+    /// The bucket levels last seen (`None` before the first call).
+    levels: std::sync::Mutex<Option<Levels>>,
 }
 
 impl RedisStore {
@@ -263,6 +360,7 @@ impl RedisStore {
             base,
             target,
             grams: RwLock::new(GramCache { weights: zeros(), version: None, fetched: Instant::now() }),
+            levels: Default::default(),
         };
         Ok((store, created))
     }
@@ -292,12 +390,26 @@ impl RedisStore {
                 keys.push(format!("{}:{kind}:{l}:{b}", self.base));
             }
         }
-        const P: u64 = 2_097_143;
         let at = bh.map_or(0, |bh| {
             let b = (bh << l) / P;
             if b < s { (2 * b + ((bh << (l + 1)) / P) % 2) as usize } else { (s + b) as usize }
         });
         Ok((keys, at))
+    }
+
+    /// The bucket levels as last seen, read from Redis the first time.
+    fn levels(&self) -> Result<Levels> {
+        if let Some(l) = *self.levels.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(l);
+        }
+        let v: Value = self.target.with(true, |c| redis::cmd("HMGET").arg(&self.state_key).arg("tL").arg("tS").arg("jL").arg("jS").query(c))?;
+        let l = Levels::from_value(&v);
+        self.saw_levels(l);
+        Ok(l)
+    }
+
+    fn saw_levels(&self, l: Levels) {
+        *self.levels.lock().unwrap_or_else(|p| p.into_inner()) = Some(l);
     }
 
     /// One read call (or one per [`READ_CHUNK`] tokens).
@@ -311,18 +423,7 @@ impl RedisStore {
                 break;
             }
             let journal = if first { digests } else { &[] };
-            let mut inv = scripts()[0].prepare_invoke();
-            inv.key(&self.state_key).arg(&self.base).arg(journal.len());
-            for d in journal {
-                inv.arg(bucket_hash(&d.0)).arg(&d.0[..]);
-            }
-            for &(h, t) in chunk {
-                let (bh, h8) = token_args(h, t);
-                inv.arg(bh).arg(t).arg(h8);
-            }
-            let v: Value = self.target.with(true, |c| inv.invoke(c))?;
-            let mut parts = array(v).into_iter();
-            let st = array(parts.next().unwrap_or(Value::Nil));
+            let (st, j, records) = self.read_call(journal, chunk)?;
             let f = |i: usize| st.get(i).unwrap_or(&Value::Nil);
             let u = |i: usize| int(f(i)).max(0) as u64;
             out.state = ModelState {
@@ -333,25 +434,121 @@ impl RedisStore {
             };
             out.grams_version = int(f(8));
             if first {
-                out.journal = array(parts.next().unwrap_or(Value::Nil)).iter().map(|v| bytes(v).to_vec()).collect();
-            } else {
-                parts.next();
+                out.journal = j;
             }
-            out.records.extend(array(parts.next().unwrap_or(Value::Nil)).iter().map(|v| bytes(v).to_vec()));
+            out.records.extend(records);
             first = false;
             if chunk.len() < READ_CHUNK {
                 break;
             }
         }
-        if out.records.len() != tokens.len() || out.journal.len() != digests.len() {
-            return Err(Error::Remote(format!(
-                "{}: the read script answered {} records for {} tokens",
-                self.describe(),
-                out.records.len(),
-                tokens.len()
-            )));
-        }
         Ok(out)
+    }
+
+    /// One read: the state fields, the journal entries and the records
+    /// (empty: none), in one pipeline of `HMGET`s, a bucket each, named by
+    /// the levels last seen. The levels are read first and last: levels
+    /// only grow, so equal ones mean no split moved a field meanwhile (else
+    /// the read runs again). Plain commands, not a script: Redis spent
+    /// twice the CPU on the same `HMGET`s run from Lua (bench/RESULTS.md).
+    fn read_call(&self, digests: &[Digest], tokens: &[(u64, &str)]) -> Result<ReadReply> {
+        // A long token's field, and its field if a crafted token took that
+        // first (`buckets.lua`'s `token_field`): which one holds it, `…:x`
+        // tells.
+        let long: Vec<(usize, Vec<u8>, Vec<u8>)> = tokens
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, t))| is_long(t))
+            .map(|(i, &(h, t))| {
+                let mut f = vec![0u8];
+                f.extend_from_slice(&h.to_be_bytes());
+                let mut g = f.clone();
+                g.extend_from_slice(t.as_bytes());
+                (i, f, g)
+            })
+            .collect();
+        const STATE: [&str; 13] = ["ts", "th", "ms", "mh", "bias", "m0", "m1", "m2", "gv", "tL", "tS", "jL", "jS"];
+        for _ in 0..8 {
+            let lv = self.levels()?;
+            // Every field asked for, with its bucket: the digests, the
+            // plain tokens, then each long token's two fields.
+            let mut asks: Vec<(u64, &[u8])> = Vec::with_capacity(digests.len() + tokens.len() + long.len());
+            asks.extend(digests.iter().map(|d| (lv.bucket_id('j', bucket_hash(&d.0)), &d.0[..])));
+            asks.extend(tokens.iter().filter(|(_, t)| !is_long(t)).map(|(_, t)| (lv.bucket_id('t', bucket_hash(t.as_bytes())), t.as_bytes())));
+            for (_, f, g) in &long {
+                let id = lv.bucket_id('t', bucket_hash(f));
+                asks.push((id, f));
+                asks.push((id, g));
+            }
+            // One HMGET per bucket (at most GROUP fields): where each ask's
+            // value comes back, (reply, place).
+            let mut order: Vec<usize> = (0..asks.len()).collect();
+            order.sort_unstable_by_key(|&i| asks[i].0);
+            let mut places = vec![(0usize, 0usize); asks.len()];
+            let mut buf = Vec::with_capacity(64 * asks.len() + 256);
+            pack_command(&mut buf, "HMGET", &self.state_key, STATE.iter().map(|f| f.as_bytes()));
+            let mut replies = 1;
+            let mut at = 0;
+            while at < order.len() {
+                let id = asks[order[at]].0;
+                let end = (at..order.len()).take(GROUP).find(|&k| asks[order[k]].0 != id).unwrap_or(order.len().min(at + GROUP));
+                let key = bucket_key(&self.base, id);
+                let fields = order[at..end].iter().map(|&i| asks[i].1);
+                pack_command(&mut buf, "HMGET", &key, fields);
+                for (k, &i) in order[at..end].iter().enumerate() {
+                    places[i] = (replies, k);
+                }
+                replies += 1;
+                at = end;
+            }
+            let xkey = format!("{}:x", self.base);
+            if !long.is_empty() {
+                pack_command(&mut buf, "HMGET", &xkey, long.iter().map(|(_, f, _)| &f[..]));
+                replies += 1;
+            }
+            pack_command(&mut buf, "HMGET", &self.state_key, STATE[9..].iter().map(|f| f.as_bytes()));
+            replies += 1;
+            // Sent packed, as the cluster connection sends a pipeline whose
+            // commands share a slot (to that slot's node).
+            let got: Vec<Value> = self
+                .target
+                .with(true, |c| c.req_packed_commands(&buf, 0, replies)?.into_iter().map(Value::extract_error).collect::<redis::RedisResult<_>>())?;
+            let mut got: Vec<Vec<Value>> = got.into_iter().map(array).collect();
+            let first = std::mem::take(&mut got[0]);
+            let before = Levels::from_value(&Value::Array(first.get(9..).unwrap_or_default().to_vec()));
+            let after = Levels::from_value(&Value::Array(got.pop().unwrap_or_default()));
+            if before != lv || after != lv {
+                self.saw_levels(after);
+                continue;
+            }
+            let x = if long.is_empty() { Vec::new() } else { got.pop().unwrap_or_default() };
+            let mut take = |(g, k): (usize, usize)| -> Vec<u8> {
+                match got.get_mut(g).and_then(|r| r.get_mut(k)).map(std::mem::take) {
+                    Some(Value::BulkString(b)) => b,
+                    _ => Vec::new(),
+                }
+            };
+            let journal: Vec<Vec<u8>> = (0..digests.len()).map(|i| take(places[i])).collect();
+            let mut records = Vec::with_capacity(tokens.len());
+            let (mut plain, mut next_long) = (digests.len(), digests.len() + tokens.len() - long.len());
+            let mut longs = long.iter().enumerate().peekable();
+            for (i, &(_, t)) in tokens.iter().enumerate() {
+                match longs.next_if(|(_, (at, ..))| *at == i) {
+                    Some((n, _)) => {
+                        let owner = x.get(n).map(bytes).unwrap_or_default();
+                        let (plain_field, taken) = (take(places[next_long]), take(places[next_long + 1]));
+                        next_long += 2;
+                        records.push(if !owner.is_empty() && owner != t.as_bytes() { taken } else { plain_field });
+                    }
+                    None => {
+                        records.push(take(places[plain]));
+                        plain += 1;
+                    }
+                }
+            }
+            return Ok((first, journal, records));
+        }
+        Err(Error::Remote(format!("{}: the bucket levels kept moving during a read", self.describe())))
     }
 
     /// The 4-gram weights, fetched again if `seen` (the version a read just
@@ -370,7 +567,7 @@ impl RedisStore {
             }
         }
         let (version, blob): (i64, Vec<u8>) = self.target.with(true, |c| {
-            let v: Value = scripts()[3].key(&self.state_key).key(&self.grams_key).invoke(c)?;
+            let v: Value = scripts()[2].key(&self.state_key).key(&self.grams_key).invoke(c)?;
             let a = array(v);
             Ok((a.first().map_or(0, int), a.get(1).map(|b| bytes(b).to_vec()).unwrap_or_default()))
         })?;
@@ -425,7 +622,7 @@ impl RedisStore {
         let mut first = 0u64;
         loop {
             let (examined, removed, total): (u64, u64, u64) = self.target.with(true, |c| {
-                scripts()[2].key(&self.state_key).arg(&self.base).arg(today).arg(max_age_days).arg(hapax_age_days).arg(first).arg(64).invoke(c)
+                scripts()[1].key(&self.state_key).arg(&self.base).arg(today).arg(max_age_days).arg(hapax_age_days).arg(first).arg(64).invoke(c)
             })?;
             stats.examined += examined;
             stats.removed += removed;
@@ -477,31 +674,16 @@ impl RedisStore {
     }
 
     fn commit(&self, t: Txn<'_>) -> Result<bool> {
-        let mut inv = scripts()[1].prepare_invoke();
-        inv.key(&self.state_key).key(&self.grams_key).arg(&self.base);
         let journal: Vec<_> = t.journal.iter().filter_map(|(d, (read, new))| new.map(|n| (d, read, n))).collect();
-        inv.arg(journal.len());
-        for (d, read, new) in &journal {
-            inv.arg(bucket_hash(&d.0)).arg(&d.0[..]).arg(&read[..]).arg(new.map(|e| encode_journal(&e).to_vec()).unwrap_or_default());
-        }
         let (read, new) = match (&t.state, t.state_new) {
             (Some((r, _)), Some(n)) => (*r, n),
             _ => (ModelState::default(), ModelState::default()),
         };
-        let delta = |a: u64, b: u64| b as i64 - a as i64;
-        inv.arg(delta(read.totals.spam, new.totals.spam)).arg(delta(read.totals.ham, new.totals.ham));
-        inv.arg(delta(read.messages.spam, new.messages.spam)).arg(delta(read.messages.ham, new.messages.ham));
-        for (r, n) in [(read.bias, new.bias)].into_iter().chain(read.mix.into_iter().zip(new.mix)) {
-            let (r, n) = if r.is_finite() && n.is_finite() { (r, n) } else { (0.0, 0.0) };
-            inv.arg(format!("{r:?}")).arg(format!("{n:?}"));
-        }
-        let changed: Vec<_> = t.tokens.iter().filter_map(|(text, s)| s.new.map(|n| (text, s, n))).collect();
-        inv.arg(changed.len());
-        for (text, s, new) in changed {
-            let (bh, h8) = token_args(s.hash, text);
-            inv.arg(bh).arg(text.as_str()).arg(h8);
-            inv.arg(&s.read_raw[..]).arg(new.map(|r| encode_record(&r)).unwrap_or_default());
-        }
+        let changed: Vec<_> = t
+            .tokens
+            .iter()
+            .filter_map(|(text, s)| s.new.map(|n| (text, token_args(s.hash, text), &s.read_raw, n.map(|r| encode_record(&r)).unwrap_or_default())))
+            .collect();
         let mut grams = Vec::with_capacity(t.grams.len() * 12);
         let mut slots: Vec<_> = t.grams.iter().collect();
         slots.sort_unstable_by_key(|(s, _)| **s);
@@ -512,14 +694,43 @@ impl RedisStore {
                 grams.extend_from_slice(&now.to_bits().to_be_bytes());
             }
         }
-        inv.arg(grams.as_slice());
         // A big commit holds Redis longer than one learn's: give it time.
         let big = t.tokens.len() > 5_000 || t.journal.len() > 100;
-        let v: Value = self.target.with_timeout(false, big.then_some(BIG_COMMIT), |c| inv.invoke(c))?;
-        let a = array(v);
-        if bytes(a.first().unwrap_or(&Value::Nil)) == b"conflict" {
-            return Ok(false);
+        let mut answer = None;
+        for _ in 0..8 {
+            let lv = self.levels()?;
+            let mut inv = scripts()[0].prepare_invoke();
+            inv.key(&self.state_key).key(&self.grams_key).arg(&self.base).arg(&lv.args()[..]);
+            inv.arg(journal.len());
+            for (d, read, new) in &journal {
+                inv.arg(lv.bucket(&self.base, 'j', bucket_hash(&d.0))).arg(&d.0[..]).arg(&read[..]);
+                inv.arg(new.map(|e| encode_journal(&e).to_vec()).unwrap_or_default());
+            }
+            let delta = |a: u64, b: u64| b as i64 - a as i64;
+            inv.arg(delta(read.totals.spam, new.totals.spam)).arg(delta(read.totals.ham, new.totals.ham));
+            inv.arg(delta(read.messages.spam, new.messages.spam)).arg(delta(read.messages.ham, new.messages.ham));
+            for (r, n) in [(read.bias, new.bias)].into_iter().chain(read.mix.into_iter().zip(new.mix)) {
+                let (r, n) = if r.is_finite() && n.is_finite() { (r, n) } else { (0.0, 0.0) };
+                inv.arg(format!("{r:?}")).arg(format!("{n:?}"));
+            }
+            inv.arg(changed.len());
+            for (text, (bh, h8), read_raw, new) in &changed {
+                inv.arg(lv.bucket(&self.base, 't', *bh)).arg(text.as_str()).arg(&h8[..]).arg(&read_raw[..]).arg(&new[..]);
+            }
+            inv.arg(grams.as_slice());
+            let v: Value = self.target.with_timeout(false, big.then_some(BIG_COMMIT), |c| inv.invoke(c))?;
+            let a = array(v);
+            match bytes(a.first().unwrap_or(&Value::Nil)) {
+                b"conflict" => return Ok(false),
+                b"levels" => self.saw_levels(Levels::from_value(a.get(1).unwrap_or(&Value::Nil))),
+                _ => {
+                    self.saw_levels(Levels::from_value(a.get(3).unwrap_or(&Value::Nil)));
+                    answer = Some(a);
+                    break;
+                }
+            }
         }
+        let a = answer.ok_or_else(|| Error::Remote(format!("{}: the bucket levels kept moving during a commit", self.describe())))?;
         let (version, conflicts) = (a.get(1).map_or(0, int), a.get(2).map_or(0, int));
         if !grams.is_empty() {
             let mut g = self.grams.write().unwrap_or_else(|p| p.into_inner());
@@ -540,17 +751,33 @@ impl RedisStore {
     }
 }
 
-/// A read view: every call reads Redis (see the module documentation).
+/// A read view: every call reads Redis (see the module documentation),
+/// except the state, which it reads once, and journal entries announced by
+/// [`ReadView::want_journal`], which come with the next read.
 struct View<'a> {
     store: &'a RedisStore,
-    /// The state and 4-gram version the last read call saw.
+    /// The state and 4-gram version the first read call saw.
     seen: std::cell::Cell<Option<(ModelState, i64)>>,
+    /// Digests the next read is to fetch the journal entries of.
+    wanted: std::cell::RefCell<Vec<Digest>>,
+    /// Journal entries fetched along with a read (raw; empty: none).
+    entries: std::cell::RefCell<HashMap<Digest, Vec<u8>>>,
 }
 
-impl View<'_> {
+impl<'a> View<'a> {
+    fn new(store: &'a RedisStore) -> View<'a> {
+        View { store, seen: Default::default(), wanted: Default::default(), entries: Default::default() }
+    }
+
     fn fetch(&self, digests: &[Digest], tokens: &[(u64, &str)]) -> Result<Fetched> {
-        let f = self.store.fetch(digests, tokens)?;
-        self.seen.set(Some((f.state, f.grams_version)));
+        let wanted = std::mem::take(&mut *self.wanted.borrow_mut());
+        let all: Vec<Digest> = digests.iter().chain(&wanted).copied().collect();
+        let mut f = self.store.fetch(&all, tokens)?;
+        if self.seen.get().is_none() {
+            self.seen.set(Some((f.state, f.grams_version)));
+        }
+        let extra = f.journal.split_off(digests.len().min(f.journal.len()));
+        self.entries.borrow_mut().extend(wanted.into_iter().zip(extra));
         Ok(f)
     }
 }
@@ -607,7 +834,10 @@ fn scan_journal(store: &RedisStore, after: Option<&Digest>, limit: usize) -> Res
 
 impl ReadView for View<'_> {
     fn state(&self) -> Result<ModelState> {
-        Ok(self.fetch(&[], &[])?.state)
+        match self.seen.get() {
+            Some((s, _)) => Ok(s),
+            None => Ok(self.fetch(&[], &[])?.state),
+        }
     }
     fn get(&self, token: &str) -> Result<Option<TokenRecord>> {
         Ok(self.fetch(&[], &[(token_hash(token), token)])?.records.first().and_then(|r| decode_record(r)))
@@ -621,7 +851,13 @@ impl ReadView for View<'_> {
         out.extend(f.records.iter().map(|r| decode_record(r)));
         Ok(f.state)
     }
+    fn want_journal(&self, digest: &Digest) {
+        self.wanted.borrow_mut().push(*digest);
+    }
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
+        if let Some(raw) = self.entries.borrow().get(digest) {
+            return Ok(decode_journal(raw));
+        }
         Ok(self.fetch(std::slice::from_ref(digest), &[])?.journal.first().and_then(|j| decode_journal(j)))
     }
     fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>> {
@@ -734,7 +970,7 @@ impl ReadView for Txn<'_> {
     fn get(&self, token: &str) -> Result<Option<TokenRecord>> {
         match self.tokens.get(token) {
             Some(t) => Ok(t.new.unwrap_or(t.read)),
-            None => View { store: self.store, seen: Default::default() }.get(token),
+            None => View::new(self.store).get(token),
         }
     }
     fn get_many(&self, tokens: &[(u64, &str)], out: &mut Vec<Option<TokenRecord>>) -> Result<()> {
@@ -752,7 +988,7 @@ impl ReadView for Txn<'_> {
     fn journal(&self, digest: &Digest) -> Result<Option<JournalEntry>> {
         match self.journal.get(digest) {
             Some((raw, new)) => Ok(new.unwrap_or_else(|| decode_journal(raw))),
-            None => View { store: self.store, seen: Default::default() }.journal(digest),
+            None => View::new(self.store).journal(digest),
         }
     }
     fn scan(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, TokenRecord)>> {
@@ -828,7 +1064,7 @@ const CONFLICT_RETRIES: usize = 8;
 
 impl TokenStore for RedisStore {
     fn read(&self) -> Result<Box<dyn ReadView + '_>> {
-        Ok(Box::new(View { store: self, seen: Default::default() }))
+        Ok(Box::new(View::new(self)))
     }
 
     fn write(&self, f: &mut dyn FnMut(&mut dyn WriteView) -> Result<()>) -> Result<()> {
@@ -861,6 +1097,27 @@ impl TokenStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The client names buckets as `buckets.lua` does (`<base>:<kind>:<level>:<n>`,
+    /// split buckets one level down), and sorts a kind's buckets together.
+    #[test]
+    fn buckets_are_named_as_the_scripts_name_them() {
+        let lv = Levels { t: (10, 3), j: (4, 0) };
+        for bh in [0, 1, 2047, 4096, 9000, 1_000_000, P - 1] {
+            let b = (bh << 10) / P;
+            let want = if b < 3 { format!("m:t:11:{}", (bh << 11) / P) } else { format!("m:t:10:{b}") };
+            assert_eq!(lv.bucket("m", 't', bh), want);
+            assert_eq!(lv.bucket("m", 'j', bh), format!("m:j:4:{}", (bh << 4) / P));
+            assert!(lv.bucket_id('j', bh) < lv.bucket_id('t', 0));
+        }
+        let mut v = Vec::new();
+        push_decimal(&mut v, 0);
+        push_decimal(&mut v, 18_446_744_073_709_551_615);
+        assert_eq!(v, b"018446744073709551615");
+        let mut cmd = Vec::new();
+        pack_command(&mut cmd, "HMGET", "k", [&b"a"[..], b""].into_iter());
+        assert_eq!(cmd, b"*4\r\n$5\r\nHMGET\r\n$1\r\nk\r\n$1\r\na\r\n$0\r\n\r\n");
+    }
 
     #[test]
     fn records_and_journal_entries_round_trip() {
