@@ -26,6 +26,17 @@ use std::time::{Duration, Instant};
 
 /// What every request handler, of every front end, shares. Made by
 /// [`Service::builder`] (from a configuration: the `build` module).
+/// Logs that a check went on without the model, at most once a minute (a
+/// Redis outage under load would otherwise log every check).
+fn store_error_logged(err: &crate::Error) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 60 && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        tracing::warn!(error = %err, "the model is unreachable: checks answer unsure (STORE_ERROR) until it is back");
+    }
+}
+
 pub struct Service<S: TokenStore + 'static> {
     engine: Engine<S>,
     /// Bearer token the HTTP learn endpoints require (`None`: learning is
@@ -127,6 +138,9 @@ pub enum JobError {
     /// A learn for a user without a model, past the per-user caps (the
     /// one-line reason, for the client: it is not an internal error).
     UsersFull(String),
+    /// The model's store cannot be reached (Redis down or too slow): try
+    /// again later (HTTP 503, SPAMD `EX_TEMPFAIL`); nothing was applied.
+    StoreUnavailable(String),
     /// The engine failed, or the job panicked.
     Failed(String),
 }
@@ -222,40 +236,53 @@ impl<S: TokenStore + 'static> Service<S> {
                 if let Some(r) = &report {
                     p.add_tokens(r.tokens());
                 }
-                let layer = u.as_deref().map(|s| s as &dyn TokenStore);
-                // One view of each model for the score and the auto-learn
-                // decision: a remote store reads both in one round trip.
-                let base = e.store().read()?;
-                let top = layer.map(|l| l.read()).transpose()?;
-                if me.autolearn.is_some() {
-                    base.want_journal(&p.digest);
-                    if let Some(t) = &top {
-                        t.want_journal(&p.digest);
-                    }
-                }
-                let score = e.score_layered_on(&*base, top.as_deref(), &p)?;
-                // Auto-learn, judged on the counts the score came from, into
-                // the model the score came from: a user's own (only if it
-                // exists: a check never creates one), else the shared one.
-                let target = match (&me.users, user.as_deref()) {
-                    (Some(users), Some(name)) if !users.ignored(name) => u.is_some().then(|| Some(name.to_string())),
-                    _ => Some(None),
-                };
-                let auto = match (&me.autolearn, target) {
-                    (Some(rule), Some(target)) => {
-                        let mut learned = base.state()?.messages;
-                        // A message learned before (by a user's correction, or
-                        // auto-learned already) is never auto-learned again:
-                        // a rescan must not undo a correction.
-                        let mut known = base.journal(&p.digest)?.is_some();
-                        if let (Some(top), Some(_)) = (&top, &target) {
-                            let m = top.state()?.messages;
-                            learned = crate::store::Totals { spam: learned.spam + m.spam, ham: learned.ham + m.ham };
-                            known = top.journal(&p.digest)?.is_some();
+                let tokens = p.tokens.len();
+                let scored = || -> crate::Result<_> {
+                    let layer = u.as_deref().map(|s| s as &dyn TokenStore);
+                    // One view of each model for the score and the auto-learn
+                    // decision: a remote store reads both in one round trip.
+                    let base = e.store().read()?;
+                    let top = layer.map(|l| l.read()).transpose()?;
+                    if me.autolearn.is_some() {
+                        base.want_journal(&p.digest);
+                        if let Some(t) = &top {
+                            t.want_journal(&p.digest);
                         }
-                        if known { None } else { rule.decide(score.probability, learned).map(|c| (p, c, target)) }
                     }
-                    _ => None,
+                    let score = e.score_layered_on(&*base, top.as_deref(), &p)?;
+                    // Auto-learn, judged on the counts the score came from, into
+                    // the model the score came from: a user's own (only if it
+                    // exists: a check never creates one), else the shared one.
+                    let target = match (&me.users, user.as_deref()) {
+                        (Some(users), Some(name)) if !users.ignored(name) => u.is_some().then(|| Some(name.to_string())),
+                        _ => Some(None),
+                    };
+                    let auto = match (&me.autolearn, target) {
+                        (Some(rule), Some(target)) => {
+                            let mut learned = base.state()?.messages;
+                            // A message learned before (by a user's correction, or
+                            // auto-learned already) is never auto-learned again:
+                            // a rescan must not undo a correction.
+                            let mut known = base.journal(&p.digest)?.is_some();
+                            if let (Some(top), Some(_)) = (&top, &target) {
+                                let m = top.state()?.messages;
+                                learned = crate::store::Totals { spam: learned.spam + m.spam, ham: learned.ham + m.ham };
+                                known = top.journal(&p.digest)?.is_some();
+                            }
+                            if known { None } else { rule.decide(score.probability, learned).map(|c| (p, c, target)) }
+                        }
+                        _ => None,
+                    };
+                    Ok((score, auto))
+                };
+                // The model unreachable (Redis down or slow): the message is
+                // scored with no opinion, never held up or refused.
+                let (score, auto) = match scored() {
+                    Err(err) if err.is_store_unavailable() => {
+                        store_error_logged(&err);
+                        (Score::store_error(tokens), None)
+                    }
+                    other => other?,
                 };
                 Ok((score, report, auto))
             })
@@ -382,6 +409,7 @@ impl<S: TokenStore + 'static> Service<S> {
                 self.metrics.user_refused();
                 Err(JobError::UsersFull(e.to_string()))
             }
+            Ok(Ok(Err(e))) if e.is_store_unavailable() => Err(JobError::StoreUnavailable(e.to_string())),
             Ok(Ok(Err(e))) => Err(JobError::Failed(e.to_string())),
             Ok(Err(join)) => Err(JobError::Failed(join.to_string())),
             Err(_) => Err(JobError::TimedOut),

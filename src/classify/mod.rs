@@ -266,6 +266,27 @@ pub struct Score {
     pub clues: Vec<Clue>,
     /// Tokens in the message.
     pub tokens: usize,
+    /// The model could not be read (its store unreachable): no opinion.
+    pub store_error: bool,
+}
+
+impl Score {
+    /// The score of a message the model could not be read for: unsure,
+    /// probability 0.5, flagged (the edges show a `STORE_ERROR` symbol).
+    pub fn store_error(tokens: usize) -> Score {
+        Score {
+            probability: 0.5,
+            logit: 0.0,
+            verdict: Verdict::Unsure,
+            fisher_logit: 0.0,
+            lr_logit: 0.0,
+            gram_logit: 0.0,
+            mix_inputs: [0.0, 0.0],
+            clues: Vec::new(),
+            tokens,
+            store_error: true,
+        }
+    }
 }
 
 /// Robinson's smoothed token probability f(w).
@@ -350,7 +371,18 @@ pub fn score(params: &Params, state: &ModelState, evidence: &[Evidence<'_>], gra
         Verdict::Unsure
     };
     let clues = selected.into_iter().map(|(prob, e)| Clue { token: e.token.to_string(), prob, spam: e.spam, ham: e.ham, weight: e.weight }).collect();
-    Score { probability, logit: z, verdict, fisher_logit: z_fisher, lr_logit: z_lr, gram_logit: gram_z, mix_inputs: u, clues, tokens: evidence.len() }
+    Score {
+        probability,
+        logit: z,
+        verdict,
+        fisher_logit: z_fisher,
+        lr_logit: z_lr,
+        gram_logit: gram_z,
+        mix_inputs: u,
+        clues,
+        tokens: evidence.len(),
+        store_error: false,
+    }
 }
 
 /// The early-model shrink: n / (n + k), n = messages learned in the smaller

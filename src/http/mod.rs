@@ -350,6 +350,7 @@ fn envelope_stage(r: &Report) -> EnvelopeStage {
 fn job(e: JobError) -> ApiError {
     match e {
         JobError::TimedOut => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timed out"),
+        JobError::StoreUnavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
         JobError::UsersFull(m) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, m),
         JobError::Failed(e) => ApiError::internal(e),
     }
@@ -453,6 +454,10 @@ async fn checkv2<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, 
     // content score through their tokens); a reject or defer decides the
     // action, as rspamd's own envelope modules would.
     let mut symbols = json!({ name: { "name": name, "score": sym_score, "metric_score": sym_score, "description": desc, "options": options } });
+    if score.store_error {
+        symbols["STORE_ERROR"] =
+            json!({ "name": "STORE_ERROR", "score": 0.0, "metric_score": 0.0, "description": "hamlet: the model could not be read", "options": [] });
+    }
     let mut action = if score.verdict == crate::classify::Verdict::Spam { "add header" } else { "no action" };
     if let Some(r) = &report {
         for o in &r.outcomes {
@@ -591,7 +596,7 @@ async fn healthz<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) 
     state.blocking(|e| e.store().health()).await.map_err(|e| {
         let why = match e {
             JobError::TimedOut => "timed out".to_string(),
-            JobError::Failed(e) | JobError::UsersFull(e) => e,
+            JobError::Failed(e) | JobError::UsersFull(e) | JobError::StoreUnavailable(e) => e,
         };
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {why}"))
     })?;

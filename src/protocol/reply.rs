@@ -29,6 +29,10 @@ pub struct CheckReply {
     pub ham_cutoff: f64,
     #[serde(default = "default_spam_cutoff")]
     pub spam_cutoff: f64,
+    /// The model could not be read (Redis unreachable): the verdict is
+    /// `unsure` with no opinion. Sent only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub store_error: bool,
 }
 
 fn default_ham_cutoff() -> f64 {
@@ -127,6 +131,7 @@ impl CheckReply {
             elapsed_ms,
             ham_cutoff,
             spam_cutoff,
+            store_error: s.store_error,
         }
     }
 
@@ -149,6 +154,7 @@ impl CheckReply {
             mix_inputs: [0.0, 0.0],
             clues: self.clues.iter().map(|c| Clue { token: c.token.clone(), prob: c.prob, spam: c.spam, ham: c.ham, weight: c.weight }).collect(),
             tokens: c.tokens,
+            store_error: self.store_error,
         }
     }
 }
@@ -169,6 +175,7 @@ mod tests {
             mix_inputs: [0.0, 0.0],
             clues: vec![Clue { token: "cheap".into(), prob: 0.99, spam: 12, ham: 0, weight: 0.5 }],
             tokens: 42,
+            store_error: false,
         };
         let reply = CheckReply::new(&s, 1.5, 0.2, 0.9);
         let text = serde_json::to_string(&reply).unwrap();

@@ -388,6 +388,9 @@ impl Outcome {
         let spam = s.verdict == Verdict::Spam;
         let score = spamd_score(s.probability, spam_cutoff, spam);
         let mut symbols = vec![format!("HAMLET_{}", s.verdict.name().to_ascii_uppercase()), bayes_bucket(s.probability).to_string()];
+        if s.store_error {
+            symbols.push("STORE_ERROR".to_string());
+        }
         for c in s.clues.iter().take(CLUE_SYMBOLS) {
             let name = symbol_name(&c.token);
             if name.is_empty() {
@@ -411,6 +414,9 @@ impl Outcome {
             s.gram_logit,
             s.tokens
         );
+        if s.store_error {
+            report.push_str(" (the model could not be read: no opinion)\n");
+        }
         for c in s.clues.iter().take(REPORT_CLUES) {
             let token: String = c.token.chars().map(|ch| if ch.is_control() { '?' } else { ch }).take(60).collect();
             report.push_str(&format!(" {:.4} {:>7} {:>7}  {}\n", c.prob, c.spam, c.ham, token));

@@ -238,6 +238,7 @@ async fn tell<S: TokenStore + 'static>(
 fn job_error(e: JobError) -> ProtoError {
     match e {
         JobError::TimedOut => ProtoError::new(Status::TempFail, "timed out"),
+        JobError::StoreUnavailable(m) => ProtoError::new(Status::TempFail, m),
         JobError::UsersFull(m) => ProtoError::new(Status::CantCreat, m),
         JobError::Failed(e) => {
             tracing::error!(error = %e, "spamd request failed");

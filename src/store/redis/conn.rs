@@ -166,6 +166,22 @@ impl Target {
         self.with_timeout(retry, None, f)
     }
 
+    /// Sends `n` commands packed in `packed` in one write and reads their
+    /// `n` replies, giving up at the first error (a reply that is an error
+    /// too): the client crate's pipelines read every reply even after one
+    /// timed out, each with the whole reply timeout, so a hung Redis held a
+    /// check for minutes. A single server only (`None` for a cluster).
+    pub fn pipeline(&self, packed: &[u8], n: usize) -> Option<Result<Vec<redis::Value>>> {
+        if self.is_cluster() {
+            return None;
+        }
+        Some(self.with_conn(true, None, &mut |con: &mut Conn| {
+            let Conn::Single(c) = con else { unreachable!("a single server's connection") };
+            c.send_packed_command(packed)?;
+            (0..n).map(|_| c.recv_response()?.extract_error()).collect()
+        }))
+    }
+
     /// [`Target::with`], waiting up to `reply` (instead of the configured
     /// reply timeout) for this call's answer: a big commit (bulk training,
     /// `db load`) that Redis takes longer over.
@@ -175,11 +191,15 @@ impl Target {
         reply: Option<Duration>,
         mut f: impl FnMut(&mut dyn ConnectionLike) -> redis::RedisResult<T>,
     ) -> Result<T> {
+        self.with_conn(retry, reply, &mut |con: &mut Conn| f(con.like()))
+    }
+
+    fn with_conn<T>(&self, retry: bool, reply: Option<Duration>, f: &mut dyn FnMut(&mut Conn) -> redis::RedisResult<T>) -> Result<T> {
         let mut f = |con: &mut Conn| -> redis::RedisResult<T> {
             if let Some(d) = reply {
                 con.set_timeout(d)?;
             }
-            let v = f(con.like());
+            let v = f(con);
             if reply.is_some() {
                 con.set_timeout(self.timeouts.reply)?;
             }
@@ -196,7 +216,9 @@ impl Target {
                 self.give_back(con);
                 Ok(v)
             }
-            Err(e) if from_pool && retry && (e.is_connection_dropped() || e.is_io_error()) => {
+            // Not after a timeout: Redis is slow, not restarted, and the
+            // caller's time is spent.
+            Err(e) if from_pool && retry && !e.is_timeout() && (e.is_connection_dropped() || e.is_io_error()) => {
                 drop(con);
                 let mut con = self.connect().map_err(|e| redis_error(&self.shown, e))?;
                 let v = f(&mut con).map_err(|e| redis_error(&self.shown, e))?;

@@ -192,14 +192,15 @@ fn pack_command<'a>(buf: &mut Vec<u8>, command: &'a str, key: &'a str, fields: i
     }
 }
 
-fn scripts() -> &'static [Script; 3] {
-    static S: OnceLock<[Script; 3]> = OnceLock::new();
+fn scripts() -> &'static [Script; 4] {
+    static S: OnceLock<[Script; 4]> = OnceLock::new();
     let with_buckets = |src: &str| Script::new(&format!("{}\n{src}", include_str!("buckets.lua")));
     S.get_or_init(|| {
         [
             with_buckets(include_str!("commit.lua")),
             with_buckets(include_str!("expire.lua")),
             Script::new("return {redis.call('HGET', KEYS[1], 'gv') or '0', redis.call('GET', KEYS[2]) or ''}"),
+            Script::new(include_str!("read.lua")),
         ]
     })
 }
@@ -445,12 +446,33 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// Runs `HMGET key fields…` for each of `cmds` and answers their
+    /// replies: one pipeline on a single server; on a cluster one call of a
+    /// script that runs them (the cluster client reads a whole pipeline's
+    /// replies even after one timed out, each with the whole timeout).
+    /// Plain commands where possible: Redis spent twice the CPU on the same
+    /// `HMGET`s run from Lua (bench/RESULTS.md).
+    fn hmgets(&self, cmds: &[(String, Vec<&[u8]>)]) -> Result<Vec<Value>> {
+        let mut buf = Vec::with_capacity(cmds.iter().map(|(_, f)| 40 + 24 * f.len()).sum());
+        for (key, fields) in cmds {
+            pack_command(&mut buf, "HMGET", key, fields.iter().copied());
+        }
+        if let Some(got) = self.target.pipeline(&buf, cmds.len()) {
+            return got;
+        }
+        let mut inv = scripts()[3].prepare_invoke();
+        inv.key(&self.state_key);
+        for (key, fields) in cmds {
+            inv.arg(key).arg(fields.len()).arg(fields);
+        }
+        Ok(array(self.target.with(true, |c| inv.invoke(c))?))
+    }
+
     /// One read: the state fields, the journal entries and the records
-    /// (empty: none), in one pipeline of `HMGET`s, a bucket each, named by
-    /// the levels last seen. The levels are read first and last: levels
-    /// only grow, so equal ones mean no split moved a field meanwhile (else
-    /// the read runs again). Plain commands, not a script: Redis spent
-    /// twice the CPU on the same `HMGET`s run from Lua (bench/RESULTS.md).
+    /// (empty: none), in one round of `HMGET`s ([`RedisStore::hmgets`]), a
+    /// bucket each, named by the levels last seen. The levels are read first
+    /// and last: levels only grow, so equal ones mean no split moved a field
+    /// meanwhile (else the read runs again).
     fn read_call(&self, digests: &[Digest], tokens: &[(u64, &str)]) -> Result<ReadReply> {
         // A long token's field, and its field if a crafted token took that
         // first (`buckets.lua`'s `token_field`): which one holds it, `…:x`
@@ -485,34 +507,23 @@ impl RedisStore {
             let mut order: Vec<usize> = (0..asks.len()).collect();
             order.sort_unstable_by_key(|&i| asks[i].0);
             let mut places = vec![(0usize, 0usize); asks.len()];
-            let mut buf = Vec::with_capacity(64 * asks.len() + 256);
-            pack_command(&mut buf, "HMGET", &self.state_key, STATE.iter().map(|f| f.as_bytes()));
-            let mut replies = 1;
+            let state_fields = |f: &'static [&'static str]| f.iter().map(|f| f.as_bytes()).collect::<Vec<&[u8]>>();
+            let mut cmds: Vec<(String, Vec<&[u8]>)> = vec![(self.state_key.clone(), state_fields(&STATE))];
             let mut at = 0;
             while at < order.len() {
                 let id = asks[order[at]].0;
                 let end = (at..order.len()).take(GROUP).find(|&k| asks[order[k]].0 != id).unwrap_or(order.len().min(at + GROUP));
-                let key = bucket_key(&self.base, id);
-                let fields = order[at..end].iter().map(|&i| asks[i].1);
-                pack_command(&mut buf, "HMGET", &key, fields);
                 for (k, &i) in order[at..end].iter().enumerate() {
-                    places[i] = (replies, k);
+                    places[i] = (cmds.len(), k);
                 }
-                replies += 1;
+                cmds.push((bucket_key(&self.base, id), order[at..end].iter().map(|&i| asks[i].1).collect()));
                 at = end;
             }
-            let xkey = format!("{}:x", self.base);
             if !long.is_empty() {
-                pack_command(&mut buf, "HMGET", &xkey, long.iter().map(|(_, f, _)| &f[..]));
-                replies += 1;
+                cmds.push((format!("{}:x", self.base), long.iter().map(|(_, f, _)| &f[..]).collect()));
             }
-            pack_command(&mut buf, "HMGET", &self.state_key, STATE[9..].iter().map(|f| f.as_bytes()));
-            replies += 1;
-            // Sent packed, as the cluster connection sends a pipeline whose
-            // commands share a slot (to that slot's node).
-            let got: Vec<Value> = self
-                .target
-                .with(true, |c| c.req_packed_commands(&buf, 0, replies)?.into_iter().map(Value::extract_error).collect::<redis::RedisResult<_>>())?;
+            cmds.push((self.state_key.clone(), state_fields(&STATE[9..])));
+            let got = self.hmgets(&cmds)?;
             let mut got: Vec<Vec<Value>> = got.into_iter().map(array).collect();
             let first = std::mem::take(&mut got[0]);
             let before = Levels::from_value(&Value::Array(first.get(9..).unwrap_or_default().to_vec()));
