@@ -8,7 +8,7 @@ use crate::classify::Params;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::envelope::Checker;
-use crate::envelope::greylist::RedbGreyStore;
+use crate::envelope::greylist::{GreyDb, RedbGreyStore, RedisGreyStore};
 use crate::service::Service;
 use crate::store::{self, Db};
 use crate::users::Users;
@@ -142,9 +142,17 @@ pub fn greylist_path(cfg: &Config) -> PathBuf {
     cfg.envelope.greylist_db.clone().unwrap_or_else(|| cfg.beside_db("greylist.redb"))
 }
 
-/// The policy service's envelope checker: greylisting state in its own
-/// redb file when greylisting is on.
-pub fn policy_checker(cfg: &Config) -> Result<Checker<RedbGreyStore>> {
-    let grey = if cfg.envelope.greylist.enabled { Some(RedbGreyStore::open(&greylist_path(cfg))?) } else { None };
+/// The policy service's envelope checker: greylisting state, when
+/// greylisting is on, on the model's Redis (shared by every host) when the
+/// model is there and no `greylist_db` file is named, else in its own redb
+/// file.
+pub fn policy_checker(cfg: &Config) -> Result<Checker<GreyDb>> {
+    let grey = match (cfg.envelope.greylist.enabled, cfg.db_is_redis() && cfg.envelope.greylist_db.is_none()) {
+        (false, _) => None,
+        (true, true) => {
+            Some(GreyDb::Redis(RedisGreyStore::new(redis_target(&cfg.db.to_string_lossy(), &cfg.redis)?, &cfg.redis.prefix, &cfg.envelope.greylist)))
+        }
+        (true, false) => Some(GreyDb::Redb(RedbGreyStore::open(&greylist_path(cfg))?)),
+    };
     Checker::new(cfg.envelope.clone(), grey)
 }

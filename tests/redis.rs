@@ -4,7 +4,7 @@
 //! dumps that move a model redb -> Redis -> redb, two `hamlet serve` hosts
 //! on one Redis, concurrent learns, and Redis restarting under a host.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -161,18 +161,19 @@ struct Host {
     addr: String,
 }
 
+/// `hamlet <args>` in the background, quiet, with no configuration from
+/// the environment.
+fn spawn(args: &[&str]) -> Proc {
+    Proc(
+        Command::new(BIN).args(args).env_remove("HAMLET_DB").env_remove("HAMLET_CONFIG").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap(),
+    )
+}
+
 fn serve(db: &str, extra: &[&str]) -> Host {
     let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(BIN)
-        .args(["--db", db, "serve", "--http", &addr, "--learn-token", TOKEN])
-        .args(extra)
-        .env_remove("HAMLET_DB")
-        .env_remove("HAMLET_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut p = Proc(child);
+    let mut args = vec!["--db", db, "serve", "--http", &addr, "--learn-token", TOKEN];
+    args.extend_from_slice(extra);
+    let mut p = spawn(&args);
     let start = Instant::now();
     while std::net::TcpStream::connect(&addr).is_err() {
         if let Some(st) = p.0.try_wait().unwrap() {
@@ -391,4 +392,73 @@ fn a_redis_cluster_holds_the_same_model() {
         }
     }
     assert!(masters.len() >= 2, "six users' models all on one master: {masters:?}");
+}
+
+/// `hamlet serve --policy` on `db` with greylisting on (delay 1 s): its
+/// policy address.
+fn serve_policy(db: &str, dir: &Path) -> (Proc, String) {
+    let policy = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.join(format!("policy-{}.toml", free_port()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "http = \"127.0.0.1:{}\"\nlog = \"warn\"\n[envelope]\nmy_names = [\"mx.corp.example\"]\n\
+             [envelope.greylist]\nenabled = true\ndelay_s = 1\nauto_whitelist = 0\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let p = spawn(&["--db", db, "serve", "--config", cfg.to_str().unwrap(), "--policy", &policy]);
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&policy).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(15), "the policy service never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (p, policy)
+}
+
+/// One policy request (Postfix's RCPT stage) on a new connection: the action.
+fn policy_ask(addr: &str, client: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address={client}\n\
+         client_name=mail.sender.example\nreverse_client_name=mail.sender.example\nhelo_name=mail.sender.example\n\
+         sender=frank@sender.example\nrecipient=erin@corp.example\nsasl_username=\n\n"
+    )
+    .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    line.trim_end().strip_prefix("action=").unwrap_or(&line).to_string()
+}
+
+/// Two MX hosts' policy services on one Redis: a triplet first seen (and
+/// deferred) at A passes at B after the delay; with Redis gone, both fail
+/// open (no greylisting) instead of deferring or refusing mail.
+#[test]
+fn greylisting_is_shared_between_hosts() {
+    let port = free_port();
+    let redis = redis_server(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let dir = TempDir::new("grey");
+    hamlet(&url, &["db", "init"]);
+    let (_a, pa) = serve_policy(&url, &dir.0);
+    let (_b, pb) = serve_policy(&url, &dir.0);
+    assert!(policy_ask(&pa, "198.51.100.23").starts_with("DEFER_IF_PERMIT"), "first attempt, at A");
+    assert!(policy_ask(&pb, "198.51.100.23").starts_with("DEFER_IF_PERMIT"), "too early, at B");
+    std::thread::sleep(Duration::from_millis(1200));
+    let pass = policy_ask(&pb, "198.51.100.23");
+    assert!(pass.starts_with("PREPEND X-Greylist: delayed"), "the retry passes at B: {pass}");
+    assert_eq!(policy_ask(&pa, "198.51.100.23"), "DUNNO", "and A knows the triplet now");
+    // The longest TTL of the records (their keys hold NUL bytes, which
+    // redis-cli prints escaped: asked inside Redis).
+    let script = "local m = -3 for _, k in ipairs(redis.call('KEYS', 'hamlet:grey:*')) do m = math.max(m, redis.call('TTL', k)) end return m";
+    let t = Command::new("redis-cli").args(["-p", &port.to_string(), "eval", script, "0"]).output().unwrap();
+    let t: i64 = String::from_utf8_lossy(&t.stdout).trim().parse().unwrap();
+    assert!(t > 30 * 86_400, "a passed triplet lives max_age (35 days): ttl {t}");
+    drop(redis);
+    let t = Instant::now();
+    assert_eq!(policy_ask(&pa, "203.0.113.9"), "DUNNO", "Redis gone: fail open, as for DNS");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }

@@ -5,9 +5,10 @@
 //! (refreshed on every pass). A client network that passed
 //! `auto_whitelist` times is not greylisted any more.
 //!
-//! The state sits behind [`GreyStore`] (a redb file for one node; a Redis
-//! backend would share it between nodes) and time is a parameter of every
-//! call, so the state machine is tested with an injected clock.
+//! The state sits behind [`GreyStore`] (a redb file for one node; Redis,
+//! [`RedisGreyStore`], shares it between MX hosts, so a sender's retry may
+//! land on any of them) and time is a parameter of every call, so the state
+//! machine is tested with an injected clock.
 
 use crate::net::Cidr;
 use crate::store::safe;
@@ -177,6 +178,79 @@ impl GreyStore for RedbGreyStore {
             tx.commit()?;
             Ok(removed)
         })
+    }
+}
+
+/// On Redis: one string per record, `<prefix>:grey:<key>` (no hash tag, so
+/// records spread over a cluster's nodes), value `first last passes`, with
+/// a TTL from the rules of [`Greylist::expire`] (an unconfirmed triplet
+/// lives `delay + retry_window`, a passed one `max_age` since its last
+/// pass), so Redis drops stale records itself and `retain` has nothing to
+/// scan. Two hosts seeing the same triplet at once both write a first
+/// attempt: the later one wins, a delay a few seconds off at worst.
+pub struct RedisGreyStore {
+    target: std::sync::Arc<crate::store::redis::Target>,
+    prefix: String,
+    unconfirmed_ttl: u64,
+    passed_ttl: u64,
+}
+
+impl RedisGreyStore {
+    pub fn new(target: std::sync::Arc<crate::store::redis::Target>, prefix: &str, config: &GreylistConfig) -> RedisGreyStore {
+        // A minute beyond the rule, so a record is never gone a moment
+        // before `expire` would have dropped it.
+        RedisGreyStore {
+            target,
+            prefix: format!("{prefix}:grey:"),
+            unconfirmed_ttl: config.delay_s + config.retry_window_s + 60,
+            passed_ttl: config.max_age_s + 60,
+        }
+    }
+}
+
+impl GreyStore for RedisGreyStore {
+    fn get(&self, key: &str) -> Result<Option<Record>> {
+        let v: Option<String> = self.target.with(true, |c| redis::cmd("GET").arg(format!("{}{key}", self.prefix)).query(c))?;
+        Ok(v.and_then(|v| {
+            let mut f = v.split(' ');
+            Some(Record { first: f.next()?.parse().ok()?, last: f.next()?.parse().ok()?, passes: f.next()?.parse().ok()? })
+        }))
+    }
+    fn put(&self, key: &str, r: Record) -> Result<()> {
+        let ttl = if r.passes == 0 { self.unconfirmed_ttl } else { self.passed_ttl };
+        let value = format!("{} {} {}", r.first, r.last, r.passes);
+        self.target.with(false, |c| redis::cmd("SET").arg(format!("{}{key}", self.prefix)).arg(&value).arg("EX").arg(ttl.max(1)).query::<()>(c))
+    }
+    fn retain(&self, _keep: &dyn Fn(&str, &Record) -> bool) -> Result<u64> {
+        Ok(0)
+    }
+}
+
+/// The greylist store a configuration names: a redb file, or Redis beside
+/// a model on Redis.
+pub enum GreyDb {
+    Redb(RedbGreyStore),
+    Redis(RedisGreyStore),
+}
+
+impl GreyStore for GreyDb {
+    fn get(&self, key: &str) -> Result<Option<Record>> {
+        match self {
+            GreyDb::Redb(s) => s.get(key),
+            GreyDb::Redis(s) => s.get(key),
+        }
+    }
+    fn put(&self, key: &str, r: Record) -> Result<()> {
+        match self {
+            GreyDb::Redb(s) => s.put(key, r),
+            GreyDb::Redis(s) => s.put(key, r),
+        }
+    }
+    fn retain(&self, keep: &dyn Fn(&str, &Record) -> bool) -> Result<u64> {
+        match self {
+            GreyDb::Redb(s) => s.retain(keep),
+            GreyDb::Redis(s) => s.retain(keep),
+        }
     }
 }
 

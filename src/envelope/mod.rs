@@ -381,11 +381,17 @@ impl<G: GreyStore> Checker<G> {
         let mut grey = None;
         if let (Some(g), Some(ip), Some(rcpt), false, false) = (&self.greylist, env.client_ip, env.rcpt_to.first(), rejected, allowed) {
             let signals = Signals { spf_pass, dnsbl_listed: listed };
-            let v = g.check(ip, env.client_name.as_deref(), &env.mail_from, rcpt, env.sasl_user.as_deref(), signals, now)?;
-            if let Verdict::Defer { retry_in } = v {
-                outcomes.push(self.outcome("GREYLIST_DEFER", "env:greylist=defer", format!("greylisted, retry in {retry_in} s")));
+            // Greylisting state out of reach (Redis down): the mail goes on
+            // without greylisting, as it does when DNS fails.
+            match g.check(ip, env.client_name.as_deref(), &env.mail_from, rcpt, env.sasl_user.as_deref(), signals, now) {
+                Ok(v) => {
+                    if let Verdict::Defer { retry_in } = v {
+                        outcomes.push(self.outcome("GREYLIST_DEFER", "env:greylist=defer", format!("greylisted, retry in {retry_in} s")));
+                    }
+                    grey = Some(v);
+                }
+                Err(e) => tracing::warn!(error = %e, "greylisting state unavailable: not greylisting this delivery"),
             }
-            grey = Some(v);
         }
         let decision = decide(&outcomes);
         Ok(Report { outcomes, decision, greylist: grey, spf: lookups.spf.clone() })
