@@ -100,7 +100,8 @@ pub struct EnvelopeConfig {
     pub rules: BTreeMap<String, RuleAction>,
     pub greylist: GreylistConfig,
     /// Greylisting state (default: beside the token database,
-    /// `<db stem>.greylist.redb`).
+    /// `<db stem>.greylist.redb`; with the model on Redis, on that Redis
+    /// unless a file is named here).
     pub greylist_db: Option<std::path::PathBuf>,
     /// The resolver for DNS lists, its time limits.
     pub dns: dnsbl::DnsConfig,
