@@ -882,7 +882,12 @@ fn expire_runs_and_drops_old_tokens() {
     let dir = trained("expire");
     let before = stats(&dir);
     let o = run(&dir, &["db", "expire"]).ok();
-    assert_eq!(o.stdout.trim(), format!("examined {} tokens, removed 0", before.2), "freshly trained tokens must survive expire\n{}", o.describe());
+    assert_eq!(
+        o.stdout.trim(),
+        format!("examined {} tokens, removed 0; removed 0 journal entries older than 180 days", before.2),
+        "freshly trained tokens must survive expire\n{}",
+        o.describe()
+    );
     assert_eq!(stats(&dir), before);
     // Tokens last seen long ago (loaded from a dump) are dropped; recent ones stay.
     let today = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 86_400;
@@ -891,10 +896,16 @@ fn expire_runs_and_drops_old_tokens() {
          t 3 4 100 0 zz-ancient-token\n\
          t 1 0 {} 0 zz-hapax-40-days\n\
          t 1 0 {} 0 zz-hapax-5-days\n\
-         t 5 0 {} 0 zz-common-100-days\n",
+         t 5 0 {} 0 zz-common-100-days\n\
+         j {} spam {} 1\n\
+         j {} ham {} 1\n",
         today - 40,
         today - 5,
-        today - 100
+        today - 100,
+        "ab".repeat(32),
+        today - 181,
+        "cd".repeat(32),
+        today - 179
     );
     let f = dir.join("old.dump");
     write(&f, &old);
@@ -902,13 +913,14 @@ fn expire_runs_and_drops_old_tokens() {
     let o = run(&dir, &["db", "expire", "--batch", "7"]).ok();
     assert_eq!(
         o.stdout.trim(),
-        format!("examined {} tokens, removed 2", before.2 + 4),
-        "expire must drop the 1970 token and the 40-day hapax (defaults 180 / 30 days)\n{}",
+        format!("examined {} tokens, removed 2; removed 1 journal entries older than 180 days", before.2 + 4),
+        "expire must drop the 1970 token, the 40-day hapax (defaults 180 / 30 days) and the 181-day journal entry\n{}",
         o.describe()
     );
     let d = dump(&dir, &dir.db());
     assert!(!d.contains("zz-ancient-token") && !d.contains("zz-hapax-40-days"), "expired tokens still in dump");
     assert!(d.contains("zz-hapax-5-days") && d.contains("zz-common-100-days"), "young tokens were expired");
+    assert!(!d.contains(&"ab".repeat(32)) && d.contains(&"cd".repeat(32)), "the journal entry of 181 days ago must go, the one of 179 stay");
 }
 
 // ---------------------------------------------------------------------------

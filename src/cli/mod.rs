@@ -167,9 +167,10 @@ pub enum DbCommand {
         /// The new database file (must not exist).
         out: PathBuf,
     },
-    /// Drop old tokens.
+    /// Drop old tokens and journal entries.
     Expire {
-        /// Drop tokens not seen in training for this many days.
+        /// Drop tokens not seen in training for this many days, and the journal
+        /// entries of messages learned longer ago.
         #[arg(long, default_value_t = 180)]
         days: u32,
         /// Drop tokens with a spam + ham count of 1 not seen for this many days.
@@ -598,7 +599,10 @@ fn db(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
         DbCommand::Expire { days, hapax_days, batch } => {
             let store = build::store(cfg, Open::Existing)?;
             let st = store::expire(&store, store::today(), days, hapax_days, batch)?;
-            println!("examined {} tokens, removed {}", st.examined, st.removed);
+            println!(
+                "examined {} tokens, removed {}; removed {} journal entries older than {days} days",
+                st.examined, st.removed, st.journal_removed
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -664,7 +668,10 @@ fn db_on_redis(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
         DbCommand::Expire { days, hapax_days, batch } => {
             let store = open(Open::Existing)?;
             let st = store::expire(&store, store::today(), days, hapax_days, batch)?;
-            println!("examined {} tokens, removed {}", st.examined, st.removed);
+            println!(
+                "examined {} tokens, removed {}; removed {} journal entries older than {days} days",
+                st.examined, st.removed, st.journal_removed
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

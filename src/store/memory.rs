@@ -236,6 +236,6 @@ impl TokenStore for MemoryStore {
 mod tests {
     #[test]
     fn conformance() {
-        super::super::conformance::run(&super::MemoryStore::new());
+        super::super::conformance::run(&super::MemoryStore::new(), true);
     }
 }

@@ -704,13 +704,24 @@ pub fn today() -> u32 {
 /// What `expire` removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExpireStats {
+    /// Tokens looked at.
     pub examined: u64,
+    /// Tokens removed.
     pub removed: u64,
+    /// Journal entries removed (learned more than `max_age_days` ago).
+    pub journal_removed: u64,
 }
 
 /// Drops tokens unseen for `max_age_days`, and hapaxes (spam + ham count of
 /// 1: one message, learned once) unseen for `hapax_age_days`, in batches of `batch` tokens per transaction
 /// so a big database never holds one huge write.
+///
+/// Journal entries of messages learned more than `max_age_days` ago go too:
+/// a steady stream adds one per learned message, so without this the
+/// journal is what grows without bound once the tokens have levelled off
+/// (bench/redis-soak.sh). Relearning or unlearning a message that old would
+/// move counts its tokens may no longer hold; once its entry is gone, a
+/// relearn learns it afresh.
 pub fn expire(store: &dyn TokenStore, today: u32, max_age_days: u32, hapax_age_days: u32, batch: usize) -> Result<ExpireStats> {
     store.expire(today, max_age_days, hapax_age_days, batch)
 }
@@ -742,6 +753,22 @@ fn expire_by_scan<S: TokenStore + ?Sized>(store: &S, today: u32, max_age_days: u
             stats.removed += doomed.len() as u64;
         }
     }
+    let mut after: Option<Digest> = None;
+    loop {
+        let chunk = store.read()?.journal_scan(after.as_ref(), batch.max(1))?;
+        let Some((last, _)) = chunk.last() else { break };
+        after = Some(*last);
+        let doomed: Vec<&Digest> = chunk.iter().filter(|(_, e)| today.saturating_sub(e.day) > max_age_days).map(|(d, _)| d).collect();
+        if !doomed.is_empty() {
+            store.write(&mut |w| {
+                for d in &doomed {
+                    w.set_journal(d, None)?;
+                }
+                Ok(())
+            })?;
+            stats.journal_removed += doomed.len() as u64;
+        }
+    }
     Ok(stats)
 }
 
@@ -751,7 +778,9 @@ pub(crate) mod conformance {
     use super::*;
     use crate::Error;
 
-    pub fn run(store: &dyn TokenStore) {
+    /// `snapshots`: whether a read view is a snapshot (redb, memory); a
+    /// Redis view reads what is committed when it reads.
+    pub fn run(store: &dyn TokenStore, snapshots: bool) {
         let d = crate::digest::digest(b"Subject: x\n\nbody");
         // Empty store.
         let r = store.read().unwrap();
@@ -799,22 +828,28 @@ pub(crate) mod conformance {
         assert_eq!(r.get("c").unwrap(), None);
         assert_eq!(r.get("a").unwrap(), Some(rec));
         drop(r);
-        // A snapshot does not see later writes.
+        // A snapshot does not see later writes; another view sees them.
         let snap = store.read().unwrap();
         store.write(&mut |w| w.remove("a")).unwrap();
-        assert_eq!(snap.get("a").unwrap(), Some(rec));
+        assert_eq!(snap.get("a").unwrap(), if snapshots { Some(rec) } else { None });
         drop(snap);
         assert_eq!(store.read().unwrap().get("a").unwrap(), None);
-        // Expire: "b" is old.
+        // Expire: "b" is old...
+        let d2 = crate::digest::digest(b"Subject: y\n\nbody");
+        store.write(&mut |w| w.set_journal(&d2, Some(JournalEntry { class: Class::Ham, day: 180, weight: 1, auto: true }))).unwrap();
         let st = expire(store, 200, 50, 10, 1).unwrap();
         assert_eq!(st.removed, 1);
         assert_eq!(store.read().unwrap().token_count().unwrap(), 0);
-        grams(store);
+        // ... and so is the journal entry of day 100; the one of day 180 stays.
+        assert_eq!(st.journal_removed, 1);
+        assert_eq!(store.read().unwrap().journal(&d).unwrap(), None);
+        assert!(store.read().unwrap().journal(&d2).unwrap().is_some());
+        grams(store, snapshots);
     }
 
     /// The byte 4-gram weights: zero at first, changes seen inside their
     /// write, committed or rolled back whole, snapshots isolated.
-    fn grams(store: &dyn TokenStore) {
+    fn grams(store: &dyn TokenStore, snapshots: bool) {
         let r = store.read().unwrap();
         assert_eq!(r.gram_sum(&[0, 5, 70_000]).unwrap(), 0.0);
         assert!(r.gram_weights().unwrap().iter().all(|w| *w == 0.0));
@@ -841,7 +876,9 @@ pub(crate) mod conformance {
         assert!(res.is_err());
         assert_eq!(store.read().unwrap().gram_sum(&[5]).unwrap(), 0.25);
         store.write(&mut |w| w.gram_add(&[5], 1.0)).unwrap();
-        assert_eq!(snap.gram_sum(&[5]).unwrap(), 0.25, "a snapshot keeps its weights");
+        if snapshots {
+            assert_eq!(snap.gram_sum(&[5]).unwrap(), 0.25, "a snapshot keeps its weights");
+        }
         drop(snap);
         assert_eq!(store.read().unwrap().gram_sum(&[5]).unwrap(), 1.25);
     }

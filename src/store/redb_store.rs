@@ -943,7 +943,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hamlet-redb-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = RedbStore::open(&dir.join("t.redb"), Duration::ZERO).unwrap();
-        super::super::conformance::run(&store);
+        super::super::conformance::run(&store, true);
         drop(store);
         std::fs::remove_dir_all(&dir).unwrap();
     }

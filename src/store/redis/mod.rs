@@ -624,24 +624,40 @@ impl RedisStore {
         Ok((out, b))
     }
 
-    /// Drops old tokens inside Redis (see `expire.lua`), 64 buckets per
-    /// call: no token leaves Redis, and the work per call is bounded (a
-    /// bucket split between two calls may be looked at twice, or once
-    /// less, in one pass: expiry runs again).
+    /// Drops old tokens and journal entries inside Redis (see `expire.lua`),
+    /// 64 buckets per call: nothing leaves Redis, and the work per call is
+    /// bounded (a bucket split between two calls may be looked at twice, or
+    /// once less, in one pass: expiry runs again).
     pub fn expire(&self, today: u32, max_age_days: u32, hapax_age_days: u32) -> Result<super::ExpireStats> {
         let mut stats = super::ExpireStats::default();
-        let mut first = 0u64;
-        loop {
-            let (examined, removed, total): (u64, u64, u64) = self.target.with(true, |c| {
-                scripts()[1].key(&self.state_key).arg(&self.base).arg(today).arg(max_age_days).arg(hapax_age_days).arg(first).arg(64).invoke(c)
-            })?;
-            stats.examined += examined;
-            stats.removed += removed;
-            first += 64;
-            if first >= total {
-                return Ok(stats);
+        for kind in ["t", "j"] {
+            let mut first = 0u64;
+            loop {
+                let (examined, removed, total): (u64, u64, u64) = self.target.with(true, |c| {
+                    scripts()[1]
+                        .key(&self.state_key)
+                        .arg(&self.base)
+                        .arg(today)
+                        .arg(max_age_days)
+                        .arg(hapax_age_days)
+                        .arg(first)
+                        .arg(64)
+                        .arg(kind)
+                        .invoke(c)
+                })?;
+                if kind == "t" {
+                    stats.examined += examined;
+                    stats.removed += removed;
+                } else {
+                    stats.journal_removed += removed;
+                }
+                first += 64;
+                if first >= total {
+                    break;
+                }
             }
         }
+        Ok(stats)
     }
 
     /// Every key of this model.
@@ -1141,5 +1157,45 @@ mod tests {
         let e = JournalEntry { class: Class::Spam, day: 20_792, weight: 2, auto: true };
         assert_eq!(decode_journal(&encode_journal(&e)), Some(e));
         assert_eq!(decode_journal(b""), None);
+    }
+
+    /// A redis-server of its own on a free loopback port, stopped on drop.
+    struct Server(std::process::Child, String);
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn redis_server() -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server: {e}: the Redis store's tests need it: apt-get install -y redis-server"));
+        let server = Server(child, format!("redis://127.0.0.1:{port}"));
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("redis-server on port {port} did not start");
+    }
+
+    /// The behaviour every store has (`store::conformance`), on a real
+    /// redis-server, with buckets split while it runs (level 0: one bucket
+    /// each to start with).
+    #[test]
+    fn conformance_on_a_real_redis() {
+        let server = redis_server();
+        let timeouts = Timeouts { connect: Duration::from_secs(2), reply: Duration::from_secs(5) };
+        let target = Arc::new(Target::new(&server.1, None, timeouts).unwrap());
+        let (store, created) = RedisStore::open(target, "conf", "main", (0, 0)).unwrap();
+        assert!(created);
+        super::super::conformance::run(&store, false);
     }
 }
