@@ -12,11 +12,17 @@
 //! one within the connect timeout, and gives it back after a clean reply.
 //! A connection that failed (reset, timed out) is dropped, so after Redis
 //! comes back the next call simply connects again.
+//!
+//! A check's pipeline of `HMGET`s goes over connections of our own to a
+//! single server by TCP or Unix socket (see [`super::resp`]); TLS and
+//! clusters go through the client crate.
 
+use super::resp::Replies;
 use crate::{Error, Result};
 use redis::ConnectionLike;
+use std::io::{Read, Write};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Timeouts for every Redis call.
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +77,130 @@ pub struct Target {
     shown: String,
     timeouts: Timeouts,
     idle: Mutex<Vec<Conn>>,
+    /// Where a check's pipeline connects itself (a single server, no TLS).
+    raw: Option<RawAddr>,
+    raw_idle: Mutex<Vec<Raw>>,
+}
+
+/// A single server's address and what to say first.
+struct RawAddr {
+    addr: RawPlace,
+    /// `AUTH` and `SELECT`, packed, and how many replies they get.
+    hello: (Vec<u8>, usize),
+}
+
+enum RawPlace {
+    Tcp(String, u16),
+    Unix(std::path::PathBuf),
+}
+
+enum RawStream {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+/// A connection that reads its replies itself ([`Replies`]).
+struct Raw {
+    stream: RawStream,
+}
+
+impl Raw {
+    fn connect(at: &RawAddr, timeouts: Timeouts) -> std::io::Result<Raw> {
+        let stream = match &at.addr {
+            RawPlace::Tcp(host, port) => {
+                let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host}: no address"));
+                let mut found = None;
+                for a in std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port))? {
+                    match std::net::TcpStream::connect_timeout(&a, timeouts.connect) {
+                        Ok(s) => {
+                            found = Some(s);
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                let s = found.ok_or(last)?;
+                s.set_nodelay(true)?;
+                RawStream::Tcp(s)
+            }
+            RawPlace::Unix(path) => RawStream::Unix(std::os::unix::net::UnixStream::connect(path)?),
+        };
+        let mut raw = Raw { stream };
+        if at.hello.1 > 0 {
+            let r = raw.exchange(&at.hello.0, at.hello.1, timeouts.connect)?;
+            if let Some(e) = r.error() {
+                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("Redis refused the connection: {e}")));
+            }
+        }
+        Ok(raw)
+    }
+
+    /// Sends `packed` and reads `n` replies, all within `budget`.
+    fn exchange(&mut self, packed: &[u8], n: usize, budget: Duration) -> std::io::Result<Replies> {
+        let deadline = Instant::now() + budget;
+        let left = || deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or(std::io::ErrorKind::TimedOut);
+        match &mut self.stream {
+            RawStream::Tcp(s) => {
+                s.set_write_timeout(Some(left()?))?;
+                s.write_all(packed)?;
+            }
+            RawStream::Unix(s) => {
+                s.set_write_timeout(Some(left()?))?;
+                s.write_all(packed)?;
+            }
+        }
+        let mut r = Replies::default();
+        r.buffer().reserve(16 << 10);
+        let mut at = 0;
+        while r.len() < n {
+            match r.parse_next(at) {
+                Ok(Some(end)) => at = end,
+                Ok(None) => {
+                    let buf = r.buffer();
+                    let len = buf.len();
+                    buf.resize(len + (16 << 10), 0);
+                    let got = match &mut self.stream {
+                        RawStream::Tcp(s) => s.set_read_timeout(Some(left()?)).and_then(|()| s.read(&mut buf[len..])),
+                        RawStream::Unix(s) => s.set_read_timeout(Some(left()?)).and_then(|()| s.read(&mut buf[len..])),
+                    };
+                    buf.truncate(len + *got.as_ref().unwrap_or(&0));
+                    if got? == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            }
+        }
+        if at != r.buffer().len() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "more replies than commands"));
+        }
+        Ok(r)
+    }
+}
+
+/// The packed `AUTH` and `SELECT` a new connection to `info` sends first.
+fn hello(info: &redis::RedisConnectionInfo) -> (Vec<u8>, usize) {
+    let mut out = Vec::new();
+    let mut n = 0;
+    let mut pack = |args: &[&[u8]]| {
+        out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        n += 1;
+    };
+    if let Some(p) = info.password() {
+        match info.username() {
+            Some(u) => pack(&[b"AUTH", u.as_bytes(), p.as_bytes()]),
+            None => pack(&[b"AUTH", p.as_bytes()]),
+        }
+    }
+    if info.db() != 0 {
+        pack(&[b"SELECT", info.db().to_string().as_bytes()]);
+    }
+    (out, n)
 }
 
 /// Whether `db` names a Redis database rather than a file.
@@ -137,7 +267,19 @@ impl Target {
         } else {
             Client::Single(redis::Client::open(info(url)?).map_err(|e| bad(e.to_string()))?)
         };
-        Ok(Target { client, shown, timeouts, idle: Mutex::new(Vec::new()) })
+        let raw = match &client {
+            Client::Single(c) => {
+                let i = c.get_connection_info();
+                let addr = match i.addr() {
+                    redis::ConnectionAddr::Tcp(h, p) => Some(RawPlace::Tcp(h.clone(), *p)),
+                    redis::ConnectionAddr::Unix(p) => Some(RawPlace::Unix(p.clone())),
+                    _ => None,
+                };
+                addr.map(|addr| RawAddr { addr, hello: hello(i.redis_settings()) })
+            }
+            Client::Cluster(_) => None,
+        };
+        Ok(Target { client, shown, timeouts, idle: Mutex::new(Vec::new()), raw, raw_idle: Mutex::new(Vec::new()) })
     }
 
     /// The URL without its password.
@@ -167,19 +309,44 @@ impl Target {
     }
 
     /// Sends `n` commands packed in `packed` in one write and reads their
-    /// `n` replies, giving up at the first error (a reply that is an error
-    /// too): the client crate's pipelines read every reply even after one
-    /// timed out, each with the whole reply timeout, so a hung Redis held a
-    /// check for minutes. A single server only (`None` for a cluster).
-    pub fn pipeline(&self, packed: &[u8], n: usize) -> Option<Result<Vec<redis::Value>>> {
-        if self.is_cluster() {
-            return None;
-        }
-        Some(self.with_conn(true, None, &mut |con: &mut Conn| {
-            let Conn::Single(c) = con else { unreachable!("a single server's connection") };
-            c.send_packed_command(packed)?;
-            (0..n).map(|_| c.recv_response()?.extract_error()).collect()
-        }))
+    /// `n` replies within the reply timeout (all of them, not each). A
+    /// single server by TCP or Unix socket only (`None` otherwise: run the
+    /// commands another way). A pooled connection found dead (Redis
+    /// restarted since) is replaced once; none is after a timeout.
+    pub fn pipeline(&self, packed: &[u8], n: usize) -> Option<Result<Replies>> {
+        let at = self.raw.as_ref()?;
+        let pooled = self.raw_idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let from_pool = pooled.is_some();
+        let fresh = || Raw::connect(at, self.timeouts);
+        let run = |mut con: Raw| -> std::io::Result<Replies> {
+            let r = con.exchange(packed, n, self.timeouts.reply)?;
+            let mut idle = self.raw_idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < 64 {
+                idle.push(con);
+            }
+            Ok(r)
+        };
+        let got = match pooled {
+            Some(con) => match run(con) {
+                Err(e) if from_pool && !matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => fresh().and_then(run),
+                other => other,
+            },
+            None => fresh().and_then(run),
+        };
+        Some(match got {
+            Ok(r) => match r.error() {
+                Some(e) => Err(redis_error(
+                    &self.shown,
+                    redis::RedisError::from((
+                        redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError),
+                        "Redis answered an error",
+                        e.to_string(),
+                    )),
+                )),
+                None => Ok(r),
+            },
+            Err(e) => Err(redis_error(&self.shown, e.into())),
+        })
     }
 
     /// [`Target::with`], waiting up to `reply` (instead of the configured
@@ -246,6 +413,7 @@ impl Target {
     /// a failure seen elsewhere).
     pub fn drop_idle(&self) {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.raw_idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 

@@ -47,6 +47,7 @@
 //! Reads are not snapshots: a view sees writes committed after it began.
 
 mod conn;
+mod resp;
 
 pub use conn::{Target, Timeouts, is_redis_url};
 
@@ -151,14 +152,31 @@ impl Levels {
 }
 
 /// The key of a [`Levels::bucket_id`].
+/// The key of an `HMGET`: a named one, or a bucket by its id.
+enum HKey<'a> {
+    Named(&'a str),
+    Bucket(u64),
+}
+
 fn bucket_key(base: &str, id: u64) -> String {
     let mut k = Vec::with_capacity(base.len() + 16);
+    push_bucket_key(&mut k, base, id);
+    String::from_utf8(k).unwrap_or_default()
+}
+
+/// Appends [`bucket_key`]`(base, id)`.
+fn push_bucket_key(k: &mut Vec<u8>, base: &str, id: u64) {
     k.extend_from_slice(base.as_bytes());
     k.extend_from_slice(if id >> 63 == 1 { b":t:" } else { b":j:" });
-    push_decimal(&mut k, (id >> 40) & 0xff);
+    push_decimal(k, (id >> 40) & 0xff);
     k.push(b':');
-    push_decimal(&mut k, id & ((1 << 40) - 1));
-    String::from_utf8(k).unwrap_or_default()
+    push_decimal(k, id & ((1 << 40) - 1));
+}
+
+/// The length of [`bucket_key`]`(base, id)`.
+fn bucket_key_len(base: &str, id: u64) -> usize {
+    let digits = |n: u64| n.checked_ilog10().map_or(1, |d| d as usize + 1);
+    base.len() + 3 + digits((id >> 40) & 0xff) + 1 + digits(id & ((1 << 40) - 1))
 }
 
 /// Appends `n` in decimal (`write!` was a tenth of a check's client time).
@@ -176,20 +194,37 @@ fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
     buf.extend_from_slice(&digits[i..]);
 }
 
-/// Appends a command in RESP (an array of bulk strings) to `buf`: a read
-/// pipeline of a few hundred `HMGET`s is packed here in one buffer, where
-/// the client crate's commands cost an allocation or two an argument.
-fn pack_command<'a>(buf: &mut Vec<u8>, command: &'a str, key: &'a str, fields: impl ExactSizeIterator<Item = &'a [u8]>) {
-    buf.push(b'*');
-    push_decimal(buf, 2 + fields.len() as u64);
-    buf.extend_from_slice(b"\r\n");
-    for a in [command.as_bytes(), key.as_bytes()].into_iter().chain(fields) {
-        buf.push(b'$');
-        push_decimal(buf, a.len() as u64);
+/// `HMGET key fields[range]` for each of `cmds`, packed in RESP by hand
+/// (the client crate's `Cmd`s, `write!` and their allocations were ~10% of
+/// a check's time in hamlet); a bucket's key is written from its id.
+fn pack_hmgets(base: &str, cmds: &[(HKey<'_>, std::ops::Range<usize>)], fields: &[&[u8]]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(cmds.len() * 48 + fields.len() * 32);
+    for (key, r) in cmds {
+        buf.push(b'*');
+        push_decimal(&mut buf, 2 + r.len() as u64);
+        buf.extend_from_slice(b"\r\n$5\r\nHMGET\r\n$");
+        match key {
+            HKey::Named(k) => {
+                push_decimal(&mut buf, k.len() as u64);
+                buf.extend_from_slice(b"\r\n");
+                buf.extend_from_slice(k.as_bytes());
+            }
+            HKey::Bucket(id) => {
+                push_decimal(&mut buf, bucket_key_len(base, *id) as u64);
+                buf.extend_from_slice(b"\r\n");
+                push_bucket_key(&mut buf, base, *id);
+            }
+        }
         buf.extend_from_slice(b"\r\n");
-        buf.extend_from_slice(a);
-        buf.extend_from_slice(b"\r\n");
+        for f in &fields[r.clone()] {
+            buf.push(b'$');
+            push_decimal(&mut buf, f.len() as u64);
+            buf.extend_from_slice(b"\r\n");
+            buf.extend_from_slice(f);
+            buf.extend_from_slice(b"\r\n");
+        }
     }
+    buf
 }
 
 fn scripts() -> &'static [Script; 4] {
@@ -452,20 +487,21 @@ impl RedisStore {
     /// replies even after one timed out, each with the whole timeout).
     /// Plain commands where possible: Redis spent twice the CPU on the same
     /// `HMGET`s run from Lua (bench/RESULTS.md).
-    fn hmgets(&self, cmds: &[(String, Vec<&[u8]>)]) -> Result<Vec<Value>> {
-        let mut buf = Vec::with_capacity(cmds.iter().map(|(_, f)| 40 + 24 * f.len()).sum());
-        for (key, fields) in cmds {
-            pack_command(&mut buf, "HMGET", key, fields.iter().copied());
-        }
+    fn hmgets(&self, cmds: &[(HKey<'_>, std::ops::Range<usize>)], fields: &[&[u8]]) -> Result<resp::Replies> {
+        let buf = pack_hmgets(&self.base, cmds, fields);
         if let Some(got) = self.target.pipeline(&buf, cmds.len()) {
             return got;
         }
         let mut inv = scripts()[3].prepare_invoke();
         inv.key(&self.state_key);
-        for (key, fields) in cmds {
-            inv.arg(key).arg(fields.len()).arg(fields);
+        for (key, r) in cmds {
+            match key {
+                HKey::Named(k) => inv.arg(*k),
+                HKey::Bucket(id) => inv.arg(bucket_key(&self.base, *id)),
+            };
+            inv.arg(r.len()).arg(&fields[r.clone()]);
         }
-        Ok(array(self.target.with(true, |c| inv.invoke(c))?))
+        Ok(resp::Replies::from_values(array(self.target.with(true, |c| inv.invoke(c))?)))
     }
 
     /// One read: the state fields, the journal entries and the records
@@ -490,6 +526,7 @@ impl RedisStore {
             })
             .collect();
         const STATE: [&str; 13] = ["ts", "th", "ms", "mh", "bias", "m0", "m1", "m2", "gv", "tL", "tS", "jL", "jS"];
+        let xkey = format!("{}:x", self.base);
         for _ in 0..8 {
             let lv = self.levels()?;
             // Every field asked for, with its bucket: the digests, the
@@ -507,8 +544,10 @@ impl RedisStore {
             let mut order: Vec<usize> = (0..asks.len()).collect();
             order.sort_unstable_by_key(|&i| asks[i].0);
             let mut places = vec![(0usize, 0usize); asks.len()];
-            let state_fields = |f: &'static [&'static str]| f.iter().map(|f| f.as_bytes()).collect::<Vec<&[u8]>>();
-            let mut cmds: Vec<(String, Vec<&[u8]>)> = vec![(self.state_key.clone(), state_fields(&STATE))];
+            let mut fields: Vec<&[u8]> = Vec::with_capacity(asks.len() + STATE.len() + 4 + long.len());
+            let mut cmds: Vec<(HKey<'_>, std::ops::Range<usize>)> = Vec::with_capacity(asks.len() + 3);
+            fields.extend(STATE.iter().map(|f| f.as_bytes()));
+            cmds.push((HKey::Named(&self.state_key), 0..fields.len()));
             let mut at = 0;
             while at < order.len() {
                 let id = asks[order[at]].0;
@@ -516,29 +555,31 @@ impl RedisStore {
                 for (k, &i) in order[at..end].iter().enumerate() {
                     places[i] = (cmds.len(), k);
                 }
-                cmds.push((bucket_key(&self.base, id), order[at..end].iter().map(|&i| asks[i].1).collect()));
+                let from = fields.len();
+                fields.extend(order[at..end].iter().map(|&i| asks[i].1));
+                cmds.push((HKey::Bucket(id), from..fields.len()));
                 at = end;
             }
             if !long.is_empty() {
-                cmds.push((format!("{}:x", self.base), long.iter().map(|(_, f, _)| &f[..]).collect()));
+                let from = fields.len();
+                fields.extend(long.iter().map(|(_, f, _)| &f[..]));
+                cmds.push((HKey::Named(&xkey), from..fields.len()));
             }
-            cmds.push((self.state_key.clone(), state_fields(&STATE[9..])));
-            let got = self.hmgets(&cmds)?;
-            let mut got: Vec<Vec<Value>> = got.into_iter().map(array).collect();
-            let first = std::mem::take(&mut got[0]);
-            let before = Levels::from_value(&Value::Array(first.get(9..).unwrap_or_default().to_vec()));
-            let after = Levels::from_value(&Value::Array(got.pop().unwrap_or_default()));
+            let from = fields.len();
+            fields.extend(STATE[9..].iter().map(|f| f.as_bytes()));
+            cmds.push((HKey::Named(&self.state_key), from..fields.len()));
+            let got = self.hmgets(&cmds, &fields)?;
+            let last = got.len().saturating_sub(1);
+            let value = |r: usize, k: usize| got.get(r, k).map_or(Value::Nil, |b| Value::BulkString(b.to_vec()));
+            let first: Vec<Value> = (0..STATE.len()).map(|k| value(0, k)).collect();
+            let before = Levels::from_value(&Value::Array(first[9..].to_vec()));
+            let after = Levels::from_value(&Value::Array((0..4).map(|k| value(last, k)).collect()));
             if before != lv || after != lv {
                 self.saw_levels(after);
                 continue;
             }
-            let x = if long.is_empty() { Vec::new() } else { got.pop().unwrap_or_default() };
-            let mut take = |(g, k): (usize, usize)| -> Vec<u8> {
-                match got.get_mut(g).and_then(|r| r.get_mut(k)).map(std::mem::take) {
-                    Some(Value::BulkString(b)) => b,
-                    _ => Vec::new(),
-                }
-            };
+            let x = |n: usize| if long.is_empty() { None } else { got.get(last - 1, n) };
+            let take = |(g, k): (usize, usize)| -> Vec<u8> { got.get(g, k).map(<[u8]>::to_vec).unwrap_or_default() };
             let journal: Vec<Vec<u8>> = (0..digests.len()).map(|i| take(places[i])).collect();
             let mut records = Vec::with_capacity(tokens.len());
             let (mut plain, mut next_long) = (digests.len(), digests.len() + tokens.len() - long.len());
@@ -546,7 +587,7 @@ impl RedisStore {
             for (i, &(_, t)) in tokens.iter().enumerate() {
                 match longs.next_if(|(_, (at, ..))| *at == i) {
                     Some((n, _)) => {
-                        let owner = x.get(n).map(bytes).unwrap_or_default();
+                        let owner = x(n).unwrap_or_default();
                         let (plain_field, taken) = (take(places[next_long]), take(places[next_long + 1]));
                         next_long += 2;
                         records.push(if !owner.is_empty() && owner != t.as_bytes() { taken } else { plain_field });
@@ -1141,9 +1182,8 @@ mod tests {
         push_decimal(&mut v, 0);
         push_decimal(&mut v, 18_446_744_073_709_551_615);
         assert_eq!(v, b"018446744073709551615");
-        let mut cmd = Vec::new();
-        pack_command(&mut cmd, "HMGET", "k", [&b"a"[..], b""].into_iter());
-        assert_eq!(cmd, b"*4\r\n$5\r\nHMGET\r\n$1\r\nk\r\n$1\r\na\r\n$0\r\n\r\n");
+        let cmd = pack_hmgets("m", &[(HKey::Named("k"), 0..2), (HKey::Bucket(lv.bucket_id('t', 9000)), 1..2)], &[b"a", b""]);
+        assert_eq!(cmd, b"*4\r\n$5\r\nHMGET\r\n$1\r\nk\r\n$1\r\na\r\n$0\r\n\r\n*3\r\n$5\r\nHMGET\r\n$8\r\nm:t:10:4\r\n$0\r\n\r\n");
     }
 
     #[test]
@@ -1159,26 +1199,30 @@ mod tests {
         assert_eq!(decode_journal(b""), None);
     }
 
-    /// A redis-server of its own on a free loopback port, stopped on drop.
-    struct Server(std::process::Child, String);
+    /// A redis-server of its own on a free loopback port and a Unix socket,
+    /// with a password, stopped on drop.
+    struct Server(std::process::Child, u16, std::path::PathBuf);
 
     impl Drop for Server {
         fn drop(&mut self) {
             let _ = self.0.kill();
             let _ = self.0.wait();
+            let _ = std::fs::remove_file(&self.2);
         }
     }
 
     fn redis_server() -> Server {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let sock = std::env::temp_dir().join(format!("hamlet-unit-redis-{port}.sock"));
         let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--requirepass", "s3cret"])
+            .args(["--unixsocket", sock.to_str().unwrap()])
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("redis-server: {e}: the Redis store's tests need it: apt-get install -y redis-server"));
-        let server = Server(child, format!("redis://127.0.0.1:{port}"));
+        let server = Server(child, port, sock);
         for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && server.2.exists() {
                 return server;
             }
             std::thread::sleep(Duration::from_millis(25));
@@ -1186,16 +1230,56 @@ mod tests {
         panic!("redis-server on port {port} did not start");
     }
 
+    fn open(url: &str, prefix: &str) -> Result<RedisStore> {
+        let timeouts = Timeouts { connect: Duration::from_secs(2), reply: Duration::from_secs(5) };
+        let target = Arc::new(Target::new(url, None, timeouts)?);
+        Ok(RedisStore::open(target, prefix, "main", (0, 0))?.0)
+    }
+
     /// The behaviour every store has (`store::conformance`), on a real
     /// redis-server, with buckets split while it runs (level 0: one bucket
-    /// each to start with).
+    /// each to start with); by TCP and by Unix socket, with a password and
+    /// a database number (the check's own connections send `AUTH` and
+    /// `SELECT` themselves).
     #[test]
     fn conformance_on_a_real_redis() {
         let server = redis_server();
-        let timeouts = Timeouts { connect: Duration::from_secs(2), reply: Duration::from_secs(5) };
-        let target = Arc::new(Target::new(&server.1, None, timeouts).unwrap());
-        let (store, created) = RedisStore::open(target, "conf", "main", (0, 0)).unwrap();
-        assert!(created);
-        super::super::conformance::run(&store, false);
+        let tcp = format!("redis://:s3cret@127.0.0.1:{}/2", server.1);
+        super::super::conformance::run(&open(&tcp, "conf").unwrap(), false);
+        let unix = format!("redis+unix://{}?db=3&pass=s3cret", server.2.display());
+        super::super::conformance::run(&open(&unix, "conf").unwrap(), false);
+        // Both in their own database, none in database 0.
+        let size = |db: u32| -> i64 {
+            let mut c = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/{db}", server.1)).unwrap().get_connection().unwrap();
+            redis::cmd("DBSIZE").query(&mut c).unwrap()
+        };
+        assert!(size(2) > 0 && size(3) > 0 && size(0) == 0, "{} {} {}", size(2), size(3), size(0));
+        // A wrong password is a clear error, not a hang.
+        let e = open(&format!("redis://:wrong@127.0.0.1:{}/2", server.1), "conf").err().expect("a wrong password must fail").to_string();
+        assert!(e.contains("127.0.0.1") && !e.contains("wrong@"), "{e}");
+    }
+
+    /// The check's pipeline on its own connection: replies of a few hundred
+    /// buckets in one read, an error reply reported, the connection reused.
+    #[test]
+    fn pipelined_reads_on_the_checks_own_connections() {
+        let server = redis_server();
+        let store = open(&format!("redis://:s3cret@127.0.0.1:{}/4", server.1), "pipe").unwrap();
+        let n = 300;
+        let keys: Vec<String> = (0..n).map(|i| format!("nothing:{i}")).collect();
+        let cmds: Vec<_> = keys.iter().map(|k| (HKey::Named(k), 0..2)).collect();
+        let buf = pack_hmgets("pipe", &cmds, &[b"a", b"b"]);
+        for _ in 0..3 {
+            let r = store.target.pipeline(&buf, n).expect("a single server").unwrap();
+            assert_eq!(r.len(), n);
+            assert!((0..n).all(|i| r.fields(i) == 2 && r.get(i, 0).is_none()));
+        }
+        let mut c = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/4", server.1)).unwrap().get_connection().unwrap();
+        redis::cmd("SET").arg("a-string").arg("x").query::<()>(&mut c).unwrap();
+        let bad = pack_hmgets("pipe", &[(HKey::Named("a-string"), 0..1), (HKey::Named("nothing"), 0..1)], &[b"f"]);
+        let e = store.target.pipeline(&bad, 2).unwrap().expect_err("HMGET of a string is an error").to_string();
+        assert!(e.contains("WRONGTYPE"), "{e}");
+        // The connection is still in step.
+        assert_eq!(store.target.pipeline(&buf, n).unwrap().unwrap().len(), n);
     }
 }
