@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Accuracy on the four streams of the tuning protocol (docs/tuning.md,
+# "The protocol"): the three shared corpora and the merged stream, each by
+# the TREC on-line protocol on an empty model (`hamlet eval`), the whole
+# stream and its second half. Extra arguments go to every `hamlet eval`
+# (e.g. `--mix-grams 0.3`), so a candidate change is measured on all four
+# at once.
+#
+# The merged stream (target/corpora/merged/index, ~40,000 messages) stands
+# in for a mailbox over months: the three corpora interleaved in one fixed
+# order, each spread evenly over the whole stream (message i of a corpus of
+# n sits at (i + 0.5) / n; ties by corpus name), each keeping its own order.
+#
+# With BOGOFILTER=1 bogofilter 1.2.5 (train on everything) runs the same
+# streams through ../shared/tools/trec-run, for the same-run comparison
+# (slow: two processes a message).
+#
+# Usage: bench/accuracy.sh [HAMLET EVAL ARGS...]
+# Needs: target/corpora (../shared/tools/unpack-corpora target/corpora).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+H=$(scripts/build -q)
+corpora=$PWD/target/corpora
+for c in spamassassin csdmc2010 enron-raw; do
+  [ -f "$corpora/$c/index" ] || { echo "bench: unpack the corpora first: ../shared/tools/unpack-corpora target/corpora" >&2; exit 1; }
+done
+mkdir -p "$corpora/merged"
+python3 - "$corpora" <<'PY'
+import os, sys
+root = sys.argv[1]
+rows = []
+for name in ("csdmc2010", "enron-raw", "spamassassin"):
+    lines = [l.split() for l in open(os.path.join(root, name, "index")) if l.strip()]
+    n = len(lines)
+    for i, (label, path) in enumerate(lines):
+        rows.append(((i + 0.5) / n, name, label, os.path.join("..", name, path)))
+rows.sort(key=lambda r: (r[0], r[1]))
+with open(os.path.join(root, "merged", "index.tmp"), "w") as f:
+    for _, _, label, path in rows:
+        f.write(f"{label} {path}\n")
+os.replace(os.path.join(root, "merged", "index.tmp"), os.path.join(root, "merged", "index"))
+PY
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# 1-ROCA% and lam% of the second half of a results file (`<path> judge=<label> score=<s>`).
+half() {
+  python3 - "$1" <<'PY'
+import math, sys
+rows = []
+for line in open(sys.argv[1]):
+    parts = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
+    rows.append((parts["judge"] == "spam", float(parts["score"])))
+rows = rows[len(rows) // 2:]
+ranked = sorted(rows, key=lambda r: r[1])
+ns = sum(1 for s, _ in rows if s); nh = len(rows) - ns
+rank_sum, i = 0.0, 0
+while i < len(ranked):
+    k = i
+    while k < len(ranked) and ranked[k][1] == ranked[i][1]:
+        k += 1
+    rank_sum += (i + 1 + k) / 2 * sum(1 for s, _ in ranked[i:k] if s)
+    i = k
+auc = (rank_sum - ns * (ns + 1) / 2) / (ns * nh)
+lg = lambda p: math.log(min(max(p, 1e-7), 1 - 1e-7) / (1 - min(max(p, 1e-7), 1 - 1e-7)))
+hm = sum(1 for s, x in rows if not s and x > 0.5) / nh
+sm = sum(1 for s, x in rows if s and x <= 0.5) / ns
+lam = 1 / (1 + math.exp(-(lg(hm) + lg(sm)) / 2))
+print(f"{100 * (1 - auc):.4f} {100 * lam:.3f}")
+PY
+}
+echo "# $(date -u +%F) hamlet eval $*"
+printf '%-13s %7s %9s %7s %11s %9s %9s\n' stream messages 1-ROCA% lam% half:1-ROCA% half:lam% msg/s
+for c in spamassassin csdmc2010 enron-raw merged; do
+  out=$("$H" eval "$corpora/$c/index" --results "$work/$c.results" "$@")
+  roca=$(sed -n 's/^1-ROCA%=//p' <<<"$out")
+  lam=$(sed -n 's/.*lam%=\([0-9.]*\).*/\1/p' <<<"$out")
+  n=$(sed -n 's/^messages=\([0-9]*\).*/\1/p' <<<"$out")
+  rate=$(sed -n 's/^messages\/s=\([0-9]*\).*/\1/p' <<<"$out")
+  read -r hroca hlam < <(half "$work/$c.results")
+  printf '%-13s %7d %9s %7s %11s %9s %9s\n' "$c" "$n" "$roca" "$lam" "$hroca" "$hlam" "$rate"
+done
+if [ "${BOGOFILTER:-0}" = 1 ]; then
+  command -v bogofilter >/dev/null || { echo "bench: apt-get install -y bogofilter" >&2; exit 1; }
+  for c in spamassassin csdmc2010 enron-raw merged; do
+    db=$work/bogo-$c
+    mkdir -p "$db"
+    out=$(../shared/tools/trec-run --quiet --index "$corpora/$c/index" --results "$work/bogo-$c.results" \
+      --classify "bogofilter -d $db -T -I {}" --train-spam "bogofilter -d $db -s -I {}" --train-ham "bogofilter -d $db -n -I {}")
+    read -r hroca hlam < <(half "$work/bogo-$c.results")
+    echo "bogofilter $c: $(tr '\n' ' ' <<<"$out") half: 1-ROCA%=$hroca lam%=$hlam"
+  done
+fi
