@@ -316,7 +316,6 @@ impl Target {
     pub fn pipeline(&self, packed: &[u8], n: usize) -> Option<Result<Replies>> {
         let at = self.raw.as_ref()?;
         let pooled = self.raw_idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let from_pool = pooled.is_some();
         let fresh = || Raw::connect(at, self.timeouts);
         let run = |mut con: Raw| -> std::io::Result<Replies> {
             let r = con.exchange(packed, n, self.timeouts.reply)?;
@@ -328,7 +327,7 @@ impl Target {
         };
         let got = match pooled {
             Some(con) => match run(con) {
-                Err(e) if from_pool && !matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => fresh().and_then(run),
+                Err(e) if !matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) => fresh().and_then(run),
                 other => other,
             },
             None => fresh().and_then(run),

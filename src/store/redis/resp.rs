@@ -136,7 +136,7 @@ impl Replies {
                             None => return Ok(None),
                         },
                         b':' | b'+' => {
-                            self.items.push(Some(line_range(&self.data, pos, after)));
+                            self.items.push(Some(line_range(pos, after)));
                             pos = after;
                         }
                         other => return Err(format!("unexpected {:?} inside an array", other as char)),
@@ -146,12 +146,12 @@ impl Replies {
             }
             b'$' => self.bulk(n, pos),
             b':' | b'+' => {
-                self.items.push(Some(line_range(&self.data, at, pos)));
+                self.items.push(Some(line_range(at, pos)));
                 Ok(Some(pos))
             }
             b'-' => {
                 if self.error.is_none() {
-                    let (a, b) = line_range(&self.data, at, pos);
+                    let (a, b) = line_range(at, pos);
                     self.error = Some(String::from_utf8_lossy(&self.data[a as usize..b as usize]).into_owned());
                 }
                 Ok(Some(pos))
@@ -205,7 +205,7 @@ fn header(buf: &[u8], at: usize) -> Result<Option<(u8, i64, usize)>, String> {
 
 /// The text of a `:`/`+`/`-` line that starts at `at` and whose next line
 /// starts at `next`.
-fn line_range(_buf: &[u8], at: usize, next: usize) -> (u32, u32) {
+fn line_range(at: usize, next: usize) -> (u32, u32) {
     ((at + 1) as u32, (next - 2) as u32)
 }
 
