@@ -3,6 +3,7 @@
 //! replies of the HTTP API ([`reply`]), zstd request bodies ([`zstd`]). The listeners and the clients both
 //! build on these, so neither depends on the other.
 
+pub mod milter;
 pub mod reply;
 pub mod spamd;
 pub mod zstd;
