@@ -58,6 +58,7 @@ pub mod listener;
 pub mod mailbox;
 pub mod message;
 pub mod metrics;
+pub mod milter;
 pub mod net;
 pub mod policy;
 pub mod protocol;

@@ -38,10 +38,15 @@ pub async fn run(cfg: Config) -> Result<()> {
         Some(addr) => Some((Listener::bind("the policy service", addr).await?, Arc::new(build::policy_checker(&cfg)?))),
         None => None,
     };
+    let milter = match &cfg.milter {
+        Some(addr) => Some(Listener::bind("milter", addr).await?),
+        None => None,
+    };
     tracing::info!(
         http = %cfg.http,
         spamd = cfg.spamd.as_deref().unwrap_or("off"),
         policy = cfg.policy.as_deref().unwrap_or("off"),
+        milter = cfg.milter.as_deref().unwrap_or("off"),
         db = %service.engine().store().describe(),
         "hamlet serving"
     );
@@ -68,6 +73,10 @@ pub async fn run(cfg: Config) -> Result<()> {
     let policy = policy.map(|(l, checker)| {
         tokio::spawn(crate::policy::serve(l, service.clone(), checker, cfg.policy_max_connections, guard.clone(), stopped(stop_rx.clone())))
     });
+    let milter = milter.map(|l| {
+        let opts = crate::milter::Options::from_config(&cfg);
+        tokio::spawn(crate::milter::serve(l, service.clone(), opts, guard.clone(), stopped(stop_rx.clone())))
+    });
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     let failed = |what: &str, e: &dyn std::fmt::Display| Error::Internal(format!("{what} failed: {e}"));
@@ -77,6 +86,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     if let Some(p) = policy {
         p.await.map_err(|e| failed("policy service task", &e))?;
+    }
+    if let Some(m) = milter {
+        m.await.map_err(|e| failed("milter listener task", &e))?;
     }
     tracing::info!("hamlet stopped");
     Ok(())
@@ -93,6 +105,9 @@ fn file_limit(cfg: &Config) {
     }
     if cfg.policy.is_some() {
         need += cfg.policy_max_connections as u64;
+    }
+    if cfg.milter.is_some() {
+        need += cfg.milter_max_connections as u64;
     }
     if let Some(users) = cfg.users_dir.as_ref().map(|_| cfg.users_max_open as u64) {
         need += users;

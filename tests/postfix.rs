@@ -2,7 +2,10 @@
 //! SMTP client: Postfix's `check_policy_service` asks `hamlet serve
 //! --policy`; a new triplet is greylisted (450 4.2.0), accepted after the
 //! delay, and a bad HELO is rejected (554 5.5.2). swaks's XCLIENT stands in
-//! for a remote client address. `scripts/test.sh` installs both.
+//! for a remote client address. And the milter: Postfix's `smtpd_milters`
+//! hands each message to `hamlet serve --milter`, which rejects spam
+//! during the SMTP dialogue and adds its headers to the rest.
+//! `scripts/test.sh` installs both.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -37,10 +40,17 @@ fn harness(file: &str) -> String {
 }
 
 fn start() -> Stack {
+    start_with(false)
+}
+
+/// Postfix and `hamlet serve`: with the policy service (`milter` false) or
+/// the milter (rejects from 0.99, quarantines the rest so the test can
+/// read the headers hamlet added; the starter model).
+fn start_with(milter: bool) -> Stack {
     for (bin, pkg) in [("/usr/sbin/postfix", "postfix"), ("/usr/bin/swaks", "swaks")] {
         assert!(Path::new(bin).exists(), "{pkg} is not installed: run scripts/test.sh, or `apt-get install -y {pkg}`");
     }
-    let dir = std::env::temp_dir().join(format!("hamlet-postfix-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("hamlet-postfix-{}-{milter}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for d in ["conf", "spool", "data"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
@@ -49,27 +59,31 @@ fn start() -> Stack {
     assert!(Command::new("chown").arg("postfix").arg(dir.join("data")).status().unwrap().success());
     let (smtp, policy, http) = (free_port(), free_port(), free_port());
     let d = dir.to_str().unwrap();
-    // Postfix's own HELO checks off: the HELO verdict is hamlet's.
-    let main = harness("postfix-main.cf")
+    // Postfix's own HELO checks off: the HELO verdict is hamlet's. With the
+    // milter, no policy service.
+    let mut main = harness("postfix-main.cf")
         .replace("@DIR@", d)
         .replace("@POLICY_PORT@", &policy.to_string())
         .lines()
         .map(|l| if l.starts_with("smtpd_helo_restrictions") { "smtpd_helo_restrictions =" } else { l })
+        .map(|l| if milter && l.starts_with("smtpd_recipient_restrictions") { "smtpd_recipient_restrictions = reject_non_fqdn_recipient" } else { l })
         .collect::<Vec<_>>()
         .join("\n");
+    if milter {
+        main += &format!("\nsmtpd_milters = inet:127.0.0.1:{policy}\nmilter_default_action = accept\n");
+    }
     std::fs::write(dir.join("conf/main.cf"), main + "\n").unwrap();
     std::fs::write(dir.join("conf/master.cf"), harness("postfix-master.cf").replace("@SMTP_PORT@", &smtp.to_string())).unwrap();
-    std::fs::write(
-        dir.join("hamlet.toml"),
-        format!("log = \"warn\"\nhttp = \"127.0.0.1:{http}\"\n[envelope.greylist]\nenabled = true\ndelay_s = 2\n"),
-    )
-    .unwrap();
+    let extra = if milter { "milter_reject_at = 0.99\nmilter_quarantine_at = 0.0\n" } else { "[envelope.greylist]\nenabled = true\ndelay_s = 2\n" };
+    std::fs::write(dir.join("hamlet.toml"), format!("log = \"warn\"\nhttp = \"127.0.0.1:{http}\"\n{extra}")).unwrap();
     let db = dir.join("h.redb");
-    assert!(Command::new(BIN).arg("--db").arg(&db).args(["db", "init", "--empty"]).status().unwrap().success());
+    let init: &[&str] = if milter { &["db", "init"] } else { &["db", "init", "--empty"] };
+    assert!(Command::new(BIN).arg("--db").arg(&db).args(init).stdout(Stdio::null()).status().unwrap().success());
+    let listen = format!("127.0.0.1:{policy}");
     let hamlet = Command::new(BIN)
         .arg("--db")
         .arg(&db)
-        .args(["serve", "--config", dir.join("hamlet.toml").to_str().unwrap(), "--policy", &format!("127.0.0.1:{policy}")])
+        .args(["serve", "--config", dir.join("hamlet.toml").to_str().unwrap(), if milter { "--milter" } else { "--policy" }, &listen])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -105,4 +119,54 @@ fn postfix_greylists_then_accepts_and_rejects_a_bad_helo() {
     assert!(retry.contains("250 2.0.0 Ok: queued"), "after the delay: {retry}");
     let bad = swaks(&s, "bad_helo!", "frank@sender.example", "198.51.100.24");
     assert!(bad.contains("554 5.5.2") && bad.contains("HELO_INVALID"), "{bad}");
+}
+
+/// One message through swaks (`--data FILE`); its transcript.
+fn swaks_data(stack: &Stack, data: &Path) -> String {
+    let out = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{}", stack.smtp), "--helo", "mail.sender.example", "--from", "frank@sender.example"])
+        .args(["--to", "erin@corp.example", "--timeout", "20", "--data"])
+        .arg(data)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The queued message of a transcript that says `queued as ID`.
+fn queued(stack: &Stack, transcript: &str) -> String {
+    let id = transcript.split("queued as ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_else(|| panic!("not queued: {transcript}"));
+    let out = Command::new("postcat").arg("-c").arg(stack.dir.join("conf")).args(["-h", "-q", id]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn postfix_milter_rejects_spam_and_marks_ham() {
+    let corpora = std::env::var("HAMLET_CORPORA").unwrap_or_else(|_| "target/corpora".into());
+    let spam_dir = Path::new(&corpora).join("spamassassin/spam");
+    let mut spams: Vec<PathBuf> = std::fs::read_dir(&spam_dir)
+        .unwrap_or_else(|e| panic!("{}: {e}: unpack the corpora (scripts/test.sh does)", spam_dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    spams.sort();
+    let s = start_with(true);
+    // Ham, with a forged verdict from outside: accepted, held (quarantine
+    // from 0.0 here), the forged field gone, hamlet's fields added.
+    let ham = std::fs::read_to_string("corpus/messages/01-plain.eml").unwrap().replacen("Subject:", "X-Spam-Flag: YES\r\nSubject:", 1);
+    let ham_file = s.dir.join("ham.eml");
+    std::fs::write(&ham_file, ham).unwrap();
+    let t = swaks_data(&s, &ham_file);
+    assert!(t.contains("250 2.0.0 Ok: queued"), "{t}");
+    let held = queued(&s, &t);
+    assert!(held.contains("X-Spam-Checker-Version: hamlet"), "hamlet's headers: {held}");
+    assert!(held.contains("X-Spam-Flag: NO") && !held.contains("X-Spam-Flag: YES"), "the forged flag is replaced: {held}");
+    assert!(held.contains("X-Spam-Status: No") && held.contains("tests=HAMLET_"), "{held}");
+    // Spam the starter model knows: refused during the dialogue.
+    let spam = swaks_data(&s, &spams[0]);
+    assert!(spam.contains("550 5.7.1 message refused as spam (hamlet"), "{spam}");
+    // hamlet gone: Postfix's milter_default_action takes the mail anyway.
+    let mut s = s;
+    let _ = s.hamlet.kill();
+    let _ = s.hamlet.wait();
+    let after = swaks_data(&s, &ham_file);
+    assert!(after.contains("250 2.0.0 Ok: queued"), "mail is never lost to a stopped milter: {after}");
 }

@@ -97,6 +97,10 @@ pub struct ServeArgs {
     /// a UNIX socket path.
     #[arg(long)]
     pub policy: Option<String>,
+    /// Milter listen address (Postfix smtpd_milters, Sendmail): IP:PORT
+    /// (e.g. 127.0.0.1:11332), or a UNIX socket path.
+    #[arg(long)]
+    pub milter: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -692,6 +696,9 @@ fn serve(mut cfg: Config, a: ServeArgs) -> Result<ExitCode> {
     }
     if a.policy.is_some() {
         cfg.policy = a.policy;
+    }
+    if a.milter.is_some() {
+        cfg.milter = a.milter;
     }
     init_logging(&cfg.log);
     crate::serve::main(cfg)?;

@@ -101,6 +101,24 @@ pub struct Config {
     /// Postfix policy service: `IP:PORT` (Postfix's examples use
     /// 127.0.0.1:10040) or a UNIX socket path; `None`: off.
     pub policy: Option<String>,
+    /// Milter listener (Postfix `smtpd_milters`, Sendmail): `IP:PORT`
+    /// (rspamd's milter uses 127.0.0.1:11332) or a UNIX socket path;
+    /// `None`: off.
+    pub milter: Option<String>,
+    /// Most milter sessions (SMTP sessions of the MTA) at once.
+    pub milter_max_connections: usize,
+    /// Milter: reject a message (550 5.7.1) at this spam probability or
+    /// more; unset: never.
+    pub milter_reject_at: Option<f64>,
+    /// Milter: discard a message (accept it and drop it) at this
+    /// probability or more; unset: never.
+    pub milter_discard_at: Option<f64>,
+    /// Milter: defer a message (451 4.7.1) at this probability or more;
+    /// unset: never.
+    pub milter_soft_reject_at: Option<f64>,
+    /// Milter: hold a message in the MTA's quarantine (Postfix's hold
+    /// queue) at this probability or more; unset: never.
+    pub milter_quarantine_at: Option<f64>,
     /// The envelope checks: rule actions, greylisting.
     pub envelope: crate::envelope::EnvelopeConfig,
     /// `[autolearn]`: learning from the service's own confident verdicts.
@@ -127,6 +145,12 @@ impl Default for Config {
             spamd_max_connections: 256,
             http_max_connections: 512,
             policy_max_connections: 512,
+            milter: None,
+            milter_max_connections: 256,
+            milter_reject_at: None,
+            milter_discard_at: None,
+            milter_soft_reject_at: None,
+            milter_quarantine_at: None,
             inflight_body_bytes: 256 << 20,
             head_timeout_s: 10,
             users_dir: None,
@@ -179,7 +203,7 @@ impl Config {
         if self.learn_token.as_deref().is_some_and(str::is_empty) {
             return Err(Error::Invalid("learn token is empty".into()));
         }
-        for (what, addr) in [("spamd", &self.spamd), ("policy", &self.policy)] {
+        for (what, addr) in [("spamd", &self.spamd), ("policy", &self.policy), ("milter", &self.milter)] {
             if let Some(s) = addr.as_ref().filter(|s| !s.starts_with('/') && s.parse::<std::net::SocketAddr>().is_err()) {
                 return Err(Error::Invalid(format!("{what} address {s:?} is neither IP:PORT nor a socket path")));
             }
@@ -192,6 +216,7 @@ impl Config {
             ("spamd_max_connections", self.spamd_max_connections),
             ("http_max_connections", self.http_max_connections),
             ("policy_max_connections", self.policy_max_connections),
+            ("milter_max_connections", self.milter_max_connections),
         ] {
             if n == 0 {
                 return Err(Error::Invalid(format!("{what} must be at least 1")));
@@ -208,6 +233,16 @@ impl Config {
             )));
         }
         self.check_cutoffs()?;
+        for (what, t) in [
+            ("milter_reject_at", self.milter_reject_at),
+            ("milter_discard_at", self.milter_discard_at),
+            ("milter_soft_reject_at", self.milter_soft_reject_at),
+            ("milter_quarantine_at", self.milter_quarantine_at),
+        ] {
+            if let Some(t) = t.filter(|t| !(0.0..=1.0).contains(t)) {
+                return Err(Error::Invalid(format!("{what} is a spam probability (0 to 1), not {t}")));
+            }
+        }
         if self.autolearn.enabled {
             self.autolearn.check(self.ham_cutoff, self.spam_cutoff)?;
         }

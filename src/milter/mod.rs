@@ -1,0 +1,480 @@
+//! The milter front end of `hamlet serve` (`--milter ADDR`, `milter =` in
+//! hamlet.toml): Postfix (`smtpd_milters`) and Sendmail (`INPUT_MAIL_FILTER`)
+//! hand hamlet each message during the SMTP dialogue, so spam can be refused
+//! before the MTA takes responsibility for it. The wire format is in
+//! [`crate::protocol::milter`].
+//!
+//! One MTA connection per SMTP session. The envelope stages are answered
+//! "continue" (their verdicts live in the policy service for now) and
+//! remembered; the headers and body are collected, and at the end of the
+//! message it is scored as `/v1/check` scores it with that envelope (its
+//! checks' outcomes as tokens, SPF and DKIM/DMARC) and the action for its
+//! probability is taken (see [`Actions`]): reject (`550 5.7.1`), soft reject (`451 4.7.1`),
+//! discard, quarantine, or accept with hamlet's `X-Spam-*` headers (the
+//! SPAMD listener's), after removing any `X-Spam-*` headers the message came
+//! with. With one recipient and per-user models on, that user's model
+//! scores it; with several, the shared model does.
+//!
+//! Caps and deadlines: at most `milter_max_connections` sessions; each
+//! command has `head_timeout_s` to arrive while the MTA is inside a message
+//! and the SMTP session's own pace (up to [`IDLE`]) between messages; a
+//! message's bytes take room in the shared in-flight budget. A message
+//! bigger than `max_body_bytes`, or one for which no room or no score came in
+//! time, is accepted unscored with `X-Spam-Status: unscored (why)`: hamlet
+//! never loses or holds up mail on its own account.
+
+use crate::config::Config;
+use crate::envelope::{Envelope, Known};
+use crate::listener::{self, Conn, Guard, Listener, Room, Slot};
+use crate::protocol::milter::{self as proto, Command, Reply};
+use crate::protocol::spamd::Outcome;
+use crate::service::Service;
+use crate::store::TokenStore;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How long a session may sit between messages (an SMTP client between
+/// commands: Postfix's `smtpd_timeout` is 300 s).
+pub const IDLE: Duration = Duration::from_secs(330);
+
+/// What to do with a message by its spam probability: the first of reject,
+/// discard, soft reject, quarantine whose threshold it reaches; else accept
+/// with headers. `None`: that action is off.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Actions {
+    pub reject: Option<f64>,
+    pub discard: Option<f64>,
+    pub soft_reject: Option<f64>,
+    pub quarantine: Option<f64>,
+}
+
+/// The action taken on a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Reject,
+    Discard,
+    SoftReject,
+    Quarantine,
+    AddHeaders,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Reject => "reject",
+            Action::Discard => "discard",
+            Action::SoftReject => "soft reject",
+            Action::Quarantine => "quarantine",
+            Action::AddHeaders => "add headers",
+        }
+    }
+}
+
+impl Actions {
+    /// The action for `probability` (see [`Actions`]).
+    pub fn decide(&self, probability: f64) -> Action {
+        let at = |t: Option<f64>| t.is_some_and(|t| probability >= t);
+        if at(self.reject) {
+            Action::Reject
+        } else if at(self.discard) {
+            Action::Discard
+        } else if at(self.soft_reject) {
+            Action::SoftReject
+        } else if at(self.quarantine) {
+            Action::Quarantine
+        } else {
+            Action::AddHeaders
+        }
+    }
+}
+
+/// The listener's settings (from [`Config`]).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_connections: usize,
+    pub max_message_bytes: usize,
+    /// Time limit for a command inside a message, and for scoring.
+    pub timeout: Duration,
+    pub actions: Actions,
+}
+
+impl Options {
+    /// The listener's part of the configuration (already [`Config::check`]ed).
+    pub fn from_config(cfg: &Config) -> Options {
+        Options {
+            max_connections: cfg.milter_max_connections,
+            max_message_bytes: cfg.max_body_bytes,
+            timeout: Duration::from_secs(cfg.timeout_s),
+            actions: Actions {
+                reject: cfg.milter_reject_at,
+                discard: cfg.milter_discard_at,
+                soft_reject: cfg.milter_soft_reject_at,
+                quarantine: cfg.milter_quarantine_at,
+            },
+        }
+    }
+}
+
+/// Serves until `shutdown` completes, then waits (up to the time limit plus
+/// five seconds) for sessions in flight.
+pub async fn serve<S: TokenStore + 'static>(
+    listener: Listener,
+    service: Arc<Service<S>>,
+    opts: Options,
+    guard: Arc<Guard>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let opts = Arc::new(opts);
+    let drain = opts.timeout + Duration::from_secs(5);
+    listener::serve(listener, "milter", opts.max_connections, drain, guard, shutdown, |conn, peer, slot| {
+        let (service, opts) = (service.clone(), opts.clone());
+        async move {
+            if let Err(e) = session(&service, &opts, &slot, conn).await {
+                tracing::info!(peer = ?peer, error = %e, "milter session ended");
+            }
+        }
+    })
+    .await;
+}
+
+/// How much budget a message takes at a time.
+const ROOM_STEP: usize = 1 << 20;
+
+/// One message being received.
+#[derive(Default)]
+struct Message {
+    mail_from: Option<String>,
+    rcpts: Vec<String>,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+    rooms: Vec<Room>,
+    /// Why it will not be scored (too big, no room), if so.
+    unscored: Option<&'static str>,
+}
+
+/// Reads packets and answers them until the MTA quits.
+async fn session<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts: &Options, slot: &Slot, mut conn: Conn) -> Result<(), String> {
+    let mut buf: Vec<u8> = Vec::with_capacity(8 << 10);
+    let mut out = Vec::new();
+    let mut msg = Message::default();
+    let mut client = Client::default();
+    // From the first header on, the MTA has the whole message and sends it
+    // without pause; before, it goes at its SMTP client's pace.
+    let mut streaming = false;
+    loop {
+        let limit = if streaming { opts.timeout } else { IDLE };
+        slot.waiting();
+        let packet =
+            tokio::time::timeout(limit, read_packet(&mut conn, &mut buf)).await.map_err(|_| "timed out waiting for the MTA".to_string())??;
+        slot.working();
+        let Some(packet) = packet else { return Ok(()) };
+        let cmd = proto::parse(&packet).map_err(|e| e.to_string())?;
+        out.clear();
+        match cmd {
+            Command::OptNeg { version, actions, steps } => {
+                let want = proto::action::ADD_HEADERS | proto::action::CHANGE_HEADERS | proto::action::QUARANTINE;
+                proto::negotiate(version, actions, steps, want, proto::step::NO_UNKNOWN | proto::step::NO_DATA)
+                    .map_err(|e| e.to_string())?
+                    .encode(&mut out);
+            }
+            Command::Macro { pairs, .. } => {
+                if let Some((_, user)) = pairs.into_iter().find(|(k, _)| k == "{auth_authen}") {
+                    client.sasl_user = Some(user).filter(|u| !u.is_empty());
+                }
+            }
+            Command::Connect { host, peer } => {
+                client.ip = match peer {
+                    proto::Peer::Inet(ip, _) => Some(ip),
+                    _ => None,
+                };
+                // Postfix names a client without verified reverse DNS "unknown".
+                client.name = Some(host).filter(|h| !h.is_empty() && h != "unknown" && !h.starts_with('['));
+                Reply::Continue.encode(&mut out);
+            }
+            Command::Helo(name) => {
+                client.helo = Some(name);
+                Reply::Continue.encode(&mut out);
+            }
+            Command::Data | Command::Unknown(_) => Reply::Continue.encode(&mut out),
+            Command::Mail(args) => {
+                msg = Message { mail_from: args.into_iter().next(), ..Message::default() };
+                streaming = false;
+                Reply::Continue.encode(&mut out);
+            }
+            Command::Rcpt(args) => {
+                msg.rcpts.push(args.into_iter().next().unwrap_or_default());
+                Reply::Continue.encode(&mut out);
+            }
+            Command::Header { name, value } => {
+                streaming = true;
+                let size = name.len() + value.len() + 4;
+                keep(slot, opts, &mut msg, size).await;
+                if msg.unscored.is_none() {
+                    msg.headers.push((name, value));
+                }
+                Reply::Continue.encode(&mut out);
+            }
+            Command::EndOfHeader => Reply::Continue.encode(&mut out),
+            Command::Body(chunk) => {
+                keep(slot, opts, &mut msg, chunk.len()).await;
+                if msg.unscored.is_none() {
+                    msg.body.extend_from_slice(&chunk);
+                }
+                Reply::Continue.encode(&mut out);
+            }
+            Command::EndOfMessage(chunk) => {
+                keep(slot, opts, &mut msg, chunk.len()).await;
+                if msg.unscored.is_none() {
+                    msg.body.extend_from_slice(&chunk);
+                }
+                let done = std::mem::take(&mut msg);
+                end_of_message(service, opts, &client, done, &mut out).await;
+                streaming = false;
+            }
+            Command::Abort => {
+                msg = Message::default();
+                streaming = false;
+            }
+            Command::QuitNewConnection => {
+                msg = Message::default();
+                client = Client::default();
+                streaming = false;
+            }
+            Command::Quit => return Ok(()),
+        }
+        if !out.is_empty() {
+            tokio::time::timeout(opts.timeout, conn.write_all(&out))
+                .await
+                .map_err(|_| "timed out writing to the MTA".to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+    }
+}
+
+/// What the session knows of the SMTP client.
+#[derive(Default)]
+struct Client {
+    ip: Option<std::net::IpAddr>,
+    name: Option<String>,
+    helo: Option<String>,
+    sasl_user: Option<String>,
+}
+
+/// The envelope of a message, as the policy service would see it.
+fn envelope(client: &Client, msg: &Message) -> Envelope {
+    let unbracket = |s: &str| s.trim().trim_start_matches('<').trim_end_matches('>').to_string();
+    Envelope {
+        client_ip: client.ip,
+        client_name: client.name.clone(),
+        helo: client.helo.clone().unwrap_or_default(),
+        mail_from: msg.mail_from.as_deref().map(unbracket).unwrap_or_default(),
+        rcpt_to: msg.rcpts.iter().map(|r| unbracket(r)).filter(|r| !r.is_empty()).collect(),
+        sasl_user: client.sasl_user.clone(),
+        known: Known { helo: client.helo.is_some(), mail_from: msg.mail_from.is_some(), client_name: true },
+    }
+}
+
+/// Makes room for `more` bytes of the message, or marks it unscored (too
+/// big, or no room in the budget) and lets go of what it held.
+async fn keep(slot: &Slot, opts: &Options, msg: &mut Message, more: usize) {
+    if msg.unscored.is_some() {
+        return;
+    }
+    let size = msg.body.len() + msg.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>() + more;
+    if size > opts.max_message_bytes {
+        msg.unscored = Some("too big");
+    } else if size > msg.rooms.len() * ROOM_STEP {
+        match slot.reserve(ROOM_STEP, Duration::from_secs(2)).await {
+            Some(r) => msg.rooms.push(r),
+            None => msg.unscored = Some("busy"),
+        }
+    }
+    if msg.unscored.is_some() {
+        msg.headers = Vec::new();
+        msg.body = Vec::new();
+        msg.rooms.clear();
+    }
+}
+
+/// Scores the message and encodes the replies for its action.
+async fn end_of_message<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts: &Options, client: &Client, msg: Message, out: &mut Vec<u8>) {
+    let start = Instant::now();
+    let outside = removals(&msg.headers);
+    if let Some(why) = msg.unscored {
+        for r in outside {
+            r.encode(out);
+        }
+        Reply::AddHeader { name: "X-Spam-Status".into(), value: format!("unscored ({why})") }.encode(out);
+        Reply::Continue.encode(out);
+        service.metrics().request("milter unscored", 200, start.elapsed().as_secs_f64());
+        return;
+    }
+    let raw = message(&msg.headers, &msg.body);
+    let env = envelope(client, &msg);
+    let user = match msg.rcpts.as_slice() {
+        [one] => Some(one.trim_start_matches('<').trim_end_matches('>').to_string()).filter(|u| !u.is_empty()),
+        _ => None,
+    };
+    let score = match tokio::time::timeout(opts.timeout, service.check(user, raw, Some(env))).await {
+        Ok(Ok((s, _))) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(error = ?e, "milter: no score, accepted unscored");
+            Reply::AddHeader { name: "X-Spam-Status".into(), value: "unscored (error)".into() }.encode(out);
+            Reply::Continue.encode(out);
+            service.metrics().request("milter unscored", 500, start.elapsed().as_secs_f64());
+            return;
+        }
+        Err(_) => {
+            Reply::AddHeader { name: "X-Spam-Status".into(), value: "unscored (timed out)".into() }.encode(out);
+            Reply::Continue.encode(out);
+            service.metrics().request("milter unscored", 504, start.elapsed().as_secs_f64());
+            return;
+        }
+    };
+    let outcome = Outcome::from_score(&score, service.engine().params.spam_cutoff);
+    let action = opts.actions.decide(score.probability);
+    match action {
+        Action::Reject => {
+            Reply::ReplyCode { code: 550, text: format!("5.7.1 message refused as spam (hamlet {:.4})", score.probability) }.encode(out)
+        }
+        Action::SoftReject => {
+            Reply::ReplyCode { code: 451, text: format!("4.7.1 message deferred as likely spam (hamlet {:.4}), try again later", score.probability) }
+                .encode(out)
+        }
+        Action::Discard => Reply::Discard.encode(out),
+        Action::Quarantine | Action::AddHeaders => {
+            for r in outside {
+                r.encode(out);
+            }
+            for (name, value) in header_fields(&outcome.headers("\n")) {
+                Reply::AddHeader { name, value }.encode(out);
+            }
+            if action == Action::Quarantine {
+                Reply::Quarantine(format!("hamlet: spam probability {:.4}", score.probability)).encode(out);
+            }
+            Reply::Continue.encode(out);
+        }
+    }
+    tracing::debug!(verdict = %outcome.verdict, probability = outcome.probability, action = action.name(), "milter");
+    service.metrics().request(&format!("milter {}", action.name()), 200, start.elapsed().as_secs_f64());
+}
+
+/// Deletions of the `X-Spam-*` and `X-Hamlet-*` fields the message came
+/// with (forgeable, and they would contradict hamlet's), last first so each
+/// index still names the field it did.
+fn removals(headers: &[(String, Vec<u8>)]) -> Vec<Reply> {
+    let ours = |n: &str| {
+        let n = n.to_ascii_lowercase();
+        n.starts_with("x-spam-") || n.starts_with("x-hamlet-")
+    };
+    let mut seen: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for (name, _) in headers {
+        let k = name.to_ascii_lowercase();
+        let i = seen.entry(k).or_insert(0);
+        *i += 1;
+        if ours(name) {
+            out.push(Reply::ChangeHeader { index: *i, name: name.clone(), value: String::new() });
+        }
+    }
+    out.reverse();
+    out
+}
+
+/// The message as the MTA received it: its fields (the MTA gives each
+/// value unfolded at LF; lines end in CRLF here) and body.
+fn message(headers: &[(String, Vec<u8>)], body: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(body.len() + headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>() + 2);
+    for (name, value) in headers {
+        m.extend_from_slice(name.as_bytes());
+        m.extend_from_slice(b": ");
+        for (i, line) in value.split(|&b| b == b'\n').enumerate() {
+            if i > 0 {
+                m.extend_from_slice(b"\r\n");
+            }
+            m.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        }
+        m.extend_from_slice(b"\r\n");
+    }
+    m.extend_from_slice(b"\r\n");
+    m.extend_from_slice(body);
+    m
+}
+
+/// (name, value) of header lines `Name: value\n\tmore\n`, a folded value
+/// kept with its `\n` and leading whitespace (as milters add them).
+fn header_fields(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = out.last_mut() {
+                v.push('\n');
+                v.push_str(line);
+            }
+        } else if let Some((n, v)) = line.split_once(':') {
+            out.push((n.to_string(), v.trim_start().to_string()));
+        }
+    }
+    out
+}
+
+/// Reads one packet; `None` at a clean end of stream.
+async fn read_packet(conn: &mut Conn, buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, String> {
+    loop {
+        match proto::frame(buf).map_err(|e| e.to_string())? {
+            Some((n, packet)) => {
+                let p = packet.to_vec();
+                buf.drain(..n);
+                return Ok(Some(p));
+            }
+            None => {
+                let mut chunk = [0u8; 16 << 10];
+                let k = conn.read(&mut chunk).await.map_err(|e| format!("read error: {e}"))?;
+                if k == 0 {
+                    return if buf.is_empty() { Ok(None) } else { Err("the MTA closed the connection inside a packet".into()) };
+                }
+                buf.extend_from_slice(&chunk[..k]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_by_probability() {
+        let a = Actions { reject: Some(0.999), discard: None, soft_reject: Some(0.99), quarantine: Some(0.9) };
+        assert_eq!(a.decide(0.9995), Action::Reject);
+        assert_eq!(a.decide(0.995), Action::SoftReject);
+        assert_eq!(a.decide(0.95), Action::Quarantine);
+        assert_eq!(a.decide(0.5), Action::AddHeaders);
+        assert_eq!(Actions::default().decide(1.0), Action::AddHeaders, "all off: headers only");
+    }
+
+    #[test]
+    fn outside_spam_headers_are_removed_last_first() {
+        let h = |n: &str| (n.to_string(), b"x".to_vec());
+        let got = removals(&[h("X-Spam-Flag"), h("Subject"), h("x-spam-flag"), h("X-Hamlet-Verdict"), h("X-Spamming")]);
+        assert_eq!(
+            got,
+            vec![
+                Reply::ChangeHeader { index: 1, name: "X-Hamlet-Verdict".into(), value: String::new() },
+                Reply::ChangeHeader { index: 2, name: "x-spam-flag".into(), value: String::new() },
+                Reply::ChangeHeader { index: 1, name: "X-Spam-Flag".into(), value: String::new() },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_message_is_rebuilt_with_crlf() {
+        let m = message(&[("Subject".into(), b"a\n\tb".to_vec()), ("To".into(), b"bob@example.net".to_vec())], b"Hi\r\n");
+        assert_eq!(m, b"Subject: a\r\n\tb\r\nTo: bob@example.net\r\n\r\nHi\r\n");
+        assert_eq!(
+            header_fields("X-Spam-Flag: NO\nX-Spam-Status: No, score=0.1\n\ttests=A,B\n"),
+            vec![("X-Spam-Flag".into(), "NO".into()), ("X-Spam-Status".into(), "No, score=0.1\n\ttests=A,B".into())]
+        );
+    }
+}
