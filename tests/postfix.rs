@@ -44,8 +44,8 @@ fn start() -> Stack {
 }
 
 /// Postfix and `hamlet serve`: with the policy service (`milter` false) or
-/// the milter (rejects from 0.99, quarantines the rest so the test can
-/// read the headers hamlet added; the starter model).
+/// the milter (rejects from 0.99; the starter model; Postfix holds what it
+/// accepts, so the test can read the headers hamlet added).
 fn start_with(milter: bool) -> Stack {
     for (bin, pkg) in [("/usr/sbin/postfix", "postfix"), ("/usr/bin/swaks", "swaks")] {
         assert!(Path::new(bin).exists(), "{pkg} is not installed: run scripts/test.sh, or `apt-get install -y {pkg}`");
@@ -70,11 +70,19 @@ fn start_with(milter: bool) -> Stack {
         .collect::<Vec<_>>()
         .join("\n");
     if milter {
-        main += &format!("\nsmtpd_milters = inet:127.0.0.1:{policy}\nmilter_default_action = accept\n");
+        // Every accepted message held, so the test can read what hamlet
+        // did to it (which of its actions applies: a unit test).
+        main += &format!(
+            "\nsmtpd_milters = inet:127.0.0.1:{policy}\nmilter_default_action = accept\nsmtpd_end_of_data_restrictions = check_client_access static:HOLD\n"
+        );
     }
     std::fs::write(dir.join("conf/main.cf"), main + "\n").unwrap();
     std::fs::write(dir.join("conf/master.cf"), harness("postfix-master.cf").replace("@SMTP_PORT@", &smtp.to_string())).unwrap();
-    let extra = if milter { "milter_reject_at = 0.99\nmilter_quarantine_at = 0.0\n" } else { "[envelope.greylist]\nenabled = true\ndelay_s = 2\n" };
+    let extra = if milter {
+        "max_body_bytes = 65536\ninflight_body_bytes = 1048576\nmilter_reject_at = 0.99\n"
+    } else {
+        "[envelope.greylist]\nenabled = true\ndelay_s = 2\n"
+    };
     std::fs::write(dir.join("hamlet.toml"), format!("log = \"warn\"\nhttp = \"127.0.0.1:{http}\"\n{extra}")).unwrap();
     let db = dir.join("h.redb");
     let init: &[&str] = if milter { &["db", "init"] } else { &["db", "init", "--empty"] };
@@ -149,8 +157,8 @@ fn postfix_milter_rejects_spam_and_marks_ham() {
         .collect();
     spams.sort();
     let s = start_with(true);
-    // Ham, with a forged verdict from outside: accepted, held (quarantine
-    // from 0.0 here), the forged field gone, hamlet's fields added.
+    // Ham, with a forged verdict from outside: accepted, the forged field
+    // gone, hamlet's fields added.
     let ham = std::fs::read_to_string("corpus/messages/01-plain.eml").unwrap().replacen("Subject:", "X-Spam-Flag: YES\r\nSubject:", 1);
     let ham_file = s.dir.join("ham.eml");
     std::fs::write(&ham_file, ham).unwrap();
@@ -160,6 +168,14 @@ fn postfix_milter_rejects_spam_and_marks_ham() {
     assert!(held.contains("X-Spam-Checker-Version: hamlet"), "hamlet's headers: {held}");
     assert!(held.contains("X-Spam-Flag: NO") && !held.contains("X-Spam-Flag: YES"), "the forged flag is replaced: {held}");
     assert!(held.contains("X-Spam-Status: No") && held.contains("tests=HAMLET_"), "{held}");
+    // Over max_body_bytes: accepted unscored, and said so; the forged
+    // flag still goes.
+    let big = std::fs::read_to_string(&ham_file).unwrap() + &"the tomato beds will be rotated next spring\r\n".repeat(2000);
+    let big_file = s.dir.join("big.eml");
+    std::fs::write(&big_file, big).unwrap();
+    let t = swaks_data(&s, &big_file);
+    let held = queued(&s, &t);
+    assert!(held.contains("X-Spam-Status: unscored (too big)") && !held.contains("X-Spam-Flag: YES"), "{held}");
     // Spam the starter model knows: refused during the dialogue.
     let spam = swaks_data(&s, &spams[0]);
     assert!(spam.contains("550 5.7.1 message refused as spam (hamlet"), "{spam}");

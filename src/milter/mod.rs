@@ -138,6 +138,9 @@ pub async fn serve<S: TokenStore + 'static>(
     .await;
 }
 
+/// The most verdict fields of a message that are removed.
+const MAX_FIELDS: usize = 1_000;
+
 /// How much budget a message takes at a time.
 const ROOM_STEP: usize = 1 << 20;
 
@@ -148,6 +151,10 @@ struct Message {
     rcpts: Vec<String>,
     headers: Vec<(String, Vec<u8>)>,
     body: Vec<u8>,
+    /// The names of its `X-Spam-*` and `X-Hamlet-*` fields, in order (kept
+    /// when the message is not: forged verdicts go whether it is scored or
+    /// not; a field's index counts only fields of its own name).
+    names: Vec<String>,
     rooms: Vec<Room>,
     /// Why it will not be scored (too big, no room), if so.
     unscored: Option<&'static str>,
@@ -210,6 +217,9 @@ async fn session<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts: &Opti
                 streaming = true;
                 let size = name.len() + value.len() + 4;
                 keep(slot, opts, &mut msg, size).await;
+                if ours(&name) && name.len() <= 256 && msg.names.len() < MAX_FIELDS {
+                    msg.names.push(name.clone());
+                }
                 if msg.unscored.is_none() {
                     msg.headers.push((name, value));
                 }
@@ -300,7 +310,7 @@ async fn keep(slot: &Slot, opts: &Options, msg: &mut Message, more: usize) {
 /// Scores the message and encodes the replies for its action.
 async fn end_of_message<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts: &Options, client: &Client, msg: Message, out: &mut Vec<u8>) {
     let start = Instant::now();
-    let outside = removals(&msg.headers);
+    let outside = removals(&msg.names);
     if let Some(why) = msg.unscored {
         for r in outside {
             r.encode(out);
@@ -360,17 +370,19 @@ async fn end_of_message<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts
     service.metrics().request(&format!("milter {}", action.name()), 200, start.elapsed().as_secs_f64());
 }
 
+/// Whether a field is a verdict of the kind hamlet adds.
+fn ours(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.starts_with("x-spam-") || n.starts_with("x-hamlet-")
+}
+
 /// Deletions of the `X-Spam-*` and `X-Hamlet-*` fields the message came
 /// with (forgeable, and they would contradict hamlet's), last first so each
 /// index still names the field it did.
-fn removals(headers: &[(String, Vec<u8>)]) -> Vec<Reply> {
-    let ours = |n: &str| {
-        let n = n.to_ascii_lowercase();
-        n.starts_with("x-spam-") || n.starts_with("x-hamlet-")
-    };
+fn removals(names: &[String]) -> Vec<Reply> {
     let mut seen: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     let mut out = Vec::new();
-    for (name, _) in headers {
+    for name in names {
         let k = name.to_ascii_lowercase();
         let i = seen.entry(k).or_insert(0);
         *i += 1;
@@ -456,8 +468,7 @@ mod tests {
 
     #[test]
     fn outside_spam_headers_are_removed_last_first() {
-        let h = |n: &str| (n.to_string(), b"x".to_vec());
-        let got = removals(&[h("X-Spam-Flag"), h("Subject"), h("x-spam-flag"), h("X-Hamlet-Verdict"), h("X-Spamming")]);
+        let got = removals(&["X-Spam-Flag", "Subject", "x-spam-flag", "X-Hamlet-Verdict", "X-Spamming"].map(String::from));
         assert_eq!(
             got,
             vec![
