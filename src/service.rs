@@ -24,8 +24,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// What every request handler, of every front end, shares. Made by
-/// [`Service::builder`] (from a configuration: the `build` module).
 /// Logs that a check went on without the model, at most once a minute (a
 /// Redis outage under load would otherwise log every check).
 fn store_error_logged(err: &crate::Error) {
@@ -37,6 +35,8 @@ fn store_error_logged(err: &crate::Error) {
     }
 }
 
+/// What every request handler, of every front end, shares. Made by
+/// [`Service::builder`] (from a configuration: the `build` module).
 pub struct Service<S: TokenStore + 'static> {
     engine: Engine<S>,
     /// Bearer token the HTTP learn endpoints require (`None`: learning is

@@ -156,6 +156,8 @@ struct Message {
     /// not; a field's index counts only fields of its own name).
     names: Vec<String>,
     rooms: Vec<Room>,
+    /// Bytes of the message so far (fields counted as `name: value\r\n`).
+    size: usize,
     /// Why it will not be scored (too big, no room), if so.
     unscored: Option<&'static str>,
 }
@@ -291,7 +293,8 @@ async fn keep(slot: &Slot, opts: &Options, msg: &mut Message, more: usize) {
     if msg.unscored.is_some() {
         return;
     }
-    let size = msg.body.len() + msg.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>() + more;
+    msg.size += more;
+    let size = msg.size;
     if size > opts.max_message_bytes {
         msg.unscored = Some("too big");
     } else if size > msg.rooms.len() * ROOM_STEP {
@@ -311,14 +314,17 @@ async fn keep(slot: &Slot, opts: &Options, msg: &mut Message, more: usize) {
 async fn end_of_message<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts: &Options, client: &Client, msg: Message, out: &mut Vec<u8>) {
     let start = Instant::now();
     let outside = removals(&msg.names);
-    if let Some(why) = msg.unscored {
-        for r in outside {
+    // Accepted as it is, with a field saying why it was not scored.
+    let unscored = |out: &mut Vec<u8>, removed: &[Reply], why: &str, code: u16| {
+        for r in removed {
             r.encode(out);
         }
         Reply::AddHeader { name: "X-Spam-Status".into(), value: format!("unscored ({why})") }.encode(out);
         Reply::Continue.encode(out);
-        service.metrics().request("milter unscored", 200, start.elapsed().as_secs_f64());
-        return;
+        service.metrics().request("milter unscored", code, start.elapsed().as_secs_f64());
+    };
+    if let Some(why) = msg.unscored {
+        return unscored(out, &outside, why, 200);
     }
     let raw = message(&msg.headers, &msg.body);
     let env = envelope(client, &msg);
@@ -330,17 +336,9 @@ async fn end_of_message<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts
         Ok(Ok((s, _))) => s,
         Ok(Err(e)) => {
             tracing::warn!(error = ?e, "milter: no score, accepted unscored");
-            Reply::AddHeader { name: "X-Spam-Status".into(), value: "unscored (error)".into() }.encode(out);
-            Reply::Continue.encode(out);
-            service.metrics().request("milter unscored", 500, start.elapsed().as_secs_f64());
-            return;
+            return unscored(out, &[], "error", 500);
         }
-        Err(_) => {
-            Reply::AddHeader { name: "X-Spam-Status".into(), value: "unscored (timed out)".into() }.encode(out);
-            Reply::Continue.encode(out);
-            service.metrics().request("milter unscored", 504, start.elapsed().as_secs_f64());
-            return;
-        }
+        Err(_) => return unscored(out, &[], "timed out", 504),
     };
     let outcome = Outcome::from_score(&score, service.engine().params.spam_cutoff);
     let action = opts.actions.decide(score.probability);

@@ -99,6 +99,37 @@ enum RawStream {
     Unix(std::os::unix::net::UnixStream),
 }
 
+impl RawStream {
+    /// Both timeouts of the socket.
+    fn set_timeout(&self, d: Duration) -> std::io::Result<()> {
+        match self {
+            RawStream::Tcp(s) => s.set_read_timeout(Some(d)).and_then(|()| s.set_write_timeout(Some(d))),
+            RawStream::Unix(s) => s.set_read_timeout(Some(d)).and_then(|()| s.set_write_timeout(Some(d))),
+        }
+    }
+}
+
+impl Read for RawStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            RawStream::Tcp(s) => s.read(buf),
+            RawStream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for RawStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            RawStream::Tcp(s) => s.write(buf),
+            RawStream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A connection that reads its replies itself ([`Replies`]).
 struct Raw {
     stream: RawStream,
@@ -139,16 +170,8 @@ impl Raw {
     fn exchange(&mut self, packed: &[u8], n: usize, budget: Duration) -> std::io::Result<Replies> {
         let deadline = Instant::now() + budget;
         let left = || deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or(std::io::ErrorKind::TimedOut);
-        match &mut self.stream {
-            RawStream::Tcp(s) => {
-                s.set_write_timeout(Some(left()?))?;
-                s.write_all(packed)?;
-            }
-            RawStream::Unix(s) => {
-                s.set_write_timeout(Some(left()?))?;
-                s.write_all(packed)?;
-            }
-        }
+        self.stream.set_timeout(left()?)?;
+        self.stream.write_all(packed)?;
         let mut r = Replies::default();
         r.buffer().reserve(16 << 10);
         let mut at = 0;
@@ -159,10 +182,7 @@ impl Raw {
                     let buf = r.buffer();
                     let len = buf.len();
                     buf.resize(len + (16 << 10), 0);
-                    let got = match &mut self.stream {
-                        RawStream::Tcp(s) => s.set_read_timeout(Some(left()?)).and_then(|()| s.read(&mut buf[len..])),
-                        RawStream::Unix(s) => s.set_read_timeout(Some(left()?)).and_then(|()| s.read(&mut buf[len..])),
-                    };
+                    let got = self.stream.set_timeout(left()?).and_then(|()| self.stream.read(&mut buf[len..]));
                     buf.truncate(len + *got.as_ref().unwrap_or(&0));
                     if got? == 0 {
                         return Err(std::io::ErrorKind::UnexpectedEof.into());

@@ -128,7 +128,12 @@ impl Levels {
             Value::Array(a) => a.as_slice(),
             _ => &[],
         };
-        let n = |i: usize, default: i64| a.get(i).map_or(default, |v| if matches!(v, Value::Nil) { default } else { int(v) }).max(0) as u64;
+        Levels::from_fields(|i| a.get(i).filter(|v| !matches!(v, Value::Nil)).map(int))
+    }
+
+    /// From the fields `tL, tS, jL, jS` by their place (`None`: missing).
+    fn from_fields(field: impl Fn(usize) -> Option<i64>) -> Levels {
+        let n = |i: usize, default: i64| field(i).unwrap_or(default).max(0) as u64;
         Levels { t: (n(0, 4).min(24) as u32, n(1, 0)), j: (n(2, 4).min(24) as u32, n(3, 0)) }
     }
 
@@ -151,13 +156,13 @@ impl Levels {
     }
 }
 
-/// The key of a [`Levels::bucket_id`].
 /// The key of an `HMGET`: a named one, or a bucket by its id.
 enum HKey<'a> {
     Named(&'a str),
     Bucket(u64),
 }
 
+/// The key of a [`Levels::bucket_id`].
 fn bucket_key(base: &str, id: u64) -> String {
     let mut k = Vec::with_capacity(base.len() + 16);
     push_bucket_key(&mut k, base, id);
@@ -310,12 +315,13 @@ fn bytes(v: &Value) -> &[u8] {
 fn int(v: &Value) -> i64 {
     match v {
         Value::Int(i) => *i,
-        other => std::str::from_utf8(bytes(other)).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+        other => parse(bytes(other)).unwrap_or(0),
     }
 }
 
-fn float(v: &Value) -> f64 {
-    std::str::from_utf8(bytes(v)).ok().and_then(|s| s.parse().ok()).unwrap_or(0.0)
+/// A number Redis sent as text.
+fn parse<T: std::str::FromStr>(b: &[u8]) -> Option<T> {
+    std::str::from_utf8(b).ok()?.parse().ok()
 }
 
 fn array(v: Value) -> Vec<Value> {
@@ -328,9 +334,9 @@ fn array(v: Value) -> Vec<Value> {
 /// A bucket's (field, value).
 type Entry = (Vec<u8>, Vec<u8>);
 
-/// What one pipelined read answers: the state's fields, the journal
-/// entries and the records, raw (empty: none).
-type ReadReply = (Vec<Value>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+/// What one pipelined read answers: the model's state and 4-gram weights'
+/// version, the journal entries and the records, raw (empty: none).
+type ReadReply = ((ModelState, i64), Vec<Vec<u8>>, Vec<Vec<u8>>);
 
 /// What one read call returned.
 struct Fetched {
@@ -459,16 +465,9 @@ impl RedisStore {
                 break;
             }
             let journal = if first { digests } else { &[] };
-            let (st, j, records) = self.read_call(journal, chunk)?;
-            let f = |i: usize| st.get(i).unwrap_or(&Value::Nil);
-            let u = |i: usize| int(f(i)).max(0) as u64;
-            out.state = ModelState {
-                totals: Totals { spam: u(0), ham: u(1) },
-                messages: Totals { spam: u(2), ham: u(3) },
-                bias: float(f(4)),
-                mix: [float(f(5)), float(f(6)), float(f(7))],
-            };
-            out.grams_version = int(f(8));
+            let ((state, grams_version), j, records) = self.read_call(journal, chunk)?;
+            out.state = state;
+            out.grams_version = grams_version;
             if first {
                 out.journal = j;
             }
@@ -570,10 +569,9 @@ impl RedisStore {
             cmds.push((HKey::Named(&self.state_key), from..fields.len()));
             let got = self.hmgets(&cmds, &fields)?;
             let last = got.len().saturating_sub(1);
-            let value = |r: usize, k: usize| got.get(r, k).map_or(Value::Nil, |b| Value::BulkString(b.to_vec()));
-            let first: Vec<Value> = (0..STATE.len()).map(|k| value(0, k)).collect();
-            let before = Levels::from_value(&Value::Array(first[9..].to_vec()));
-            let after = Levels::from_value(&Value::Array((0..4).map(|k| value(last, k)).collect()));
+            let num = |r: usize, k: usize| got.get(r, k).and_then(parse::<i64>);
+            let before = Levels::from_fields(|k| num(0, 9 + k));
+            let after = Levels::from_fields(|k| num(last, k));
             if before != lv || after != lv {
                 self.saw_levels(after);
                 continue;
@@ -598,7 +596,15 @@ impl RedisStore {
                     }
                 }
             }
-            return Ok((first, journal, records));
+            let u = |k: usize| num(0, k).unwrap_or(0).max(0) as u64;
+            let f = |k: usize| got.get(0, k).and_then(parse::<f64>).unwrap_or(0.0);
+            let state = ModelState {
+                totals: Totals { spam: u(0), ham: u(1) },
+                messages: Totals { spam: u(2), ham: u(3) },
+                bias: f(4),
+                mix: [f(5), f(6), f(7)],
+            };
+            return Ok(((state, num(0, 8).unwrap_or(0)), journal, records));
         }
         Err(Error::Remote(format!("{}: the bucket levels kept moving during a read", self.describe())))
     }
