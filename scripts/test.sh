@@ -21,6 +21,8 @@ command -v openssl >/dev/null || need_pkgs+=(openssl)
 # Postfix and swaks: the end-to-end test of the policy service.
 [[ -x /usr/sbin/postfix ]] || need_pkgs+=(postfix)
 command -v swaks >/dev/null || need_pkgs+=(swaks)
+# miltertest (OpenDKIM's milter test driver): a second real MTA side for the milter.
+command -v miltertest >/dev/null || need_pkgs+=(miltertest)
 # unbound serves the DNS-list zone of the envelope tests.
 [[ -x /usr/sbin/unbound ]] || need_pkgs+=(unbound)
 # redis-server: the Redis store's tests (each starts its own on loopback).

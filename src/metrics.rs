@@ -25,6 +25,12 @@ pub struct Metrics {
     /// Learns refused because a new per-user model would pass `users_max`
     /// or `users_max_bytes`.
     users_refused: std::sync::atomic::AtomicU64,
+    /// Milter outcomes by SMTP stage (`connect`, `helo`, `mail`, `rcpt`,
+    /// `eom`) and result (`continue`, `reject`, `defer`, an action).
+    milter: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// The listeners' guard: connections closed to make room, bodies
+    /// refused for want of budget (set by `serve`).
+    listener_counts: std::sync::OnceLock<Box<dyn Fn() -> (u64, u64) + Send + Sync>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -58,6 +64,17 @@ impl Metrics {
     /// Counts a learn refused for a new user past the per-user caps.
     pub fn user_refused(&self) {
         self.users_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts one milter outcome at its stage.
+    pub fn milter(&self, stage: &'static str, result: &'static str) {
+        *lock(&self.milter).entry((stage, result)).or_default() += 1;
+    }
+
+    /// Where `/metrics` reads the listeners' eviction and budget-refusal
+    /// counts from (the first call wins).
+    pub fn listener_counts(&self, read: impl Fn() -> (u64, u64) + Send + Sync + 'static) {
+        let _ = self.listener_counts.set(Box::new(read));
     }
 
     /// Verdicts given so far, by name (`spam`, `ham`, `unsure`).
@@ -105,6 +122,20 @@ impl Metrics {
         let _ = writeln!(o, "# HELP hamlet_users_refused_total Learns refused because a new per-user model would pass users_max or users_max_bytes.");
         let _ = writeln!(o, "# TYPE hamlet_users_refused_total counter");
         let _ = writeln!(o, "hamlet_users_refused_total {}", self.users_refused.load(std::sync::atomic::Ordering::Relaxed));
+        let _ = writeln!(o, "# HELP hamlet_milter_total Milter outcomes by SMTP stage and result.");
+        let _ = writeln!(o, "# TYPE hamlet_milter_total counter");
+        for ((stage, result), n) in lock(&self.milter).iter() {
+            let _ = writeln!(o, "hamlet_milter_total{{stage=\"{stage}\",result=\"{}\"}} {n}", result.replace(' ', "_"));
+        }
+        if let Some(read) = self.listener_counts.get() {
+            let (evicted, refused) = read();
+            let _ = writeln!(o, "# HELP hamlet_connections_evicted_total Connections closed to make room at a cap or when file descriptors ran out.");
+            let _ = writeln!(o, "# TYPE hamlet_connections_evicted_total counter");
+            let _ = writeln!(o, "hamlet_connections_evicted_total {evicted}");
+            let _ = writeln!(o, "# HELP hamlet_bodies_refused_total Request bodies refused for want of room in the in-flight budget.");
+            let _ = writeln!(o, "# TYPE hamlet_bodies_refused_total counter");
+            let _ = writeln!(o, "hamlet_bodies_refused_total {refused}");
+        }
         let _ = writeln!(o, "# HELP hamlet_db_bytes Size of the token database file.");
         let _ = writeln!(o, "# TYPE hamlet_db_bytes gauge");
         let _ = writeln!(o, "hamlet_db_bytes {db_bytes}");
@@ -134,6 +165,13 @@ mod tests {
         assert!(t.contains("hamlet_users_refused_total 0"));
         m.user_refused();
         assert!(m.render(10, 1).contains("hamlet_users_refused_total 1"));
+        m.milter("rcpt", "defer");
+        m.milter("eom", "soft reject");
+        m.listener_counts(|| (3, 4));
+        let t = m.render(10, 1);
+        assert!(t.contains("hamlet_milter_total{stage=\"rcpt\",result=\"defer\"} 1"), "{t}");
+        assert!(t.contains("hamlet_milter_total{stage=\"eom\",result=\"soft_reject\"} 1"), "{t}");
+        assert!(t.contains("hamlet_connections_evicted_total 3") && t.contains("hamlet_bodies_refused_total 4"), "{t}");
         assert_eq!(m.requests_total(), 3);
     }
 }

@@ -34,13 +34,19 @@ pub async fn run(cfg: Config) -> Result<()> {
         Some(addr) => Some(Listener::bind("spamd", addr).await?),
         None => None,
     };
-    let policy = match &cfg.policy {
-        Some(addr) => Some((Listener::bind("the policy service", addr).await?, Arc::new(build::policy_checker(&cfg)?))),
-        None => None,
+    // The policy service and the milter answer the envelope with one
+    // checker (one greylisting store).
+    let checker = match cfg.policy.is_some() || cfg.milter.is_some() {
+        true => Some(Arc::new(build::policy_checker(&cfg)?)),
+        false => None,
     };
-    let milter = match &cfg.milter {
-        Some(addr) => Some(Listener::bind("milter", addr).await?),
-        None => None,
+    let policy = match (&cfg.policy, &checker) {
+        (Some(addr), Some(c)) => Some((Listener::bind("the policy service", addr).await?, c.clone())),
+        _ => None,
+    };
+    let milter = match (&cfg.milter, &checker) {
+        (Some(addr), Some(c)) => Some((Listener::bind("milter", addr).await?, c.clone())),
+        _ => None,
     };
     tracing::info!(
         http = %cfg.http,
@@ -59,6 +65,8 @@ pub async fn run(cfg: Config) -> Result<()> {
     // One budget for the bodies in flight on every front end, and one
     // record of who waits on its client, to close first when it is spent.
     let guard = Guard::new(cfg.inflight_body_bytes);
+    let g = guard.clone();
+    service.metrics().listener_counts(move || g.counts());
     let app = crate::http::router(service.clone(), cfg.max_body_bytes);
     let opts = crate::http::Options {
         max_connections: cfg.http_max_connections,
@@ -73,11 +81,29 @@ pub async fn run(cfg: Config) -> Result<()> {
     let policy = policy.map(|(l, checker)| {
         tokio::spawn(crate::policy::serve(l, service.clone(), checker, cfg.policy_max_connections, guard.clone(), stopped(stop_rx.clone())))
     });
-    let milter = milter.map(|l| {
+    let milter = milter.map(|(l, checker)| {
         let opts = crate::milter::Options::from_config(&cfg);
-        tokio::spawn(crate::milter::serve(l, service.clone(), opts, guard.clone(), stopped(stop_rx.clone())))
+        tokio::spawn(crate::milter::serve(l, service.clone(), checker, opts, guard.clone(), stopped(stop_rx.clone())))
+    });
+    // Stale greylisting records go hourly.
+    let expiry = checker.map(|checker| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tick.tick().await;
+                let c = checker.clone();
+                match tokio::task::spawn_blocking(move || c.expire(crate::envelope::now())).await {
+                    Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "greylist expiry"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "greylist expiry failed"),
+                    _ => {}
+                }
+            }
+        })
     });
     shutdown_signal().await;
+    if let Some(e) = expiry {
+        e.abort();
+    }
     let _ = stop_tx.send(true);
     let failed = |what: &str, e: &dyn std::fmt::Display| Error::Internal(format!("{what} failed: {e}"));
     http.await.map_err(|e| failed("HTTP server task", &e))?;

@@ -220,8 +220,20 @@ impl<S: TokenStore + 'static> Service<S> {
     /// envelope, its outcomes are checked, reported, and their tokens join
     /// the message's (so the classifier weighs them as it learns).
     pub async fn check(self: &Arc<Self>, user: Option<String>, raw: Vec<u8>, env: Option<Envelope>) -> Result<(Score, Option<Report>), JobError> {
-        let me = self.clone();
         let lookups = self.lookups(env.as_ref()).await;
+        self.check_looked_up(user, raw, env, lookups).await
+    }
+
+    /// [`Service::check`] with the envelope's DNS answers already in hand
+    /// (the milter looks them up at their SMTP stages).
+    pub async fn check_looked_up(
+        self: &Arc<Self>,
+        user: Option<String>,
+        raw: Vec<u8>,
+        env: Option<Envelope>,
+        lookups: crate::envelope::Lookups,
+    ) -> Result<(Score, Option<Report>), JobError> {
+        let me = self.clone();
         let auth = self.envelope.authenticate(&raw, env.as_ref(), lookups.spf.as_ref()).await;
         let (score, report, auto) = self
             .blocking(move |e| {

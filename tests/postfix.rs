@@ -7,6 +7,9 @@
 //! during the SMTP dialogue and adds its headers to the rest.
 //! `scripts/test.sh` installs both.
 
+mod common;
+
+use common::unbound::unbound;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -40,13 +43,15 @@ fn harness(file: &str) -> String {
 }
 
 fn start() -> Stack {
-    start_with(false)
+    start_with(None)
 }
 
-/// Postfix and `hamlet serve`: with the policy service (`milter` false) or
+/// Postfix and `hamlet serve`: with the policy service (`milter` `None`) or
 /// the milter (rejects from 0.99; the starter model; Postfix holds what it
-/// accepts, so the test can read the headers hamlet added).
-fn start_with(milter: bool) -> Stack {
+/// accepts, so the test can read the headers hamlet added) with this more
+/// of hamlet.toml.
+fn start_with(milter_config: Option<&str>) -> Stack {
+    let milter = milter_config.is_some();
     for (bin, pkg) in [("/usr/sbin/postfix", "postfix"), ("/usr/bin/swaks", "swaks")] {
         assert!(Path::new(bin).exists(), "{pkg} is not installed: run scripts/test.sh, or `apt-get install -y {pkg}`");
     }
@@ -78,10 +83,9 @@ fn start_with(milter: bool) -> Stack {
     }
     std::fs::write(dir.join("conf/main.cf"), main + "\n").unwrap();
     std::fs::write(dir.join("conf/master.cf"), harness("postfix-master.cf").replace("@SMTP_PORT@", &smtp.to_string())).unwrap();
-    let extra = if milter {
-        "max_body_bytes = 65536\ninflight_body_bytes = 1048576\nmilter_reject_at = 0.99\n"
-    } else {
-        "[envelope.greylist]\nenabled = true\ndelay_s = 2\n"
+    let extra = match milter_config {
+        Some(more) => format!("max_body_bytes = 65536\ninflight_body_bytes = 1048576\nmilter_reject_at = 0.99\n{more}"),
+        None => "[envelope.greylist]\nenabled = true\ndelay_s = 2\n".to_string(),
     };
     std::fs::write(dir.join("hamlet.toml"), format!("log = \"warn\"\nhttp = \"127.0.0.1:{http}\"\n{extra}")).unwrap();
     let db = dir.join("h.redb");
@@ -109,9 +113,14 @@ fn start_with(milter: bool) -> Stack {
 
 /// One SMTP transaction through swaks; its transcript.
 fn swaks(stack: &Stack, helo: &str, from: &str, client: &str) -> String {
+    swaks_as(stack, helo, from, client, "mail.other.example")
+}
+
+/// [`swaks`] from a client of this name.
+fn swaks_as(stack: &Stack, helo: &str, from: &str, client: &str, name: &str) -> String {
     let out = Command::new("swaks")
         .args(["--server", &format!("127.0.0.1:{}", stack.smtp), "--helo", helo, "--from", from, "--to", "erin@corp.example"])
-        .args(["--xclient-addr", client, "--xclient-name", "mail.other.example", "--timeout", "20"])
+        .args(["--xclient-addr", client, "--xclient-name", name, "--timeout", "20"])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
@@ -156,7 +165,7 @@ fn postfix_milter_rejects_spam_and_marks_ham() {
         .map(|e| e.unwrap().path())
         .collect();
     spams.sort();
-    let s = start_with(true);
+    let s = start_with(Some(""));
     // Ham, with a forged verdict from outside: accepted, the forged field
     // gone, hamlet's fields added.
     let ham = std::fs::read_to_string("corpus/messages/01-plain.eml").unwrap().replacen("Subject:", "X-Spam-Flag: YES\r\nSubject:", 1);
@@ -185,4 +194,34 @@ fn postfix_milter_rejects_spam_and_marks_ham() {
     let _ = s.hamlet.wait();
     let after = swaks_data(&s, &ham_file);
     assert!(after.contains("250 2.0.0 Ok: queued"), "mail is never lost to a stopped milter: {after}");
+}
+
+/// The envelope at its SMTP stage through the milter alone (no policy
+/// service): a client on the DNS list is refused when it connects, a new
+/// triplet is greylisted at RCPT (450) and accepted after the delay, with
+/// hamlet's trace fields.
+#[test]
+fn postfix_milter_greylists_and_refuses_a_listed_client() {
+    let u = unbound("postfix-milter");
+    let more = format!(
+        "[envelope]\nmy_names = [\"mx.corp.example\"]\n[envelope.greylist]\nenabled = true\ndelay_s = 2\n[envelope.spf]\nenabled = true\n\
+         [[envelope.dnsbl]]\nzone = \"bl.test\"\naction = \"reject\"\n[envelope.dns]\nnameservers = [\"127.0.0.1:{}\"]\n",
+        u.port
+    );
+    let s = start_with(Some(&more));
+    let listed = swaks_as(&s, "mail.example.test", "alice@example.test", "127.0.0.2", "listed.example");
+    // Postfix asks the milter again after XCLIENT, and answers a refused
+    // connection its own way.
+    assert!(listed.contains("554 mx.corp.example ESMTP not accepting connections"), "{listed}");
+    let first = swaks_as(&s, "mail.example.test", "alice@example.test", "192.0.2.55", "mail.example.test");
+    assert!(first.contains("450 4.2.0 Greylisted"), "{first}");
+    std::thread::sleep(Duration::from_millis(2200));
+    let retry = swaks_as(&s, "mail.example.test", "alice@example.test", "192.0.2.55", "mail.example.test");
+    assert!(retry.contains("250 2.0.0 Ok: queued"), "after the delay: {retry}");
+    let held = queued(&s, &retry);
+    for field in
+        ["X-Greylist: delayed", "Received-SPF: pass", "Authentication-Results: mx.corp.example;", "spf=pass smtp.mailfrom=alice@example.test"]
+    {
+        assert!(held.contains(field), "{field} in {held}");
+    }
 }

@@ -484,8 +484,40 @@ impl<S: GreyStore> Greylist<S> {
     }
 }
 
+/// The `X-Greylist` field value for a delivery let through after `secs`
+/// of greylisting, at `now` (what milter-greylist and postgrey write).
+pub fn x_greylist(secs: u64, now: u64) -> String {
+    format!("delayed {secs} seconds by hamlet-{}; {}", env!("CARGO_PKG_VERSION"), rfc2822_date(now))
+}
+
+/// `Thu, 26 Nov 2026 16:30:27 +0000` (UTC).
+pub fn rfc2822_date(secs: u64) -> String {
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    format!("{}, {d} {} {y} {:02}:{:02}:{:02} +0000", DAYS[(days % 7) as usize], MONTHS[(m - 1) as usize], rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::rfc2822_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(super::rfc2822_date(1_795_710_627), "Thu, 26 Nov 2026 16:30:27 +0000");
+        assert!(super::x_greylist(300, 0).starts_with("delayed 300 seconds by hamlet-"));
+    }
+
     #[test]
     fn redb_store_refuses_a_foreign_file_and_reopens_after_a_fault() {
         let dir = std::env::temp_dir().join(format!("hamlet-grey-reopen-{}", std::process::id()));

@@ -201,6 +201,8 @@ pub struct Report {
     pub greylist: Option<Verdict>,
     /// The SPF result, when SPF ran.
     pub spf: Option<spf::Spf>,
+    /// DKIM's and DMARC's results, when they ran.
+    pub auth: Option<dkim::AuthReport>,
 }
 
 /// The answers of the envelope's DNS checks, gathered (concurrently,
@@ -212,6 +214,41 @@ pub struct Lookups {
 }
 
 impl Report {
+    /// The `Authentication-Results` field value (RFC 8601) for what SPF,
+    /// DKIM and DMARC found, under `authserv_id` (this host's name); `None`
+    /// when none of them ran. Methods after the first start a folded line.
+    pub fn authentication_results(&self, authserv_id: &str, env: &Envelope) -> Option<String> {
+        // A property value is a token or an address: nothing that would end
+        // it, start a comment, or fold the field.
+        let value = |s: &str| {
+            let v: String = s.chars().filter(|c| c.is_ascii_graphic() && !matches!(c, ';' | '(' | ')' | '"' | '\\')).take(200).collect();
+            if v.is_empty() { "unknown".to_string() } else { v }
+        };
+        let mut parts = Vec::new();
+        if let Some(s) = &self.spf {
+            let property = match s.identity {
+                spf::Identity::MailFrom => format!("smtp.mailfrom={}", value(&env.mail_from)),
+                spf::Identity::Helo => format!("smtp.helo={}", value(&env.helo)),
+            };
+            parts.push(format!("spf={} {property}", s.verdict.as_str()));
+        }
+        if let Some(a) = &self.auth {
+            if a.dkim.is_empty() {
+                parts.push("dkim=none".to_string());
+            }
+            for (result, domain) in &a.dkim {
+                parts.push(if domain.is_empty() { format!("dkim={result}") } else { format!("dkim={result} header.d={}", value(domain)) });
+            }
+            if let Some((result, policy, domain)) = &a.dmarc {
+                parts.push(format!("dmarc={result} (p={policy}) header.from={}", value(domain)));
+            }
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        Some(format!("{};\n\t{}", value(authserv_id), parts.join(";\n\t")))
+    }
+
     /// The synthetic tokens of every outcome that is not off.
     pub fn tokens(&self) -> Vec<String> {
         self.outcomes.iter().filter(|o| o.action != RuleAction::Off && !o.token.is_empty()).map(|o| o.token.clone()).collect()
@@ -264,11 +301,12 @@ impl<G: GreyStore> Checker<G> {
     /// Adds DKIM/DMARC findings to a report (making one for a request
     /// without an envelope), its decision updated.
     pub fn add_auth(&self, report: Option<Report>, auth: &dkim::AuthReport) -> Report {
-        let mut r = report.unwrap_or(Report { outcomes: Vec::new(), decision: Decision::Continue, greylist: None, spf: None });
+        let mut r = report.unwrap_or(Report { outcomes: Vec::new(), decision: Decision::Continue, greylist: None, spf: None, auth: None });
         for (rule, token, detail) in auth.findings() {
             r.outcomes.push(self.outcome(rule, token, detail));
         }
         r.decision = decide(&r.outcomes);
+        r.auth = Some(auth.clone());
         r
     }
 
@@ -277,27 +315,30 @@ impl<G: GreyStore> Checker<G> {
     /// [`Checker::check_with`].
     pub async fn lookups(&self, env: &Envelope) -> Lookups {
         let Some(ip) = env.client_ip else { return Lookups::default() };
-        let lists = async {
-            match &self.dnsbl {
-                Some(d) => d.check(ip).await,
-                None => Vec::new(),
-            }
-        };
-        // SPF needs the HELO or the sender; an authenticated or local
-        // client is ours, not some domain's.
-        let trusted = self.trusted(env);
-        let spf = async {
-            match &self.spf {
-                Some(s) if !trusted && (env.known.helo || env.known.mail_from) => {
-                    let helo = if env.known.helo { env.helo.as_str() } else { "" };
-                    let from = if env.known.mail_from { env.mail_from.as_str() } else { "" };
-                    if helo.is_empty() && from.is_empty() { None } else { Some(s.check(ip, helo, from).await) }
-                }
-                _ => None,
-            }
-        };
-        let (dnsbl, spf) = tokio::join!(lists, spf);
+        let (dnsbl, spf) = tokio::join!(self.lookup_lists(ip), self.lookup_spf(env));
         Lookups { dnsbl, spf }
+    }
+
+    /// The DNS lists' answers for a client address (the SMTP connect
+    /// stage has only that).
+    pub async fn lookup_lists(&self, ip: IpAddr) -> Vec<dnsbl::Listing> {
+        match &self.dnsbl {
+            Some(d) => d.check(ip).await,
+            None => Vec::new(),
+        }
+    }
+
+    /// SPF for an envelope: it needs the client address and the HELO or
+    /// the sender; an authenticated or local client is ours, not some
+    /// domain's, and is not checked.
+    pub async fn lookup_spf(&self, env: &Envelope) -> Option<spf::Spf> {
+        let (Some(s), Some(ip)) = (&self.spf, env.client_ip) else { return None };
+        if self.trusted(env) || !(env.known.helo || env.known.mail_from) {
+            return None;
+        }
+        let helo = if env.known.helo { env.helo.as_str() } else { "" };
+        let from = if env.known.mail_from { env.mail_from.as_str() } else { "" };
+        if helo.is_empty() && from.is_empty() { None } else { Some(s.check(ip, helo, from).await) }
     }
 
     /// An authenticated user's client, or software on this host.
@@ -395,7 +436,7 @@ impl<G: GreyStore> Checker<G> {
             }
         }
         let decision = decide(&outcomes);
-        Ok(Report { outcomes, decision, greylist: grey, spf: lookups.spf.clone() })
+        Ok(Report { outcomes, decision, greylist: grey, spf: lookups.spf.clone(), auth: None })
     }
 
     /// Drops stale greylisting records.
@@ -485,6 +526,23 @@ mod tests {
         assert!(c.check(&e, 0).unwrap().outcomes.is_empty());
         let bad = EnvelopeConfig { rules: [("NO_SUCH_RULE".to_string(), RuleAction::Off)].into(), ..Default::default() };
         assert!(Checker::<MemoryGreyStore>::new(bad, None).is_err());
+    }
+
+    #[test]
+    fn authentication_results_name_each_method() {
+        let e = env("mail.sender.example", "frank@sender.example", &["b@corp.example"]);
+        let mut r = Report { outcomes: vec![], decision: Decision::Continue, greylist: None, spf: None, auth: None };
+        assert_eq!(r.authentication_results("mx.corp.example", &e), None, "nothing ran");
+        r.spf = Some(spf::Spf { verdict: spf::Verdict::Pass, identity: spf::Identity::MailFrom, domain: "sender.example".into(), explanation: None });
+        r.auth = Some(dkim::AuthReport { dkim: vec![("pass", "sender.example".into())], dmarc: Some(("pass", "reject", "sender.example".into())) });
+        assert_eq!(
+            r.authentication_results("mx.corp.example", &e).unwrap(),
+            "mx.corp.example;\n\tspf=pass smtp.mailfrom=frank@sender.example;\n\tdkim=pass header.d=sender.example;\n\tdmarc=pass (p=reject) header.from=sender.example"
+        );
+        let forged = env("x; dkim=pass (", "", &[]);
+        r.spf = Some(spf::Spf { verdict: spf::Verdict::Fail, identity: spf::Identity::Helo, domain: "x".into(), explanation: None });
+        r.auth = Some(dkim::AuthReport::default());
+        assert_eq!(r.authentication_results("mx", &forged).unwrap(), "mx;\n\tspf=fail smtp.helo=xdkim=pass;\n\tdkim=none");
     }
 
     #[test]

@@ -1,30 +1,39 @@
 //! The milter front end of `hamlet serve` (`--milter ADDR`, `milter =` in
 //! hamlet.toml): Postfix (`smtpd_milters`) and Sendmail (`INPUT_MAIL_FILTER`)
-//! hand hamlet each message during the SMTP dialogue, so spam can be refused
-//! before the MTA takes responsibility for it. The wire format is in
+//! hand hamlet each SMTP session, so mail can be refused before the MTA
+//! takes responsibility for it. The wire format is in
 //! [`crate::protocol::milter`].
 //!
-//! One MTA connection per SMTP session. The envelope stages are answered
-//! "continue" (their verdicts live in the policy service for now) and
-//! remembered; the headers and body are collected, and at the end of the
-//! message it is scored as `/v1/check` scores it with that envelope (its
-//! checks' outcomes as tokens, SPF and DKIM/DMARC) and the action for its
-//! probability is taken (see [`Actions`]): reject (`550 5.7.1`), soft reject (`451 4.7.1`),
-//! discard, quarantine, or accept with hamlet's `X-Spam-*` headers (the
-//! SPAMD listener's), after removing any `X-Spam-*` headers the message came
+//! One MTA connection per SMTP session. The envelope is checked at its own
+//! stage by the policy service's checker (one implementation, two front
+//! ends): DNS lists at connect, the HELO rules at HELO, the sender and SPF
+//! at MAIL, greylisting and the recipient rules at each RCPT. A reject or
+//! defer decided there answers that stage (`SMFIR_REPLYCODE`: 550, or 450
+//! for a deferral; at RCPT only that recipient is refused). At the end of
+//! the message it is scored as `/v1/check` scores it with that envelope
+//! (its checks' outcomes as tokens, SPF, DKIM/DMARC); a content-stage rule
+//! set to reject or defer (a DMARC fail) answers, else the action for its
+//! probability is taken (see [`Actions`]): reject (`550 5.7.1`), soft reject
+//! (`451 4.7.1`), discard, quarantine, or accept with hamlet's `X-Spam-*`
+//! headers (the SPAMD listener's) and, on top, `Authentication-Results`,
+//! `Received-SPF` and `X-Greylist` as they apply, after removing the
+//! `X-Spam-*` fields and our own `Authentication-Results` the message came
 //! with. With one recipient and per-user models on, that user's model
 //! scores it; with several, the shared model does.
 //!
 //! Caps and deadlines: at most `milter_max_connections` sessions; each
 //! command has `head_timeout_s` to arrive while the MTA is inside a message
 //! and the SMTP session's own pace (up to [`IDLE`]) between messages; a
-//! message's bytes take room in the shared in-flight budget. A message
-//! bigger than `max_body_bytes`, or one for which no room or no score came in
-//! time, is accepted unscored with `X-Spam-Status: unscored (why)`: hamlet
-//! never loses or holds up mail on its own account.
+//! message's bytes take room in the shared in-flight budget; an envelope
+//! stage or a score that takes longer than `timeout_s` lets the mail go on
+//! (DNS lookups have their own, shorter budget). A message bigger than
+//! `max_body_bytes`, or one for which no room or no score came in time, is
+//! accepted unscored with `X-Spam-Status: unscored (why)`: hamlet never
+//! loses or holds up mail on its own account.
 
 use crate::config::Config;
-use crate::envelope::{Envelope, Known};
+use crate::envelope::greylist::{GreyStore, Verdict};
+use crate::envelope::{Checker, Decision, Envelope, Known, Lookups, Report};
 use crate::listener::{self, Conn, Guard, Listener, Room, Slot};
 use crate::protocol::milter::{self as proto, Command, Reply};
 use crate::protocol::spamd::Outcome;
@@ -97,6 +106,9 @@ pub struct Options {
     /// Time limit for a command inside a message, and for scoring.
     pub timeout: Duration,
     pub actions: Actions,
+    /// The `authserv-id` of the `Authentication-Results` fields hamlet
+    /// adds (and removes when a message comes with one already).
+    pub authserv_id: String,
 }
 
 impl Options {
@@ -112,15 +124,27 @@ impl Options {
                 soft_reject: cfg.milter_soft_reject_at,
                 quarantine: cfg.milter_quarantine_at,
             },
+            authserv_id: cfg.envelope.my_names.first().cloned().unwrap_or_else(host_name),
         }
     }
 }
 
+/// This host's name (the kernel's), for `Authentication-Results` when
+/// `[envelope] my_names` does not give one.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// Serves until `shutdown` completes, then waits (up to the time limit plus
 /// five seconds) for sessions in flight.
-pub async fn serve<S: TokenStore + 'static>(
+pub async fn serve<S: TokenStore + 'static, G: GreyStore + 'static>(
     listener: Listener,
     service: Arc<Service<S>>,
+    checker: Arc<Checker<G>>,
     opts: Options,
     guard: Arc<Guard>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -128,9 +152,9 @@ pub async fn serve<S: TokenStore + 'static>(
     let opts = Arc::new(opts);
     let drain = opts.timeout + Duration::from_secs(5);
     listener::serve(listener, "milter", opts.max_connections, drain, guard, shutdown, |conn, peer, slot| {
-        let (service, opts) = (service.clone(), opts.clone());
+        let (service, checker, opts) = (service.clone(), checker.clone(), opts.clone());
         async move {
-            if let Err(e) = session(&service, &opts, &slot, conn).await {
+            if let Err(e) = session(&service, &checker, &opts, &slot, conn).await {
                 tracing::info!(peer = ?peer, error = %e, "milter session ended");
             }
         }
@@ -160,10 +184,23 @@ struct Message {
     size: usize,
     /// Why it will not be scored (too big, no room), if so.
     unscored: Option<&'static str>,
+    /// Its `Authentication-Results` fields in order: whether each claims
+    /// our `authserv-id` (forged, or left by a hop that is not us).
+    results: Vec<bool>,
+    /// SPF's answer for its sender (at MAIL).
+    spf: Option<crate::envelope::spf::Spf>,
+    /// Seconds greylisting held its (first) recipient back, when it did.
+    greylisted: Option<u64>,
 }
 
 /// Reads packets and answers them until the MTA quits.
-async fn session<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts: &Options, slot: &Slot, mut conn: Conn) -> Result<(), String> {
+async fn session<S: TokenStore + 'static, G: GreyStore + 'static>(
+    service: &Arc<Service<S>>,
+    checker: &Arc<Checker<G>>,
+    opts: &Options,
+    slot: &Slot,
+    mut conn: Conn,
+) -> Result<(), String> {
     let mut buf: Vec<u8> = Vec::with_capacity(8 << 10);
     let mut out = Vec::new();
     let mut msg = Message::default();
@@ -193,27 +230,50 @@ async fn session<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts: &Opti
                 }
             }
             Command::Connect { host, peer } => {
+                client = Client::default();
                 client.ip = match peer {
                     proto::Peer::Inet(ip, _) => Some(ip),
                     _ => None,
                 };
                 // Postfix names a client without verified reverse DNS "unknown".
                 client.name = Some(host).filter(|h| !h.is_empty() && h != "unknown" && !h.starts_with('['));
-                Reply::Continue.encode(&mut out);
+                if let Some(ip) = client.ip {
+                    client.lists = tokio::time::timeout(opts.timeout, checker.lookup_lists(ip)).await.unwrap_or_default();
+                }
+                let env = envelope(&client, &Message::default());
+                let lookups = Lookups { dnsbl: client.lists.clone(), spf: None };
+                stage(service, checker, opts, "connect", env, lookups).await.0.encode(&mut out);
             }
             Command::Helo(name) => {
                 client.helo = Some(name);
-                Reply::Continue.encode(&mut out);
+                let env = envelope(&client, &Message::default());
+                let lookups = Lookups { dnsbl: client.lists.clone(), spf: None };
+                stage(service, checker, opts, "helo", env, lookups).await.0.encode(&mut out);
             }
             Command::Data | Command::Unknown(_) => Reply::Continue.encode(&mut out),
             Command::Mail(args) => {
                 msg = Message { mail_from: args.into_iter().next(), ..Message::default() };
                 streaming = false;
-                Reply::Continue.encode(&mut out);
+                let env = envelope(&client, &msg);
+                msg.spf = tokio::time::timeout(opts.timeout, checker.lookup_spf(&env)).await.ok().flatten();
+                let lookups = Lookups { dnsbl: client.lists.clone(), spf: msg.spf.clone() };
+                stage(service, checker, opts, "mail", env, lookups).await.0.encode(&mut out);
             }
             Command::Rcpt(args) => {
-                msg.rcpts.push(args.into_iter().next().unwrap_or_default());
-                Reply::Continue.encode(&mut out);
+                let rcpt = args.into_iter().next().unwrap_or_default();
+                // Checked alone, as the policy service checks each RCPT TO:
+                // greylisting is per recipient.
+                let mut env = envelope(&client, &msg);
+                env.rcpt_to = vec![unbracket(&rcpt)].into_iter().filter(|r| !r.is_empty()).collect();
+                let lookups = Lookups { dnsbl: client.lists.clone(), spf: msg.spf.clone() };
+                let (reply, report) = stage(service, checker, opts, "rcpt", env, lookups).await;
+                if reply == Reply::Continue {
+                    msg.rcpts.push(rcpt);
+                    if let Some(Verdict::Pass { delayed: Some(secs) }) = report.and_then(|r| r.greylist) {
+                        msg.greylisted.get_or_insert(secs);
+                    }
+                }
+                reply.encode(&mut out);
             }
             Command::Header { name, value } => {
                 streaming = true;
@@ -221,6 +281,9 @@ async fn session<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts: &Opti
                 keep(slot, opts, &mut msg, size).await;
                 if ours(&name) && name.len() <= 256 && msg.names.len() < MAX_FIELDS {
                     msg.names.push(name.clone());
+                }
+                if name.eq_ignore_ascii_case("Authentication-Results") && msg.results.len() < MAX_FIELDS {
+                    msg.results.push(claims(&value, &opts.authserv_id));
                 }
                 if msg.unscored.is_none() {
                     msg.headers.push((name, value));
@@ -271,11 +334,84 @@ struct Client {
     name: Option<String>,
     helo: Option<String>,
     sasl_user: Option<String>,
+    /// The DNS lists' answers for its address (at connect).
+    lists: Vec<crate::envelope::dnsbl::Listing>,
+}
+
+/// Checks the envelope as far as it is known at `stage` (the checks whose
+/// input is not known yet are skipped: see [`Known`]) and answers with its
+/// decision: continue, or the reject or defer reply. A check that fails or
+/// takes longer than the time limit lets the mail go on.
+async fn stage<S: TokenStore + 'static, G: GreyStore + 'static>(
+    service: &Service<S>,
+    checker: &Arc<Checker<G>>,
+    opts: &Options,
+    stage: &'static str,
+    env: Envelope,
+    lookups: Lookups,
+) -> (Reply, Option<Report>) {
+    let c = checker.clone();
+    let now = crate::envelope::now();
+    let job = tokio::task::spawn_blocking(move || c.check_with(&env, &lookups, now).map(|r| (r, env)));
+    let (report, env) = match tokio::time::timeout(opts.timeout, job).await {
+        Ok(Ok(Ok(r))) => r,
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(stage, error = %e, "milter: envelope check failed; continuing");
+            service.metrics().milter(stage, "error");
+            return (Reply::Continue, None);
+        }
+        Ok(Err(e)) => {
+            tracing::error!(stage, error = %e, "milter: envelope check panicked; continuing");
+            service.metrics().milter(stage, "error");
+            return (Reply::Continue, None);
+        }
+        Err(_) => {
+            tracing::warn!(stage, "milter: envelope check timed out; continuing");
+            service.metrics().milter(stage, "timeout");
+            return (Reply::Continue, None);
+        }
+    };
+    let (reply, result) = decision_reply(&report.decision);
+    if result != "continue" {
+        let rules: Vec<&str> = report.outcomes.iter().map(|o| o.rule).collect();
+        tracing::info!(stage, client = ?env.client_ip, helo = %env.helo, sender = %env.mail_from, recipient = env.rcpt_to.first().map_or("", String::as_str),
+            outcomes = %rules.join(","), result, "milter envelope");
+    }
+    service.metrics().milter(stage, result);
+    (reply, Some(report))
+}
+
+/// The reply to an envelope decision, and its name for the metrics: a
+/// rejection is 550, a deferral 450 with a temporary status code (a rule
+/// set to defer may carry a permanent one in its text).
+fn decision_reply(decision: &Decision) -> (Reply, &'static str) {
+    match decision {
+        Decision::Continue => (Reply::Continue, "continue"),
+        Decision::Reject(text) => (Reply::ReplyCode { code: 550, text: text.clone() }, "reject"),
+        Decision::Defer(text) => {
+            let text = match text.strip_prefix('5') {
+                Some(rest) if rest.starts_with('.') => format!("4{rest}"),
+                _ => text.clone(),
+            };
+            (Reply::ReplyCode { code: 450, text }, "defer")
+        }
+    }
+}
+
+/// Whether an `Authentication-Results` value claims `authserv_id` (RFC
+/// 8601 section 5: a receiver removes those it did not add itself).
+fn claims(value: &[u8], authserv_id: &str) -> bool {
+    let v = String::from_utf8_lossy(value);
+    let id = v.trim_start().split([';', ' ', '\t', '\r', '\n']).next().unwrap_or("");
+    id.eq_ignore_ascii_case(authserv_id)
+}
+
+fn unbracket(s: &str) -> String {
+    s.trim().trim_start_matches('<').trim_end_matches('>').to_string()
 }
 
 /// The envelope of a message, as the policy service would see it.
 fn envelope(client: &Client, msg: &Message) -> Envelope {
-    let unbracket = |s: &str| s.trim().trim_start_matches('<').trim_end_matches('>').to_string();
     Envelope {
         client_ip: client.ip,
         client_name: client.name.clone(),
@@ -313,59 +449,87 @@ async fn keep(slot: &Slot, opts: &Options, msg: &mut Message, more: usize) {
 /// Scores the message and encodes the replies for its action.
 async fn end_of_message<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts: &Options, client: &Client, msg: Message, out: &mut Vec<u8>) {
     let start = Instant::now();
-    let outside = removals(&msg.names);
+    let outside = removals(&msg.names, &msg.results);
     // Accepted as it is, with a field saying why it was not scored.
-    let unscored = |out: &mut Vec<u8>, removed: &[Reply], why: &str, code: u16| {
-        for r in removed {
+    let unscored = |out: &mut Vec<u8>, why: &'static str, code: u16| {
+        for r in &outside {
             r.encode(out);
         }
         Reply::AddHeader { name: "X-Spam-Status".into(), value: format!("unscored ({why})") }.encode(out);
         Reply::Continue.encode(out);
+        service.metrics().milter("eom", why);
         service.metrics().request("milter unscored", code, start.elapsed().as_secs_f64());
     };
     if let Some(why) = msg.unscored {
-        return unscored(out, &outside, why, 200);
+        return unscored(out, why, 200);
     }
     let raw = message(&msg.headers, &msg.body);
     let env = envelope(client, &msg);
     let user = match msg.rcpts.as_slice() {
-        [one] => Some(one.trim_start_matches('<').trim_end_matches('>').to_string()).filter(|u| !u.is_empty()),
+        [one] => Some(unbracket(one)).filter(|u| !u.is_empty()),
         _ => None,
     };
-    let score = match tokio::time::timeout(opts.timeout, service.check(user, raw, Some(env))).await {
-        Ok(Ok((s, _))) => s,
+    let lookups = Lookups { dnsbl: client.lists.clone(), spf: msg.spf.clone() };
+    let (score, report) = match tokio::time::timeout(opts.timeout, service.check_looked_up(user, raw, Some(env.clone()), lookups)).await {
+        Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::warn!(error = ?e, "milter: no score, accepted unscored");
-            return unscored(out, &[], "error", 500);
+            return unscored(out, "error", 500);
         }
-        Err(_) => return unscored(out, &[], "timed out", 504),
+        Err(_) => return unscored(out, "timed out", 504),
     };
+    // A content-stage rule (DKIM, DMARC) set to reject or defer answers
+    // before the score's action.
+    let refused = report.as_ref().map(|r| decision_reply(&r.decision)).filter(|(_, result)| *result != "continue");
     let outcome = Outcome::from_score(&score, service.engine().params.spam_cutoff);
     let action = opts.actions.decide(score.probability);
-    match action {
-        Action::Reject => {
-            Reply::ReplyCode { code: 550, text: format!("5.7.1 message refused as spam (hamlet {:.4})", score.probability) }.encode(out)
+    let name = match (&refused, action) {
+        (Some((reply, result)), _) => {
+            reply.encode(out);
+            result
         }
-        Action::SoftReject => {
+        (None, Action::Reject) => {
+            Reply::ReplyCode { code: 550, text: format!("5.7.1 message refused as spam (hamlet {:.4})", score.probability) }.encode(out);
+            action.name()
+        }
+        (None, Action::SoftReject) => {
             Reply::ReplyCode { code: 451, text: format!("4.7.1 message deferred as likely spam (hamlet {:.4}), try again later", score.probability) }
-                .encode(out)
+                .encode(out);
+            action.name()
         }
-        Action::Discard => Reply::Discard.encode(out),
-        Action::Quarantine | Action::AddHeaders => {
-            for r in outside {
+        (None, Action::Discard) => {
+            Reply::Discard.encode(out);
+            action.name()
+        }
+        (None, Action::Quarantine | Action::AddHeaders) => {
+            for r in &outside {
                 r.encode(out);
             }
             for (name, value) in header_fields(&outcome.headers("\n")) {
                 Reply::AddHeader { name, value }.encode(out);
             }
+            // Trace fields go on top; each insert lands above the last.
+            if let Some(secs) = msg.greylisted {
+                let value = crate::envelope::greylist::x_greylist(secs, crate::envelope::now());
+                Reply::InsertHeader { index: 0, name: "X-Greylist".into(), value }.encode(out);
+            }
+            if let (Some(spf), Some(ip)) = (&msg.spf, client.ip) {
+                let value = crate::envelope::spf::received_spf(spf, ip, &env.helo, &env.mail_from);
+                Reply::InsertHeader { index: 0, name: "Received-SPF".into(), value }.encode(out);
+            }
+            if let Some(value) = report.as_ref().and_then(|r| r.authentication_results(&opts.authserv_id, &env)) {
+                Reply::InsertHeader { index: 0, name: "Authentication-Results".into(), value }.encode(out);
+            }
             if action == Action::Quarantine {
                 Reply::Quarantine(format!("hamlet: spam probability {:.4}", score.probability)).encode(out);
             }
             Reply::Continue.encode(out);
+            action.name()
         }
-    }
-    tracing::debug!(verdict = %outcome.verdict, probability = outcome.probability, action = action.name(), "milter");
-    service.metrics().request(&format!("milter {}", action.name()), 200, start.elapsed().as_secs_f64());
+    };
+    tracing::debug!(verdict = %outcome.verdict, probability = outcome.probability, action = name, "milter");
+    service.metrics().milter("eom", name);
+    service.metrics().request(&format!("milter {name}"), 200, start.elapsed().as_secs_f64());
 }
 
 /// Whether a field is a verdict of the kind hamlet adds.
@@ -375,9 +539,11 @@ fn ours(name: &str) -> bool {
 }
 
 /// Deletions of the `X-Spam-*` and `X-Hamlet-*` fields the message came
-/// with (forgeable, and they would contradict hamlet's), last first so each
-/// index still names the field it did.
-fn removals(names: &[String]) -> Vec<Reply> {
+/// with (forgeable, and they would contradict hamlet's), and of the
+/// `Authentication-Results` fields that claim our `authserv-id` (`results`:
+/// each such field in order, whether it claims it). Last first within a
+/// name, so each index still names the field it did.
+fn removals(names: &[String], results: &[bool]) -> Vec<Reply> {
     let mut seen: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
     let mut out = Vec::new();
     for name in names {
@@ -387,6 +553,9 @@ fn removals(names: &[String]) -> Vec<Reply> {
         if ours(name) {
             out.push(Reply::ChangeHeader { index: *i, name: name.clone(), value: String::new() });
         }
+    }
+    for (i, _) in results.iter().enumerate().filter(|(_, ours)| **ours) {
+        out.push(Reply::ChangeHeader { index: i as u32 + 1, name: "Authentication-Results".into(), value: String::new() });
     }
     out.reverse();
     out
@@ -466,15 +635,36 @@ mod tests {
 
     #[test]
     fn outside_spam_headers_are_removed_last_first() {
-        let got = removals(&["X-Spam-Flag", "Subject", "x-spam-flag", "X-Hamlet-Verdict", "X-Spamming"].map(String::from));
+        let got = removals(&["X-Spam-Flag", "Subject", "x-spam-flag", "X-Hamlet-Verdict", "X-Spamming"].map(String::from), &[true, false, true]);
         assert_eq!(
             got,
             vec![
+                Reply::ChangeHeader { index: 3, name: "Authentication-Results".into(), value: String::new() },
+                Reply::ChangeHeader { index: 1, name: "Authentication-Results".into(), value: String::new() },
                 Reply::ChangeHeader { index: 1, name: "X-Hamlet-Verdict".into(), value: String::new() },
                 Reply::ChangeHeader { index: 2, name: "x-spam-flag".into(), value: String::new() },
                 Reply::ChangeHeader { index: 1, name: "X-Spam-Flag".into(), value: String::new() },
             ]
         );
+    }
+
+    #[test]
+    fn envelope_decisions_answer_their_stage() {
+        assert_eq!(decision_reply(&Decision::Continue), (Reply::Continue, "continue"));
+        assert_eq!(
+            decision_reply(&Decision::Reject("5.7.1 Service unavailable; client 192.0.2.1 listed".into())),
+            (Reply::ReplyCode { code: 550, text: "5.7.1 Service unavailable; client 192.0.2.1 listed".into() }, "reject")
+        );
+        assert_eq!(
+            decision_reply(&Decision::Defer("4.2.0 Greylisted: please retry later".into())),
+            (Reply::ReplyCode { code: 450, text: "4.2.0 Greylisted: please retry later".into() }, "defer")
+        );
+        // A rule set to defer keeps its text, with a temporary status code.
+        assert_eq!(decision_reply(&Decision::Defer("5.5.2 HELO \"x\"".into())).0, Reply::ReplyCode { code: 450, text: "4.5.2 HELO \"x\"".into() });
+        assert!(claims(b" mx.corp.example; spf=pass", "MX.corp.example"));
+        assert!(claims(b"mx.corp.example 1; none", "mx.corp.example"));
+        assert!(!claims(b"mx.corp.example.evil; spf=pass", "mx.corp.example"));
+        assert!(!claims(b"other.example; dkim=pass", "mx.corp.example"));
     }
 
     #[test]

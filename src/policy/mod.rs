@@ -97,7 +97,7 @@ pub fn action(report: &crate::envelope::Report, env: &Envelope, now: u64, first:
         Decision::Defer(t) => format!("DEFER_IF_PERMIT {t}"),
         Decision::Continue => match (&report.greylist, &report.spf, env.client_ip) {
             (Some(Verdict::Pass { delayed: Some(secs) }), _, _) => {
-                format!("PREPEND X-Greylist: delayed {secs} seconds by hamlet-{}; {}", env!("CARGO_PKG_VERSION"), rfc2822_date(now))
+                format!("PREPEND X-Greylist: {}", crate::envelope::greylist::x_greylist(*secs, now))
             }
             (_, Some(spf), Some(ip)) if first => {
                 format!("PREPEND Received-SPF: {}", crate::envelope::spf::received_spf(spf, ip, &env.helo, &env.mail_from))
@@ -107,27 +107,8 @@ pub fn action(report: &crate::envelope::Report, env: &Envelope, now: u64, first:
     }
 }
 
-/// `Thu, 26 Nov 2026 16:30:27 +0000` (UTC).
-pub fn rfc2822_date(secs: u64) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil-from-days.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    format!("{}, {d} {} {y} {:02}:{:02}:{:02} +0000", DAYS[(days % 7) as usize], MONTHS[(m - 1) as usize], rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 /// Serves until `shutdown`; connections in flight finish their current
-/// request. Stale greylisting records are expired hourly.
+/// request.
 /// At most `max_connections` at once (Postfix opens one per smtpd
 /// process, `default_process_limit` 100); past that, the connection idle
 /// the longest is closed (Postfix reconnects when it next needs one).
@@ -139,21 +120,6 @@ pub async fn serve<S: TokenStore + 'static, G: GreyStore + 'static>(
     guard: Arc<Guard>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let expiry = {
-        let checker = checker.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(3600));
-            loop {
-                tick.tick().await;
-                let c = checker.clone();
-                match tokio::task::spawn_blocking(move || c.expire(crate::envelope::now())).await {
-                    Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "greylist expiry"),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "greylist expiry failed"),
-                    _ => {}
-                }
-            }
-        })
-    };
     // Connections wait for Postfix's next request; at shutdown they are
     // told to stop after the request they are in.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -166,7 +132,6 @@ pub async fn serve<S: TokenStore + 'static, G: GreyStore + 'static>(
         async move { connection(&service, &checker, conn, peer, &slot, stop).await }
     })
     .await;
-    expiry.abort();
 }
 
 /// One Postfix connection: requests until it closes, goes idle, or we stop.
@@ -289,11 +254,5 @@ mod tests {
         let a = read_request(&mut BufReader::new(&b"client_name=unknown\nsender=\n\n"[..])).await.unwrap();
         let e = envelope(&a);
         assert_eq!((e.client_name, e.mail_from.as_str()), (None, ""));
-    }
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc2822_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc2822_date(1_795_710_627), "Thu, 26 Nov 2026 16:30:27 +0000");
     }
 }

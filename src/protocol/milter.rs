@@ -244,6 +244,13 @@ pub enum Reply {
         name: String,
         value: String,
     },
+    /// `i`: insert a header field before the `index`th field (0: at the
+    /// top, where trace fields such as `Received-SPF` belong).
+    InsertHeader {
+        index: u32,
+        name: String,
+        value: String,
+    },
     /// `m`: change the `index`th (from 1) field named `name`; an empty
     /// value deletes it.
     ChangeHeader {
@@ -284,6 +291,12 @@ impl Reply {
             }
             Reply::AddHeader { name, value } => {
                 out.push(b'h');
+                cstr(out, name);
+                cstr(out, value);
+            }
+            Reply::InsertHeader { index, name, value } => {
+                out.push(b'i');
+                out.extend_from_slice(&index.to_be_bytes());
                 cstr(out, name);
                 cstr(out, value);
             }
@@ -429,6 +442,7 @@ mod tests {
         Reply::AddHeader { name: "X-Spam-Flag".into(), value: "YES".into() }.encode(&mut out);
         Reply::ChangeHeader { index: 2, name: "X-Spam-Status".into(), value: String::new() }.encode(&mut out);
         Reply::ReplyCode { code: 550, text: "spam (score 0.99, 100%)\r\nsure".into() }.encode(&mut out);
+        Reply::InsertHeader { index: 0, name: "Received-SPF".into(), value: "pass".into() }.encode(&mut out);
         assert_eq!(
             out,
             [
@@ -436,6 +450,7 @@ mod tests {
                 b"\0\0\0\x11hX-Spam-Flag\0YES\0",
                 b"\0\0\0\x14m\0\0\0\x02X-Spam-Status\0\0",
                 b"\0\0\0\x2ay550 5.7.1 spam (score 0.99, 100%%)  sure\0",
+                b"\0\0\0\x17i\0\0\0\0Received-SPF\0pass\0",
             ]
             .concat()
         );
