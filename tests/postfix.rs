@@ -24,6 +24,7 @@ fn free_port() -> u16 {
 struct Stack {
     dir: PathBuf,
     smtp: u16,
+    http: u16,
     hamlet: Child,
 }
 
@@ -55,7 +56,10 @@ fn start_with(milter_config: Option<&str>) -> Stack {
     for (bin, pkg) in [("/usr/sbin/postfix", "postfix"), ("/usr/bin/swaks", "swaks")] {
         assert!(Path::new(bin).exists(), "{pkg} is not installed: run scripts/test.sh, or `apt-get install -y {pkg}`");
     }
-    let dir = std::env::temp_dir().join(format!("hamlet-postfix-{}-{milter}", std::process::id()));
+    // One directory per stack: the tests run in parallel.
+    static STACKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STACKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("hamlet-postfix-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for d in ["conf", "spool", "data"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
@@ -87,7 +91,7 @@ fn start_with(milter_config: Option<&str>) -> Stack {
         Some(more) => format!("max_body_bytes = 65536\ninflight_body_bytes = 1048576\nmilter_reject_at = 0.99\n{more}"),
         None => "[envelope.greylist]\nenabled = true\ndelay_s = 2\n".to_string(),
     };
-    std::fs::write(dir.join("hamlet.toml"), format!("log = \"warn\"\nhttp = \"127.0.0.1:{http}\"\n{extra}")).unwrap();
+    std::fs::write(dir.join("hamlet.toml"), format!("log = \"info\"\nhttp = \"127.0.0.1:{http}\"\n{extra}")).unwrap();
     let db = dir.join("h.redb");
     let init: &[&str] = if milter { &["db", "init"] } else { &["db", "init", "--empty"] };
     assert!(Command::new(BIN).arg("--db").arg(&db).args(init).stdout(Stdio::null()).status().unwrap().success());
@@ -96,10 +100,10 @@ fn start_with(milter_config: Option<&str>) -> Stack {
         .arg("--db")
         .arg(&db)
         .args(["serve", "--config", dir.join("hamlet.toml").to_str().unwrap(), if milter { "--milter" } else { "--policy" }, &listen])
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("hamlet.log")).unwrap())
         .spawn()
         .unwrap();
-    let stack = Stack { dir, smtp, hamlet };
+    let stack = Stack { dir, smtp, http, hamlet };
     let out = Command::new("postfix").arg("-c").arg(stack.dir.join("conf")).arg("start").output().unwrap();
     assert!(out.status.success(), "postfix start: {}", String::from_utf8_lossy(&out.stderr));
     for _ in 0..100 {
@@ -217,11 +221,59 @@ fn postfix_milter_greylists_and_refuses_a_listed_client() {
     assert!(first.contains("450 4.2.0 Greylisted"), "{first}");
     std::thread::sleep(Duration::from_millis(2200));
     let retry = swaks_as(&s, "mail.example.test", "alice@example.test", "192.0.2.55", "mail.example.test");
-    assert!(retry.contains("250 2.0.0 Ok: queued"), "after the delay: {retry}");
+    let log = || {
+        std::fs::read_to_string(s.dir.join("hamlet.log")).unwrap_or_default() + &std::fs::read_to_string(s.dir.join("maillog")).unwrap_or_default()
+    };
+    assert!(retry.contains("250 2.0.0 Ok: queued"), "after the delay: {retry}\nthe logs:\n{}", log());
     let held = queued(&s, &retry);
     for field in
         ["X-Greylist: delayed", "Received-SPF: pass", "Authentication-Results: mx.corp.example;", "spf=pass smtp.mailfrom=alice@example.test"]
     {
         assert!(held.contains(field), "{field} in {held}");
     }
+}
+
+/// 200 SMTP sessions at once through Postfix and the milter: every
+/// message is scored once and held once, none lost.
+#[test]
+fn postfix_milter_takes_200_sessions_at_once() {
+    let s = start_with(Some("milter_max_connections = 256\n"));
+    let out = Command::new("smtp-source")
+        .args(["-s", "200", "-m", "200", "-l", "3000", "-M", "mail.sender.example", "-f", "frank@sender.example", "-t", "erin@corp.example"])
+        .arg(format!("127.0.0.1:{}", s.smtp))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "smtp-source: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let held = || -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        let mut dirs = vec![s.dir.join("spool/hold")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().unwrap().is_dir() { dirs.push(e.path()) } else { files.push(e.path()) }
+            }
+        }
+        files
+    };
+    // Postfix's cleanup files each message a moment after the SMTP reply.
+    for _ in 0..100 {
+        if held().len() >= 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let files = held();
+    assert_eq!(files.len(), 200, "every message accepted and held once");
+    for f in files.iter().take(20) {
+        let id = f.file_name().unwrap().to_string_lossy().into_owned();
+        let out = Command::new("postcat").arg("-c").arg(s.dir.join("conf")).args(["-h", "-q", &id]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let log = std::fs::read_to_string(s.dir.join("maillog")).unwrap_or_default();
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("warning") || l.contains("milter")).take(20).collect();
+        assert_eq!(text.matches("X-Spam-Checker-Version: hamlet").count(), 1, "scored once: {text}\nPostfix's warnings:\n{}", warnings.join("\n"));
+    }
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.http)).unwrap();
+    std::io::Write::write_all(&mut c, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut m = String::new();
+    std::io::Read::read_to_string(&mut c, &mut m).unwrap();
+    assert!(m.contains("hamlet_milter_total{stage=\"eom\",result=\"add_headers\"} 200"), "{m}");
 }

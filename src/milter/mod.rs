@@ -22,9 +22,10 @@
 //! scores it; with several, the shared model does.
 //!
 //! Caps and deadlines: at most `milter_max_connections` sessions; each
-//! command has `head_timeout_s` to arrive while the MTA is inside a message
+//! command has `timeout_s` to arrive while the MTA is inside a message
 //! and the SMTP session's own pace (up to [`IDLE`]) between messages; a
-//! message's bytes take room in the shared in-flight budget; an envelope
+//! message's bytes take room in the shared in-flight budget (a session is
+//! closed to make room only between messages, never inside one); an envelope
 //! stage or a score that takes longer than `timeout_s` lets the mail go on
 //! (DNS lookups have their own, shorter budget). A message bigger than
 //! `max_body_bytes`, or one for which no room or no score came in time, is
@@ -165,8 +166,9 @@ pub async fn serve<S: TokenStore + 'static, G: GreyStore + 'static>(
 /// The most verdict fields of a message that are removed.
 const MAX_FIELDS: usize = 1_000;
 
-/// How much budget a message takes at a time.
-const ROOM_STEP: usize = 1 << 20;
+/// How much budget a message takes at a time (most mail is a few KiB:
+/// a smaller step would only mean more reservations).
+const ROOM_STEP: usize = 64 << 10;
 
 /// One message being received.
 #[derive(Default)]
@@ -210,7 +212,13 @@ async fn session<S: TokenStore + 'static, G: GreyStore + 'static>(
     let mut streaming = false;
     loop {
         let limit = if streaming { opts.timeout } else { IDLE };
-        slot.waiting();
+        // Inside a message the MTA streams it without pause (each packet
+        // within the time limit): the session is at work, and is not closed
+        // to make room for another; between messages it waits on the SMTP
+        // client, and may be.
+        if !streaming {
+            slot.waiting();
+        }
         let packet =
             tokio::time::timeout(limit, read_packet(&mut conn, &mut buf)).await.map_err(|_| "timed out waiting for the MTA".to_string())??;
         slot.working();
