@@ -26,8 +26,9 @@
 //! and the SMTP session's own pace (up to [`IDLE`]) between messages; a
 //! message's bytes take room in the shared in-flight budget (a session is
 //! closed to make room only between messages, never inside one); an envelope
-//! stage or a score that takes longer than `timeout_s` lets the mail go on
-//! (DNS lookups have their own, shorter budget). A message bigger than
+//! stage that takes longer than 10 s or `timeout_s` (the lesser) lets the
+//! mail go on, as does a score that takes longer than `timeout_s` (DNS
+//! lookups have their own, shorter budget). A message bigger than
 //! `max_body_bytes`, or one for which no room or no score came in time, is
 //! accepted unscored with `X-Spam-Status: unscored (why)`: hamlet never
 //! loses or holds up mail on its own account.
@@ -47,6 +48,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// How long a session may sit between messages (an SMTP client between
 /// commands: Postfix's `smtpd_timeout` is 300 s).
 pub const IDLE: Duration = Duration::from_secs(330);
+
+/// The most an envelope stage (its DNS lookups, then its checks) may take:
+/// well inside Postfix's `milter_command_timeout` (30 s), so the answer is
+/// ours and not the MTA's default action. DNS has its own, shorter budget.
+const STAGE: Duration = Duration::from_secs(10);
 
 /// What to do with a message by its spam probability: the first of reject,
 /// discard, soft reject, quarantine whose threshold it reaches; else accept
@@ -246,7 +252,7 @@ async fn session<S: TokenStore + 'static, G: GreyStore + 'static>(
                 // Postfix names a client without verified reverse DNS "unknown".
                 client.name = Some(host).filter(|h| !h.is_empty() && h != "unknown" && !h.starts_with('['));
                 if let Some(ip) = client.ip {
-                    client.lists = tokio::time::timeout(opts.timeout, checker.lookup_lists(ip)).await.unwrap_or_default();
+                    client.lists = tokio::time::timeout(opts.timeout.min(STAGE), checker.lookup_lists(ip)).await.unwrap_or_default();
                 }
                 let env = envelope(&client, &Message::default());
                 let lookups = Lookups { dnsbl: client.lists.clone(), spf: None };
@@ -263,7 +269,7 @@ async fn session<S: TokenStore + 'static, G: GreyStore + 'static>(
                 msg = Message { mail_from: args.into_iter().next(), ..Message::default() };
                 streaming = false;
                 let env = envelope(&client, &msg);
-                msg.spf = tokio::time::timeout(opts.timeout, checker.lookup_spf(&env)).await.ok().flatten();
+                msg.spf = tokio::time::timeout(opts.timeout.min(STAGE), checker.lookup_spf(&env)).await.ok().flatten();
                 let lookups = Lookups { dnsbl: client.lists.clone(), spf: msg.spf.clone() };
                 stage(service, checker, opts, "mail", env, lookups).await.0.encode(&mut out);
             }
@@ -361,7 +367,7 @@ async fn stage<S: TokenStore + 'static, G: GreyStore + 'static>(
     let c = checker.clone();
     let now = crate::envelope::now();
     let job = tokio::task::spawn_blocking(move || c.check_with(&env, &lookups, now).map(|r| (r, env)));
-    let (report, env) = match tokio::time::timeout(opts.timeout, job).await {
+    let (report, env) = match tokio::time::timeout(opts.timeout.min(STAGE), job).await {
         Ok(Ok(Ok(r))) => r,
         Ok(Ok(Err(e))) => {
             tracing::warn!(stage, error = %e, "milter: envelope check failed; continuing");
