@@ -23,6 +23,9 @@ command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v swaks >/dev/null || need_pkgs+=(swaks)
 # miltertest (OpenDKIM's milter test driver): a second real MTA side for the milter.
 command -v miltertest >/dev/null || need_pkgs+=(miltertest)
+# clamd and sigtool: the antivirus tests run a real clamd with their own signatures.
+[[ -x /usr/sbin/clamd ]] || need_pkgs+=(clamav-daemon)
+command -v sigtool >/dev/null || need_pkgs+=(clamav)
 # unbound serves the DNS-list zone of the envelope tests.
 [[ -x /usr/sbin/unbound ]] || need_pkgs+=(unbound)
 # redis-server: the Redis store's tests (each starts its own on loopback).

@@ -88,6 +88,7 @@ pub fn service(cfg: &Config) -> Result<Service<Db>> {
         .learn_token(learn_token(cfg)?)
         .timeout(Duration::from_secs(cfg.timeout_s))
         .envelope(Checker::new(cfg.envelope.clone(), None)?)
+        .antivirus(crate::envelope::antivirus::Antivirus::new(&cfg.antivirus)?)
         .users(users)
         .autolearn(cfg.autolearn.enabled.then(|| cfg.autolearn.clone()))
         .build()

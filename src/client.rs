@@ -339,6 +339,7 @@ fn spamd_request(target: &Target, a: &Options, mode: Mode, raw: &[u8], deadline:
                 score,
                 symbols: Vec::new(),
                 report: String::new(),
+                virus_status: None,
             };
             let message = match mode {
                 Mode::Process | Mode::Headers => {

@@ -25,6 +25,8 @@ pub struct Metrics {
     /// Learns refused because a new per-user model would pass `users_max`
     /// or `users_max_bytes`.
     users_refused: std::sync::atomic::AtomicU64,
+    /// Antivirus scans by result (`clean`, `virus`, `skipped`, `error`).
+    antivirus: Mutex<BTreeMap<&'static str, u64>>,
     /// Milter outcomes by SMTP stage (`connect`, `helo`, `mail`, `rcpt`,
     /// `eom`) and result (`continue`, `reject`, `defer`, an action).
     milter: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
@@ -64,6 +66,13 @@ impl Metrics {
     /// Counts a learn refused for a new user past the per-user caps.
     pub fn user_refused(&self) {
         self.users_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts one antivirus scan and its time (in the latency histogram as
+    /// the `antivirus scan` endpoint).
+    pub fn antivirus(&self, result: &'static str, seconds: f64) {
+        *lock(&self.antivirus).entry(result).or_default() += 1;
+        self.request("antivirus scan", 200, seconds);
     }
 
     /// Counts one milter outcome at its stage.
@@ -126,6 +135,11 @@ impl Metrics {
         let _ = writeln!(o, "# TYPE hamlet_milter_total counter");
         for ((stage, result), n) in lock(&self.milter).iter() {
             let _ = writeln!(o, "hamlet_milter_total{{stage=\"{stage}\",result=\"{}\"}} {n}", result.replace(' ', "_"));
+        }
+        let _ = writeln!(o, "# HELP hamlet_antivirus_scans_total Antivirus scans by result.");
+        let _ = writeln!(o, "# TYPE hamlet_antivirus_scans_total counter");
+        for (result, n) in lock(&self.antivirus).iter() {
+            let _ = writeln!(o, "hamlet_antivirus_scans_total{{result=\"{result}\"}} {n}");
         }
         if let Some(read) = self.listener_counts.get() {
             let (evicted, refused) = read();

@@ -15,6 +15,7 @@ use crate::Class;
 use crate::autolearn::AutoLearn;
 use crate::classify::Score;
 use crate::engine::{Action, Engine, LearnOutcome, Prepared};
+use crate::envelope::antivirus::{Antivirus, Scan};
 use crate::envelope::greylist::MemoryGreyStore;
 use crate::envelope::{Checker, Envelope, Report};
 use crate::metrics::Metrics;
@@ -58,6 +59,8 @@ pub struct Service<S: TokenStore + 'static> {
     /// No greylisting here: that belongs to the SMTP transaction (the
     /// policy service), not to scoring a message already received.
     envelope: Checker<MemoryGreyStore>,
+    /// clamd, when `[antivirus]` is on.
+    antivirus: Option<Antivirus>,
 }
 
 /// Builds a [`Service`]: the engine, then whatever differs from the
@@ -70,6 +73,7 @@ pub struct ServiceBuilder<S: TokenStore + 'static> {
     users: Option<Users>,
     autolearn: Option<AutoLearn>,
     envelope: Option<Checker<MemoryGreyStore>>,
+    antivirus: Option<Antivirus>,
 }
 
 impl<S: TokenStore + 'static> ServiceBuilder<S> {
@@ -98,6 +102,11 @@ impl<S: TokenStore + 'static> ServiceBuilder<S> {
         self.envelope = Some(checker);
         self
     }
+    /// The antivirus scanner (`None`: off).
+    pub fn antivirus(mut self, av: Option<Antivirus>) -> Self {
+        self.antivirus = av;
+        self
+    }
     pub fn build(self) -> crate::Result<Service<S>> {
         let envelope = match self.envelope {
             Some(c) => c,
@@ -115,6 +124,7 @@ impl<S: TokenStore + 'static> ServiceBuilder<S> {
             autolearn: self.autolearn,
             autolearn_tx: std::sync::OnceLock::new(),
             envelope,
+            antivirus: self.antivirus,
         })
     }
 }
@@ -143,16 +153,24 @@ pub enum JobError {
     StoreUnavailable(String),
     /// The engine failed, or the job panicked.
     Failed(String),
+    /// A learn of a message the antivirus found a virus in (its name): the
+    /// Bayes side never learns one.
+    Infected(String),
 }
 
 impl<S: TokenStore + 'static> Service<S> {
     /// Starts building a service around `engine`.
     pub fn builder(engine: Engine<S>) -> ServiceBuilder<S> {
-        ServiceBuilder { engine, learn_token: None, timeout: Duration::from_secs(30), users: None, autolearn: None, envelope: None }
+        ServiceBuilder { engine, learn_token: None, timeout: Duration::from_secs(30), users: None, autolearn: None, envelope: None, antivirus: None }
     }
 
     pub fn engine(&self) -> &Engine<S> {
         &self.engine
+    }
+
+    /// The antivirus scanner, when `[antivirus]` is on.
+    pub fn antivirus(&self) -> Option<&Antivirus> {
+        self.antivirus.as_ref()
     }
 
     /// The bearer token learning requires, if any.
@@ -199,12 +217,30 @@ impl<S: TokenStore + 'static> Service<S> {
         env: Option<&Envelope>,
         lookups: &crate::envelope::Lookups,
         auth: Option<&crate::envelope::dkim::AuthReport>,
+        scan: Option<Scan>,
     ) -> crate::Result<Option<Report>> {
         let report = env.map(|e| self.envelope.check_with(e, lookups, crate::envelope::now())).transpose()?;
-        Ok(match auth {
+        let report = match auth {
             Some(a) => Some(self.envelope.add_auth(report, a)),
             None => report,
+        };
+        Ok(match (scan, &self.antivirus) {
+            (Some(scan), Some(av)) => Some(Report::with_antivirus(report, av, scan)),
+            _ => report,
         })
+    }
+
+    /// The antivirus scan of a message (`None` when antivirus is off),
+    /// counted in the metrics.
+    async fn scan(&self, raw: &[u8]) -> Option<Scan> {
+        let av = self.antivirus.as_ref()?;
+        let start = Instant::now();
+        let scan = av.scan(raw).await;
+        if let Scan::Error(e) = &scan {
+            tracing::warn!(error = %e, "antivirus scan failed");
+        }
+        self.metrics.antivirus(scan.name(), start.elapsed().as_secs_f64());
+        Some(scan)
     }
 
     /// The user's model to layer over the shared one: `None` without a
@@ -234,8 +270,11 @@ impl<S: TokenStore + 'static> Service<S> {
         lookups: crate::envelope::Lookups,
     ) -> Result<(Score, Option<Report>), JobError> {
         let me = self.clone();
-        let auth = self.envelope.authenticate(&raw, env.as_ref(), lookups.spf.as_ref()).await;
-        let (score, report, auto) = self
+        let (auth, scan) = tokio::join!(self.envelope.authenticate(&raw, env.as_ref(), lookups.spf.as_ref()), self.scan(&raw));
+        // An infected message is spam whatever its tokens say, and is never
+        // auto-learned.
+        let infected = scan.as_ref().is_some_and(|s| s.virus().is_some());
+        let (mut score, report, auto) = self
             .blocking(move |e| {
                 // A user's model that cannot be opened must not stop mail
                 // being scored: the shared model alone, and a warning.
@@ -243,7 +282,7 @@ impl<S: TokenStore + 'static> Service<S> {
                     tracing::warn!(user = user.as_deref().unwrap_or(""), error = %err, "per-user model unavailable; scoring with the shared model");
                     None
                 });
-                let report = me.envelope_report(env.as_ref(), &lookups, auth.as_ref())?;
+                let report = me.envelope_report(env.as_ref(), &lookups, auth.as_ref(), scan)?;
                 let mut p = e.prepare(&raw);
                 if let Some(r) = &report {
                     p.add_tokens(r.tokens());
@@ -281,7 +320,7 @@ impl<S: TokenStore + 'static> Service<S> {
                                 learned = crate::store::Totals { spam: learned.spam + m.spam, ham: learned.ham + m.ham };
                                 known = top.journal(&p.digest)?.is_some();
                             }
-                            if known { None } else { rule.decide(score.probability, learned).map(|c| (p, c, target)) }
+                            if known || infected { None } else { rule.decide(score.probability, learned).map(|c| (p, c, target)) }
                         }
                         _ => None,
                     };
@@ -299,6 +338,10 @@ impl<S: TokenStore + 'static> Service<S> {
                 Ok((score, report, auto))
             })
             .await?;
+        if infected {
+            score.verdict = crate::classify::Verdict::Spam;
+            score.probability = 1.0;
+        }
         if let Some((prepared, class, user)) = auto {
             self.queue_autolearn(AutoLearnItem { user, prepared, class });
         }
@@ -319,13 +362,21 @@ impl<S: TokenStore + 'static> Service<S> {
         class: Option<Class>,
         env: Option<Envelope>,
     ) -> Result<LearnOutcome, JobError> {
+        // An explicit learn of an infected message is refused, and says so
+        // (an unlearn is always allowed).
+        if class.is_some()
+            && let Some(Scan::Virus(name)) = self.scan(&raw).await
+        {
+            self.metrics.learn("infected");
+            return Err(JobError::Infected(name));
+        }
         let me = self.clone();
         let lookups = self.lookups(env.as_ref()).await;
         let auth = self.envelope.authenticate(&raw, env.as_ref(), lookups.spf.as_ref()).await;
         let outcome = self
             .blocking(move |e| {
                 let mut p = e.prepare(&raw);
-                if let Some(r) = me.envelope_report(env.as_ref(), &lookups, auth.as_ref())? {
+                if let Some(r) = me.envelope_report(env.as_ref(), &lookups, auth.as_ref(), None)? {
                     p.add_tokens(r.tokens());
                 }
                 let action = class.map_or(Action::Unlearn, Action::Learn);

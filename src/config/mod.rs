@@ -121,6 +121,8 @@ pub struct Config {
     pub milter_quarantine_at: Option<f64>,
     /// The envelope checks: rule actions, greylisting.
     pub envelope: crate::envelope::EnvelopeConfig,
+    /// `[antivirus]`: messages scanned by clamd (off unless `clamd` is set).
+    pub antivirus: crate::envelope::antivirus::AntivirusConfig,
     /// `[autolearn]`: learning from the service's own confident verdicts.
     pub autolearn: crate::autolearn::AutoLearn,
 }
@@ -179,6 +181,7 @@ impl Default for Config {
             imap: Default::default(),
             policy: None,
             envelope: Default::default(),
+            antivirus: Default::default(),
             autolearn: crate::autolearn::AutoLearn::default(),
         }
     }
@@ -209,6 +212,7 @@ impl Config {
             }
         }
         self.envelope.check()?;
+        crate::envelope::antivirus::Antivirus::new(&self.antivirus)?;
         for n in &self.spamd_tell_from {
             crate::net::Cidr::parse(n)?;
         }

@@ -13,6 +13,7 @@
 //! has a synthetic token (`env:helo=bare`) for the content classifier to
 //! learn its weight from.
 
+pub mod antivirus;
 pub mod dkim;
 pub mod dnsbl;
 pub mod greylist;
@@ -203,6 +204,8 @@ pub struct Report {
     pub spf: Option<spf::Spf>,
     /// DKIM's and DMARC's results, when they ran.
     pub auth: Option<dkim::AuthReport>,
+    /// The antivirus scan's answer, when it ran.
+    pub antivirus: Option<antivirus::Scan>,
 }
 
 /// The answers of the envelope's DNS checks, gathered (concurrently,
@@ -214,6 +217,28 @@ pub struct Lookups {
 }
 
 impl Report {
+    /// A report with nothing in it (for a request without an envelope).
+    pub fn empty() -> Report {
+        Report { outcomes: Vec::new(), decision: Decision::Continue, greylist: None, spf: None, auth: None, antivirus: None }
+    }
+
+    /// Adds the antivirus scan (making a report for a request without an
+    /// envelope), its outcome and the decision updated.
+    pub fn with_antivirus(report: Option<Report>, av: &antivirus::Antivirus, scan: antivirus::Scan) -> Report {
+        let mut r = report.unwrap_or_else(Report::empty);
+        if let Some(o) = av.outcome(&scan) {
+            r.outcomes.push(o);
+            r.decision = decide(&r.outcomes);
+        }
+        r.antivirus = Some(scan);
+        r
+    }
+
+    /// The virus the antivirus found in the message, if any.
+    pub fn virus(&self) -> Option<&str> {
+        self.antivirus.as_ref().and_then(antivirus::Scan::virus)
+    }
+
     /// The `Authentication-Results` field value (RFC 8601) for what SPF,
     /// DKIM and DMARC found, under `authserv_id` (this host's name); `None`
     /// when none of them ran. Methods after the first start a folded line.
@@ -301,7 +326,7 @@ impl<G: GreyStore> Checker<G> {
     /// Adds DKIM/DMARC findings to a report (making one for a request
     /// without an envelope), its decision updated.
     pub fn add_auth(&self, report: Option<Report>, auth: &dkim::AuthReport) -> Report {
-        let mut r = report.unwrap_or(Report { outcomes: Vec::new(), decision: Decision::Continue, greylist: None, spf: None, auth: None });
+        let mut r = report.unwrap_or_else(Report::empty);
         for (rule, token, detail) in auth.findings() {
             r.outcomes.push(self.outcome(rule, token, detail));
         }
@@ -436,7 +461,7 @@ impl<G: GreyStore> Checker<G> {
             }
         }
         let decision = decide(&outcomes);
-        Ok(Report { outcomes, decision, greylist: grey, spf: lookups.spf.clone(), auth: None })
+        Ok(Report { outcomes, decision, greylist: grey, spf: lookups.spf.clone(), auth: None, antivirus: None })
     }
 
     /// Drops stale greylisting records.
@@ -470,6 +495,8 @@ fn reply_text(o: &Outcome) -> String {
         "SPF_TEMPERROR" => format!("4.7.24 {}", o.detail),
         "SPF_PERMERROR" => format!("5.7.24 {}", o.detail),
         "DMARC_FAIL" | "DMARC_FAIL_QUARANTINE" | "DMARC_FAIL_REJECT" => format!("5.7.1 {}", o.detail),
+        "AV_VIRUS" => format!("5.7.1 {}", o.detail),
+        "AV_ERROR" => "4.7.1 message not scanned for viruses, try again later".to_string(),
         _ => format!("5.7.1 {} ({})", o.detail, o.rule),
     }
     .replace(['\r', '\n'], " ")
@@ -531,7 +558,7 @@ mod tests {
     #[test]
     fn authentication_results_name_each_method() {
         let e = env("mail.sender.example", "frank@sender.example", &["b@corp.example"]);
-        let mut r = Report { outcomes: vec![], decision: Decision::Continue, greylist: None, spf: None, auth: None };
+        let mut r = Report::empty();
         assert_eq!(r.authentication_results("mx.corp.example", &e), None, "nothing ran");
         r.spf = Some(spf::Spf { verdict: spf::Verdict::Pass, identity: spf::Identity::MailFrom, domain: "sender.example".into(), explanation: None });
         r.auth = Some(dkim::AuthReport { dkim: vec![("pass", "sender.example".into())], dmarc: Some(("pass", "reject", "sender.example".into())) });

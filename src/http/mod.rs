@@ -15,9 +15,10 @@ pub use serve::{Options, serve};
 
 use crate::Class;
 use crate::engine::{Engine, LearnOutcome};
+use crate::envelope::antivirus::Scan;
 use crate::envelope::{Decision, Envelope, Report};
 use crate::listener::{Room, Slot};
-use crate::protocol::reply::{CheckReply, EnvelopeStage, ErrorBody, ErrorReply, LearnReply, OutcomeReply};
+use crate::protocol::reply::{AntivirusStage, CheckReply, EnvelopeStage, ErrorBody, ErrorReply, LearnReply, OutcomeReply};
 use crate::service::{JobError, Service};
 use crate::store::TokenStore;
 use axum::extract::{DefaultBodyLimit, FromRequest, State};
@@ -352,6 +353,9 @@ fn job(e: JobError) -> ApiError {
         JobError::TimedOut => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timed out"),
         JobError::StoreUnavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
         JobError::UsersFull(m) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, m),
+        JobError::Infected(name) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("virus found: {name}; an infected message is not learned"))
+        }
         JobError::Failed(e) => ApiError::internal(e),
     }
 }
@@ -369,6 +373,18 @@ async fn check<S: TokenStore + 'static>(
     let params = &state.engine().params;
     let mut reply = CheckReply::new(&score, start.elapsed().as_secs_f64() * 1000.0, params.ham_cutoff, params.spam_cutoff);
     reply.stages.envelope = report.as_ref().map(envelope_stage);
+    reply.stages.antivirus = match (report.as_ref().and_then(|r| r.antivirus.as_ref()), state.antivirus()) {
+        (Some(scan), Some(av)) => Some(AntivirusStage {
+            result: scan.name().to_string(),
+            name: scan.virus().map(str::to_string),
+            detail: match scan {
+                Scan::Skipped(why) | Scan::Error(why) => Some(why.clone()),
+                _ => None,
+            },
+            action: av.action_name(scan).to_string(),
+        }),
+        _ => None,
+    };
     Ok(Json(reply))
 }
 
@@ -461,7 +477,12 @@ async fn checkv2<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, 
     let mut action = if score.verdict == crate::classify::Verdict::Spam { "add header" } else { "no action" };
     if let Some(r) = &report {
         for o in &r.outcomes {
-            symbols[o.rule] = json!({ "name": o.rule, "score": 0.0, "metric_score": 0.0, "description": o.detail, "options": [o.token] });
+            let options = match (o.rule, &r.antivirus) {
+                ("AV_VIRUS", Some(scan)) => vec![scan.virus().unwrap_or_default().to_string()],
+                _ if o.token.is_empty() => Vec::new(),
+                _ => vec![o.token.clone()],
+            };
+            symbols[o.rule] = json!({ "name": o.rule, "score": 0.0, "metric_score": 0.0, "description": o.detail, "options": options });
         }
         match r.decision {
             Decision::Reject(_) => action = "reject",
@@ -596,7 +617,7 @@ async fn healthz<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>) 
     state.blocking(|e| e.store().health()).await.map_err(|e| {
         let why = match e {
             JobError::TimedOut => "timed out".to_string(),
-            JobError::Failed(e) | JobError::UsersFull(e) | JobError::StoreUnavailable(e) => e,
+            JobError::Failed(e) | JobError::UsersFull(e) | JobError::StoreUnavailable(e) | JobError::Infected(e) => e,
         };
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {why}"))
     })?;

@@ -34,6 +34,7 @@
 //! loses or holds up mail on its own account.
 
 use crate::config::Config;
+use crate::envelope::antivirus::HitAction;
 use crate::envelope::greylist::{GreyStore, Verdict};
 use crate::envelope::{Checker, Decision, Envelope, Known, Lookups, Report};
 use crate::listener::{self, Conn, Guard, Listener, Room, Slot};
@@ -496,7 +497,14 @@ async fn end_of_message<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts
     // before the score's action.
     let refused = report.as_ref().map(|r| decision_reply(&r.decision)).filter(|(_, result)| *result != "continue");
     let outcome = Outcome::from_score(&score, service.engine().params.spam_cutoff);
-    let action = opts.actions.decide(score.probability);
+    let mut action = opts.actions.decide(score.probability);
+    // A virus the antivirus is set to quarantine is held, whatever the score
+    // says (set to reject, it was refused above).
+    let virus = report.as_ref().and_then(|r| r.virus());
+    let hold_virus = virus.is_some() && service.antivirus().is_some_and(|a| a.action == HitAction::Quarantine);
+    if hold_virus && action == Action::AddHeaders {
+        action = Action::Quarantine;
+    }
     let name = match (&refused, action) {
         (Some((reply, result)), _) => {
             reply.encode(out);
@@ -522,6 +530,9 @@ async fn end_of_message<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts
             for (name, value) in header_fields(&outcome.headers("\n")) {
                 Reply::AddHeader { name, value }.encode(out);
             }
+            if let Some(scan) = report.as_ref().and_then(|r| r.antivirus.as_ref()) {
+                Reply::AddHeader { name: "X-Virus-Status".into(), value: scan.status() }.encode(out);
+            }
             // Trace fields go on top; each insert lands above the last.
             if let Some(secs) = msg.greylisted {
                 let value = crate::envelope::greylist::x_greylist(secs, crate::envelope::now());
@@ -535,7 +546,11 @@ async fn end_of_message<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts
                 Reply::InsertHeader { index: 0, name: "Authentication-Results".into(), value }.encode(out);
             }
             if action == Action::Quarantine {
-                Reply::Quarantine(format!("hamlet: spam probability {:.4}", score.probability)).encode(out);
+                let why = match virus {
+                    Some(name) if hold_virus => format!("hamlet: virus found: {name}"),
+                    _ => format!("hamlet: spam probability {:.4}", score.probability),
+                };
+                Reply::Quarantine(why).encode(out);
             }
             Reply::Continue.encode(out);
             action.name()

@@ -50,6 +50,26 @@ pub struct Stages {
     /// Present when the request carried an envelope (or DKIM/DMARC ran).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envelope: Option<EnvelopeStage>,
+    /// Present when `[antivirus]` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub antivirus: Option<AntivirusStage>,
+}
+
+/// The antivirus scan of the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AntivirusStage {
+    /// `clean`, `virus`, `skipped` or `error`.
+    pub result: String,
+    /// The signature's name, for a virus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Why it was skipped or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// What the configuration does with it: for a virus `reject`,
+    /// `quarantine`, `header` or `score`; for an error `fail_open` or
+    /// `tempfail`; else `none`.
+    pub action: String,
 }
 
 /// The classifier's inputs to the verdict.
@@ -121,6 +141,7 @@ impl CheckReply {
             stages: Stages {
                 content: ContentStage { fisher_logit: s.fisher_logit, lr_logit: s.lr_logit, gram_logit: s.gram_logit, tokens: s.tokens },
                 envelope: None,
+                antivirus: None,
             },
             clues: s
                 .clues

@@ -338,6 +338,9 @@ pub struct Outcome {
     pub symbols: Vec<String>,
     /// The human-readable report (REPORT).
     pub report: String,
+    /// `X-Virus-Status` (`Clean`, `Infected (NAME)`, ...), when the
+    /// message was scanned (see [`Outcome::antivirus`]).
+    pub virus_status: Option<String>,
 }
 
 /// SpamAssassin's Bayes buckets (BAYES_00 … BAYES_999), so rules and
@@ -421,7 +424,17 @@ impl Outcome {
             let token: String = c.token.chars().map(|ch| if ch.is_control() { '?' } else { ch }).take(60).collect();
             report.push_str(&format!(" {:.4} {:>7} {:>7}  {}\n", c.prob, c.spam, c.ham, token));
         }
-        Outcome { spam, verdict: s.verdict.name().to_string(), probability: s.probability, score, symbols, report }
+        Outcome { spam, verdict: s.verdict.name().to_string(), probability: s.probability, score, symbols, report, virus_status: None }
+    }
+
+    /// Adds an antivirus scan: its `X-Virus-Status`, its symbol (`AV_VIRUS`,
+    /// `AV_ERROR`, `AV_SKIPPED`; none when clean) and a report line.
+    pub fn antivirus(&mut self, status: String, symbol: Option<&str>) {
+        if let Some(sym) = symbol {
+            self.symbols.insert(0, sym.to_string());
+        }
+        self.report.push_str(&format!("\nAntivirus: {status}\n"));
+        self.virus_status = Some(status);
     }
 
     /// `Spam: True ; 9.7 / 5.0` (without the line ending).
@@ -450,6 +463,9 @@ impl Outcome {
         ));
         h.push_str(&format!("X-Hamlet-Verdict: {}{eol}", self.verdict));
         h.push_str(&format!("X-Hamlet-Probability: {:.4}{eol}", self.probability));
+        if let Some(v) = &self.virus_status {
+            h.push_str(&format!("X-Virus-Status: {v}{eol}"));
+        }
         h
     }
 }

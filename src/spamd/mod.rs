@@ -179,8 +179,17 @@ async fn respond<S: TokenStore + 'static, R: AsyncRead + Unpin>(
         }
         _ => (raw, Vec::new()),
     };
-    let score = service.check(req.user.clone(), scored, None).await.map_err(job_error).map_err(fail)?.0;
-    let out = Outcome::from_score(&score, cutoff);
+    let (score, report) = service.check(req.user.clone(), scored, None).await.map_err(job_error).map_err(fail)?;
+    let mut out = Outcome::from_score(&score, cutoff);
+    if let Some(scan) = report.as_ref().and_then(|r| r.antivirus.as_ref()) {
+        // A scan that failed with `on_error = "tempfail"`: the caller
+        // (an MTA through spamc) tries again later.
+        if report.as_ref().is_some_and(|r| r.outcomes.iter().any(|o| o.rule == "AV_ERROR" && o.action == crate::envelope::RuleAction::Defer)) {
+            return Err(fail(ProtoError::new(Status::TempFail, "message not scanned for viruses, try again later")));
+        }
+        let symbol = report.as_ref().and_then(|r| r.outcomes.iter().find(|o| o.rule.starts_with("AV_"))).map(|o| o.rule);
+        out.antivirus(scan.status(), symbol);
+    }
     let spam_line = out.spam_line();
     let reply = match cmd {
         Command::Check => proto::reply(Some(&spam_line), &[], None),
@@ -240,6 +249,7 @@ fn job_error(e: JobError) -> ProtoError {
         JobError::TimedOut => ProtoError::new(Status::TempFail, "timed out"),
         JobError::StoreUnavailable(m) => ProtoError::new(Status::TempFail, m),
         JobError::UsersFull(m) => ProtoError::new(Status::CantCreat, m),
+        JobError::Infected(name) => ProtoError::new(Status::DataErr, format!("virus found: {name}; an infected message is not learned")),
         JobError::Failed(e) => {
             tracing::error!(error = %e, "spamd request failed");
             ProtoError::new(Status::Software, "internal error")
