@@ -341,6 +341,8 @@ impl<S: TokenStore + 'static> Service<S> {
         if infected {
             score.verdict = crate::classify::Verdict::Spam;
             score.probability = 1.0;
+            // As far as a finite logit goes (1 - p below f64's precision).
+            score.logit = score.logit.max(40.0);
         }
         if let Some((prepared, class, user)) = auto {
             self.queue_autolearn(AutoLearnItem { user, prepared, class });
