@@ -36,10 +36,7 @@ pub async fn run(cfg: Config) -> Result<()> {
     };
     // The policy service and the milter answer the envelope with one
     // checker (one greylisting store).
-    let checker = match cfg.policy.is_some() || cfg.milter.is_some() {
-        true => Some(Arc::new(build::policy_checker(&cfg)?)),
-        false => None,
-    };
+    let checker = if cfg.policy.is_some() || cfg.milter.is_some() { Some(Arc::new(build::policy_checker(&cfg)?)) } else { None };
     let policy = match (&cfg.policy, &checker) {
         (Some(addr), Some(c)) => Some((Listener::bind("the policy service", addr).await?, c.clone())),
         _ => None,

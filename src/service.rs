@@ -216,7 +216,7 @@ impl<S: TokenStore + 'static> Service<S> {
         &self,
         env: Option<&Envelope>,
         lookups: &crate::envelope::Lookups,
-        auth: Option<&crate::envelope::dkim::AuthReport>,
+        auth: Option<crate::envelope::dkim::AuthReport>,
         scan: Option<Scan>,
     ) -> crate::Result<Option<Report>> {
         let report = env.map(|e| self.envelope.check_with(e, lookups, crate::envelope::now())).transpose()?;
@@ -282,7 +282,7 @@ impl<S: TokenStore + 'static> Service<S> {
                     tracing::warn!(user = user.as_deref().unwrap_or(""), error = %err, "per-user model unavailable; scoring with the shared model");
                     None
                 });
-                let report = me.envelope_report(env.as_ref(), &lookups, auth.as_ref(), scan)?;
+                let report = me.envelope_report(env.as_ref(), &lookups, auth, scan)?;
                 let mut p = e.prepare(&raw);
                 if let Some(r) = &report {
                     p.add_tokens(r.tokens());
@@ -378,7 +378,7 @@ impl<S: TokenStore + 'static> Service<S> {
         let outcome = self
             .blocking(move |e| {
                 let mut p = e.prepare(&raw);
-                if let Some(r) = me.envelope_report(env.as_ref(), &lookups, auth.as_ref(), None)? {
+                if let Some(r) = me.envelope_report(env.as_ref(), &lookups, auth, None)? {
                     p.add_tokens(r.tokens());
                 }
                 let action = class.map_or(Action::Unlearn, Action::Learn);

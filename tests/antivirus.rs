@@ -8,15 +8,15 @@
 //! or talking nonsense gives the configured failure action within the
 //! budget.
 
+mod common;
+
+use common::base64;
+use common::serve::{Served, free_port, http};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hamlet-av-{name}-{}", std::process::id()));
@@ -89,7 +89,8 @@ fn clamd() -> Clamd {
 /// A message with `attachment` (base64) named `name`.
 fn with_attachment(name: &str, ctype: &str, attachment: &[u8]) -> Vec<u8> {
     use std::fmt::Write as _;
-    let b64 = base64(attachment);
+    // MIME lines of 76 characters.
+    let b64 = base64(attachment).as_bytes().chunks(76).map(|l| String::from_utf8_lossy(l).into_owned()).collect::<Vec<_>>().join("\r\n");
     let mut m = String::new();
     let _ = write!(
         m,
@@ -99,21 +100,6 @@ fn with_attachment(name: &str, ctype: &str, attachment: &[u8]) -> Vec<u8> {
          Content-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--b1--\r\n"
     );
     m.into_bytes()
-}
-
-fn base64(data: &[u8]) -> String {
-    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for (i, c) in data.chunks(3).enumerate() {
-        if i > 0 && i % 19 == 0 {
-            out.push_str("\r\n");
-        }
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        for k in 0..4 {
-            out.push(if k <= c.len() { T[(n >> (18 - 6 * k) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
 }
 
 /// The payload inside a zip file (made by Python's zipfile).
@@ -133,67 +119,23 @@ const CLEAN: &[u8] =
 
 /// `hamlet serve` with HTTP, SPAMD and the milter, `[antivirus]` as given.
 struct Server {
-    child: Child,
-    dir: PathBuf,
+    served: Served,
     http: u16,
     spamd: u16,
     milter: u16,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn server(name: &str, antivirus: &str) -> Server {
-    let dir = tmp(name);
     let (http, spamd, milter) = (free_port(), free_port(), free_port());
-    std::fs::write(
-        dir.join("hamlet.toml"),
-        format!(
-            "log = \"warn\"\nhttp = \"127.0.0.1:{http}\"\nspamd = \"127.0.0.1:{spamd}\"\nmilter = \"127.0.0.1:{milter}\"\nlearn_token = \"t0ken\"\n\
-             [autolearn]\nenabled = true\n[antivirus]\n{antivirus}\n"
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hamlet"))
-        .arg("--db")
-        .arg(dir.join("h.redb"))
-        .args(["serve", "--config", dir.join("hamlet.toml").to_str().unwrap()])
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    for _ in 0..200 {
-        if [http, spamd, milter].iter().all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok()) {
-            return Server { child, dir, http, spamd, milter };
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("hamlet serve never listened: {}", std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default());
-}
-
-/// One HTTP/1.1 request; (status, body).
-fn http(s: &Server, method: &str, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
-    let mut c = TcpStream::connect(("127.0.0.1", s.http)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n", body.len());
-    c.write_all(head.as_bytes()).unwrap();
-    c.write_all(body).unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
-    let status = out.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string());
-    (status, body)
+    let toml = format!(
+        "log = \"warn\"\nhttp = \"127.0.0.1:{http}\"\nspamd = \"127.0.0.1:{spamd}\"\nmilter = \"127.0.0.1:{milter}\"\nlearn_token = \"t0ken\"\n\
+         [autolearn]\nenabled = true\n[antivirus]\n{antivirus}\n"
+    );
+    Server { served: Served::start(&format!("av-{name}"), &toml, &[http, spamd, milter]), http, spamd, milter }
 }
 
 fn check(s: &Server, msg: &[u8]) -> serde_json::Value {
-    let (status, body) = http(s, "POST", "/v1/check", "", msg);
+    let (status, body) = http(s.http, "POST", "/v1/check", "", msg);
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -215,7 +157,7 @@ fn milter(s: &Server, name: &str, msg: &[u8], checks: &str) {
     assert!(Path::new("/usr/bin/miltertest").exists(), "miltertest is not installed: run scripts/test.sh, or `apt-get install -y miltertest`");
     let text = String::from_utf8_lossy(msg);
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let body_file = s.dir.join(format!("{name}.body"));
+    let body_file = s.served.dir.join(format!("{name}.body"));
     std::fs::write(&body_file, body).unwrap();
     let mut headers = String::new();
     for line in head.split("\r\n") {
@@ -241,7 +183,7 @@ fn milter(s: &Server, name: &str, msg: &[u8], checks: &str) {
         port = s.milter,
         body = body_file.to_str().unwrap()
     );
-    let file = s.dir.join(format!("{name}.lua"));
+    let file = s.served.dir.join(format!("{name}.lua"));
     std::fs::write(&file, script).unwrap();
     let out = Command::new("miltertest").arg("-s").arg(&file).output().unwrap();
     assert!(out.status.success(), "miltertest {name}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -252,7 +194,7 @@ fn infected_attachments_are_found_through_every_front_end() {
     let c = clamd();
     let s = server("clamd", &format!("clamd = \"tcp:127.0.0.1:{}\"\naction = \"reject\"", c.port));
     let attached = with_attachment("payload.bin", "application/octet-stream", PAYLOAD);
-    let zip = with_attachment("payload.zip", "application/zip", &zipped(&s.dir));
+    let zip = with_attachment("payload.zip", "application/zip", &zipped(&s.served.dir));
     let eicar = with_attachment("eicar.com", "application/octet-stream", EICAR);
     for (what, msg) in [("base64 attachment", &attached), ("inside a zip", &zip), ("EICAR", &eicar)] {
         let v = check(&s, msg);
@@ -267,12 +209,12 @@ fn infected_attachments_are_found_through_every_front_end() {
     assert_ne!(v["verdict"], "spam");
 
     // rspamd's checkv2: the symbol with the signature, the reject action.
-    let (status, body) = http(&s, "POST", "/checkv2", "", &zip);
+    let (status, body) = http(s.http, "POST", "/checkv2", "", &zip);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status, 200);
     assert_eq!(v["action"], "reject", "{v}");
     assert!(v["symbols"]["AV_VIRUS"]["options"][0].as_str().unwrap().starts_with("payload.bin"), "{v}");
-    let (_, body) = http(&s, "POST", "/checkv2", "", CLEAN);
+    let (_, body) = http(s.http, "POST", "/checkv2", "", CLEAN);
     assert!(!body.contains("AV_VIRUS"), "{body}");
 
     // SPAMD: the header and the symbol.
@@ -286,10 +228,10 @@ fn infected_attachments_are_found_through_every_front_end() {
     milter(&s, "clean", CLEAN, "check(mt.eom_check(conn, MT_HDRADD, 'X-Virus-Status', 'Clean'), 'X-Virus-Status: Clean')");
 
     // Never learned: an explicit learn says so; auto-learn leaves it alone.
-    let (status, body) = http(&s, "POST", "/v1/learn/spam", "Authorization: Bearer t0ken\r\n", &attached);
+    let (status, body) = http(s.http, "POST", "/v1/learn/spam", "Authorization: Bearer t0ken\r\n", &attached);
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("virus found: payload.bin.UNOFFICIAL"), "{body}");
-    let (_, dump) = http(&s, "GET", "/metrics", "", b"");
+    let (_, dump) = http(s.http, "GET", "/metrics", "", b"");
     assert!(dump.contains("hamlet_antivirus_scans_total{result=\"virus\"}"), "{dump}");
     assert!(dump.contains("hamlet_learns_total{outcome=\"infected\"} 1"), "{dump}");
     assert!(!dump.contains("outcome=\"autolearned\""), "an infected message is never auto-learned: {dump}");

@@ -9,14 +9,11 @@ use hamlet::envelope::RuleAction;
 use hamlet::envelope::dnsbl::{Answer, DnsConfig, Dnsbl, Zone};
 mod common;
 
+use common::serve::free_port;
 use common::unbound::{Unbound, unbound};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn zone(name: &str, codes: &[(&str, &str)]) -> Zone {
     Zone {

@@ -7,57 +7,25 @@
 
 mod common;
 
+use common::serve::{Served, free_port, http};
 use common::unbound::{Unbound, unbound};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// `hamlet serve --milter` with a config of its own.
 struct Server {
-    child: Child,
-    dir: PathBuf,
+    served: Served,
     milter: u16,
     http: u16,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn server(name: &str, config: &str) -> Server {
-    let dir = std::env::temp_dir().join(format!("hamlet-milter-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
     let (milter, http) = (free_port(), free_port());
     let toml = format!("log = \"warn\"\nhttp = \"127.0.0.1:{http}\"\nmilter = \"127.0.0.1:{milter}\"\n{config}\n");
-    std::fs::write(dir.join("hamlet.toml"), toml).unwrap();
-    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hamlet"))
-        .arg("--db")
-        .arg(dir.join("h.redb"))
-        .args(["serve", "--config", dir.join("hamlet.toml").to_str().unwrap()])
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    for _ in 0..200 {
-        if TcpStream::connect(("127.0.0.1", milter)).is_ok() {
-            return Server { child, dir, milter, http };
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("hamlet serve --milter never listened: {}", std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default());
+    Server { served: Served::start(&format!("milter-{name}"), &toml, &[milter]), milter, http }
 }
 
 /// The envelope checks on, answering from unbound: listed clients and SPF
@@ -103,26 +71,17 @@ end
 /// panics with miltertest's output if it fails.
 fn miltertest(s: &Server, name: &str, script: &str) -> String {
     assert!(Path::new("/usr/bin/miltertest").exists(), "miltertest is not installed: run scripts/test.sh, or `apt-get install -y miltertest`");
-    let file = s.dir.join(format!("{name}.lua"));
+    let file = s.served.dir.join(format!("{name}.lua"));
     std::fs::write(&file, format!("{PRELUDE}\n{script}")).unwrap();
     let out = Command::new("miltertest").args(["-D", &format!("port={}", s.milter), "-s"]).arg(&file).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "miltertest {name} failed:\n{text}\nhamlet's log:\n{}",
-        std::fs::read_to_string(s.dir.join("serve.log")).unwrap_or_default()
-    );
+    assert!(out.status.success(), "miltertest {name} failed:\n{text}\nhamlet's log:\n{}", s.served.log());
     text
 }
 
 /// `GET /metrics` of the server.
 fn metrics(s: &Server) -> String {
-    let mut c = TcpStream::connect(("127.0.0.1", s.http)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(c, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    c.read_to_string(&mut out).unwrap();
-    out
+    http(s.http, "GET", "/metrics", "", b"").1
 }
 
 #[test]

@@ -9,17 +9,13 @@
 
 mod common;
 
+use common::serve::free_port;
 use common::unbound::unbound;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hamlet");
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 struct Stack {
     dir: PathBuf,
@@ -271,9 +267,6 @@ fn postfix_milter_takes_200_sessions_at_once() {
         let warnings: Vec<&str> = log.lines().filter(|l| l.contains("warning") || l.contains("milter")).take(20).collect();
         assert_eq!(text.matches("X-Spam-Checker-Version: hamlet").count(), 1, "scored once: {text}\nPostfix's warnings:\n{}", warnings.join("\n"));
     }
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.http)).unwrap();
-    std::io::Write::write_all(&mut c, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut m = String::new();
-    std::io::Read::read_to_string(&mut c, &mut m).unwrap();
+    let (_, m) = common::serve::http(s.http, "GET", "/metrics", "", b"");
     assert!(m.contains("hamlet_milter_total{stage=\"eom\",result=\"add_headers\"} 200"), "{m}");
 }

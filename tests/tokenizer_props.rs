@@ -5,6 +5,9 @@
 //! deterministic, and emits at most `Limits::max_tokens` tokens. Plus
 //! deterministic monsters: a 20 MB message and MIME bombs.
 
+mod common;
+
+use common::base64;
 use hamlet::hash::token_hash;
 use hamlet::tokenize::{Limits, Options, Tokenizer};
 use proptest::prelude::*;
@@ -37,19 +40,6 @@ fn tokenize_checked(tk: &Tokenizer, input: &[u8]) -> Result<(), TestCaseError> {
 // ---------------------------------------------------------------------------
 // Mail-shaped input
 // ---------------------------------------------------------------------------
-
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
-        out.push(A[(n >> 18) as usize & 63] as char);
-        out.push(A[(n >> 12) as usize & 63] as char);
-        out.push(if c.len() > 1 { A[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if c.len() > 2 { A[n as usize & 63] as char } else { '=' });
-    }
-    out
-}
 
 fn text() -> impl Strategy<Value = String> {
     prop_oneof![

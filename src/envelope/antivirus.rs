@@ -131,6 +131,17 @@ impl Scan {
         }
     }
 
+    /// The rule that reports it (`AV_VIRUS`, `AV_SKIPPED`, `AV_ERROR`);
+    /// none for a clean message.
+    pub fn rule(&self) -> Option<&'static str> {
+        match self {
+            Scan::Clean => None,
+            Scan::Virus(_) => Some("AV_VIRUS"),
+            Scan::Skipped(_) => Some("AV_SKIPPED"),
+            Scan::Error(_) => Some("AV_ERROR"),
+        }
+    }
+
     pub fn virus(&self) -> Option<&str> {
         match self {
             Scan::Virus(name) => Some(name),
@@ -261,15 +272,22 @@ impl Antivirus {
     /// hit set to reject rejects, a failure set to tempfail defers. No
     /// token: an antivirus verdict is not the learner's to weigh.
     pub fn outcome(&self, scan: &Scan) -> Option<Outcome> {
-        let (rule, detail, action) = match scan {
+        let rule = scan.rule()?;
+        let (detail, action) = match scan {
             Scan::Clean => return None,
             Scan::Virus(name) => {
-                ("AV_VIRUS", format!("virus found: {name}"), if self.action == HitAction::Reject { RuleAction::Reject } else { RuleAction::Score })
+                (format!("virus found: {name}"), if self.action == HitAction::Reject { RuleAction::Reject } else { RuleAction::Score })
             }
-            Scan::Skipped(why) => ("AV_SKIPPED", format!("not scanned: {why}"), RuleAction::Score),
-            Scan::Error(why) => ("AV_ERROR", why.clone(), if self.on_error == OnError::Tempfail { RuleAction::Defer } else { RuleAction::Score }),
+            Scan::Skipped(why) => (format!("not scanned: {why}"), RuleAction::Score),
+            Scan::Error(why) => (why.clone(), if self.defers(scan) { RuleAction::Defer } else { RuleAction::Score }),
         };
         Some(Outcome { rule, token: String::new(), detail, action })
+    }
+
+    /// Whether this scan's answer defers the message (a failure under
+    /// `on_error = "tempfail"`).
+    pub fn defers(&self, scan: &Scan) -> bool {
+        matches!(scan, Scan::Error(_)) && self.on_error == OnError::Tempfail
     }
 }
 

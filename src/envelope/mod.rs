@@ -325,13 +325,13 @@ impl<G: GreyStore> Checker<G> {
 
     /// Adds DKIM/DMARC findings to a report (making one for a request
     /// without an envelope), its decision updated.
-    pub fn add_auth(&self, report: Option<Report>, auth: &dkim::AuthReport) -> Report {
+    pub fn add_auth(&self, report: Option<Report>, auth: dkim::AuthReport) -> Report {
         let mut r = report.unwrap_or_else(Report::empty);
         for (rule, token, detail) in auth.findings() {
             r.outcomes.push(self.outcome(rule, token, detail));
         }
         r.decision = decide(&r.outcomes);
-        r.auth = Some(auth.clone());
+        r.auth = Some(auth);
         r
     }
 

@@ -365,10 +365,17 @@ async fn stage<S: TokenStore + 'static, G: GreyStore + 'static>(
     env: Envelope,
     lookups: Lookups,
 ) -> (Reply, Option<Report>) {
-    let c = checker.clone();
     let now = crate::envelope::now();
-    let job = tokio::task::spawn_blocking(move || c.check_with(&env, &lookups, now).map(|r| (r, env)));
-    let (report, env) = match tokio::time::timeout(opts.timeout.min(STAGE), job).await {
+    // Only a recipient's check touches the greylisting store; before RCPT
+    // the rules are a few string checks, run here.
+    let checked = if env.rcpt_to.is_empty() {
+        Ok(Ok(checker.check_with(&env, &lookups, now).map(|r| (r, env))))
+    } else {
+        let c = checker.clone();
+        let job = tokio::task::spawn_blocking(move || c.check_with(&env, &lookups, now).map(|r| (r, env)));
+        tokio::time::timeout(opts.timeout.min(STAGE), job).await
+    };
+    let (report, env) = match checked {
         Ok(Ok(Ok(r))) => r,
         Ok(Ok(Err(e))) => {
             tracing::warn!(stage, error = %e, "milter: envelope check failed; continuing");
@@ -563,8 +570,8 @@ async fn end_of_message<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts
 
 /// Whether a field is a verdict of the kind hamlet adds.
 fn ours(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n.starts_with("x-spam-") || n.starts_with("x-hamlet-")
+    let n = name.as_bytes();
+    [&b"x-spam-"[..], b"x-hamlet-"].iter().any(|p| n.len() >= p.len() && n[..p.len()].eq_ignore_ascii_case(p))
 }
 
 /// Deletions of the `X-Spam-*` and `X-Hamlet-*` fields the message came

@@ -181,14 +181,13 @@ async fn respond<S: TokenStore + 'static, R: AsyncRead + Unpin>(
     };
     let (score, report) = service.check(req.user.clone(), scored, None).await.map_err(job_error).map_err(fail)?;
     let mut out = Outcome::from_score(&score, cutoff);
-    if let Some(scan) = report.as_ref().and_then(|r| r.antivirus.as_ref()) {
+    if let (Some(scan), Some(av)) = (report.as_ref().and_then(|r| r.antivirus.as_ref()), service.antivirus()) {
         // A scan that failed with `on_error = "tempfail"`: the caller
         // (an MTA through spamc) tries again later.
-        if report.as_ref().is_some_and(|r| r.outcomes.iter().any(|o| o.rule == "AV_ERROR" && o.action == crate::envelope::RuleAction::Defer)) {
+        if av.defers(scan) {
             return Err(fail(ProtoError::new(Status::TempFail, "message not scanned for viruses, try again later")));
         }
-        let symbol = report.as_ref().and_then(|r| r.outcomes.iter().find(|o| o.rule.starts_with("AV_"))).map(|o| o.rule);
-        out.antivirus(scan.status(), symbol);
+        out.antivirus(scan.status(), scan.rule());
     }
     let spam_line = out.spam_line();
     let reply = match cmd {

@@ -5,14 +5,11 @@
 
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use super::serve::free_port;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 pub struct Unbound {
     child: Child,
