@@ -217,6 +217,8 @@ async fn session<S: TokenStore + 'static, G: GreyStore + 'static>(
     // From the first header on, the MTA has the whole message and sends it
     // without pause; before, it goes at its SMTP client's pace.
     let mut streaming = false;
+    // The packets the MTA agreed not to wait for a reply to.
+    let mut quiet = 0u32;
     loop {
         let limit = if streaming { opts.timeout } else { IDLE };
         // Inside a message the MTA streams it without pause (each packet
@@ -235,9 +237,16 @@ async fn session<S: TokenStore + 'static, G: GreyStore + 'static>(
         match cmd {
             Command::OptNeg { version, actions, steps } => {
                 let want = proto::action::ADD_HEADERS | proto::action::CHANGE_HEADERS | proto::action::QUARANTINE;
-                proto::negotiate(version, actions, steps, want, proto::step::NO_UNKNOWN | proto::step::NO_DATA)
-                    .map_err(|e| e.to_string())?
-                    .encode(&mut out);
+                let skip = proto::step::NO_UNKNOWN
+                    | proto::step::NO_DATA
+                    | proto::step::NR_HDR
+                    | proto::step::NR_EOH
+                    | proto::step::NR_BODY;
+                let reply = proto::negotiate(version, actions, steps, want, skip).map_err(|e| e.to_string())?;
+                if let Reply::OptNeg { steps, .. } = reply {
+                    quiet = steps;
+                }
+                reply.encode(&mut out);
             }
             Command::Macro { pairs, .. } => {
                 if let Some((_, user)) = pairs.into_iter().find(|(k, _)| k == "{auth_authen}") {
@@ -303,15 +312,15 @@ async fn session<S: TokenStore + 'static, G: GreyStore + 'static>(
                 if msg.unscored.is_none() {
                     msg.headers.push((name, value));
                 }
-                Reply::Continue.encode(&mut out);
+                answer(quiet, proto::step::NR_HDR, &mut out);
             }
-            Command::EndOfHeader => Reply::Continue.encode(&mut out),
+            Command::EndOfHeader => answer(quiet, proto::step::NR_EOH, &mut out),
             Command::Body(chunk) => {
                 keep(slot, opts, &mut msg, chunk.len()).await;
                 if msg.unscored.is_none() {
                     msg.body.extend_from_slice(&chunk);
                 }
-                Reply::Continue.encode(&mut out);
+                answer(quiet, proto::step::NR_BODY, &mut out);
             }
             Command::EndOfMessage(chunk) => {
                 keep(slot, opts, &mut msg, chunk.len()).await;
@@ -339,6 +348,14 @@ async fn session<S: TokenStore + 'static, G: GreyStore + 'static>(
                 .map_err(|_| "timed out writing to the MTA".to_string())?
                 .map_err(|e| e.to_string())?;
         }
+    }
+}
+
+/// Continues after a packet, unless the MTA agreed (`step`, one of the
+/// `NR_*` steps in `quiet`) not to wait for the reply.
+fn answer(quiet: u32, step: u32, out: &mut Vec<u8>) {
+    if quiet & step == 0 {
+        Reply::Continue.encode(out);
     }
 }
 
@@ -646,6 +663,7 @@ async fn read_packet(conn: &mut Conn, buf: &mut Vec<u8>) -> Result<Option<Vec<u8
             None => {
                 let mut chunk = [0u8; 16 << 10];
                 let k = conn.read(&mut chunk).await.map_err(|e| format!("read error: {e}"))?;
+                conn.quick_ack();
                 if k == 0 {
                     return if buf.is_empty() { Ok(None) } else { Err("the MTA closed the connection inside a packet".into()) };
                 }

@@ -33,6 +33,13 @@ pub mod step {
     pub const NO_DATA: u32 = 0x200;
     /// The MTA sends recipients it rejected too (not asked for).
     pub const RCPT_REJ: u32 = 0x800;
+    /// The MTA does not wait for a reply to each header (`SMFIP_NR_HDR`),
+    /// to the end of the headers (`SMFIP_NR_EOH`) or to each body chunk
+    /// (`SMFIP_NR_BODY`): the message streams in without a round trip per
+    /// packet, and the filter must not answer those packets.
+    pub const NR_HDR: u32 = 0x80;
+    pub const NR_EOH: u32 = 0x4_0000;
+    pub const NR_BODY: u32 = 0x8_0000;
     /// Headers' values keep their leading space (not asked for).
     pub const HDR_LEADSPC: u32 = 0x10_0000;
 }
@@ -462,6 +469,10 @@ mod tests {
         assert!(negotiate(6, 0, 0, action::ADD_HEADERS, 0).is_err());
         assert!(negotiate(1, 0x1ff, 0, action::ADD_HEADERS, 0).is_err());
         assert_eq!(negotiate(2, 0x3f, 0x7f, 0x31, 0x300), Ok(Reply::OptNeg { version: 2, actions: 0x31, steps: 0 }));
+        // Postfix offers every no-reply step; a version 2 MTA none of them.
+        let quiet = step::NR_HDR | step::NR_EOH | step::NR_BODY;
+        assert_eq!(negotiate(6, 0x1ff, 0x1f_ffff, 0x31, quiet), Ok(Reply::OptNeg { version: 6, actions: 0x31, steps: quiet }));
+        assert_eq!(negotiate(2, 0x3f, 0x7f, 0x31, quiet), Ok(Reply::OptNeg { version: 2, actions: 0x31, steps: 0 }));
     }
 
     #[test]
