@@ -237,11 +237,7 @@ async fn session<S: TokenStore + 'static, G: GreyStore + 'static>(
         match cmd {
             Command::OptNeg { version, actions, steps } => {
                 let want = proto::action::ADD_HEADERS | proto::action::CHANGE_HEADERS | proto::action::QUARANTINE;
-                let skip = proto::step::NO_UNKNOWN
-                    | proto::step::NO_DATA
-                    | proto::step::NR_HDR
-                    | proto::step::NR_EOH
-                    | proto::step::NR_BODY;
+                let skip = proto::step::NO_UNKNOWN | proto::step::NO_DATA | proto::step::NR_HDR | proto::step::NR_EOH | proto::step::NR_BODY;
                 let reply = proto::negotiate(version, actions, steps, want, skip).map_err(|e| e.to_string())?;
                 if let Reply::OptNeg { steps, .. } = reply {
                     quiet = steps;
