@@ -31,6 +31,11 @@ command -v sigtool >/dev/null || need_pkgs+=(clamav)
 # redis-server: the Redis store's tests (each starts its own on loopback).
 command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 command -v redis-cli >/dev/null || need_pkgs+=(redis-tools)
+# The web console's browser test: Chromium driven by chromedriver from
+# Debian's python3 (python3-selenium installs into /usr/bin/python3 only).
+command -v chromium >/dev/null || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
+/usr/bin/python3 -c 'import selenium.webdriver' 2>/dev/null || need_pkgs+=(python3-selenium)
 if ((${#need_pkgs[@]})); then
   echo "test.sh: installing ${need_pkgs[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -91,7 +91,19 @@ pub fn service(cfg: &Config) -> Result<Service<Db>> {
         .antivirus(crate::envelope::antivirus::Antivirus::new(&cfg.antivirus)?)
         .users(users)
         .autolearn(cfg.autolearn.enabled.then(|| cfg.autolearn.clone()))
+        .history(history(&cfg.ui))
         .build()
+}
+
+/// The console's record of recent checks, when `[ui]` is on.
+pub fn history(ui: &crate::config::UiConfig) -> Option<crate::history::History> {
+    ui.enabled.then(|| {
+        crate::history::History::new(crate::history::Settings {
+            capacity: ui.history,
+            message_bytes: ui.history_message_bytes,
+            privacy: crate::history::Privacy { addresses: ui.history_addresses, subjects: ui.history_subjects },
+        })
+    })
 }
 
 /// The token learning needs: `learn_token` if set; none with

@@ -110,7 +110,7 @@ pub fn header_value(headers: &[u8], name: &str) -> Option<Vec<u8>> {
 /// The first value of each header of `names`, in one pass over the
 /// headers (four passes, one per identity header, were 2% of a bulk
 /// training's time).
-fn header_values<const N: usize>(headers: &[u8], names: &[&str; N]) -> [Option<Vec<u8>>; N] {
+pub fn header_values<const N: usize>(headers: &[u8], names: &[&str; N]) -> [Option<Vec<u8>>; N] {
     let mut out = [const { None }; N];
     let mut missing = N;
     let mut lines = headers.split(|&b| b == b'\n').peekable();

@@ -52,6 +52,7 @@ pub mod envelope;
 pub mod error;
 pub mod eval;
 pub mod hash;
+pub mod history;
 pub mod http;
 pub mod imap;
 pub mod listener;

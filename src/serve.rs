@@ -64,7 +64,11 @@ pub async fn run(cfg: Config) -> Result<()> {
     let guard = Guard::new(cfg.inflight_body_bytes);
     let g = guard.clone();
     service.metrics().listener_counts(move || g.counts());
-    let app = crate::http::router(service.clone(), cfg.max_body_bytes);
+    let console = cfg.ui.enabled.then(|| {
+        let store = service.engine().store();
+        crate::http::Console::new(&cfg.ui, service.learn_token().map(str::to_string), store.backend(), store.describe())
+    });
+    let app = crate::http::app(service.clone(), cfg.max_body_bytes, console);
     let opts = crate::http::Options {
         max_connections: cfg.http_max_connections,
         head_timeout: Duration::from_secs(cfg.head_timeout_s),

@@ -18,6 +18,7 @@ use crate::engine::{Action, Engine, LearnOutcome, Prepared};
 use crate::envelope::antivirus::{Antivirus, Scan};
 use crate::envelope::greylist::MemoryGreyStore;
 use crate::envelope::{Checker, Envelope, Report};
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::store::{Db, TokenStore};
 use crate::users::Users;
@@ -61,6 +62,8 @@ pub struct Service<S: TokenStore + 'static> {
     envelope: Checker<MemoryGreyStore>,
     /// clamd, when `[antivirus]` is on.
     antivirus: Option<Antivirus>,
+    /// The console's record of recent checks, when `[ui]` is on.
+    history: Option<History>,
 }
 
 /// Builds a [`Service`]: the engine, then whatever differs from the
@@ -74,6 +77,7 @@ pub struct ServiceBuilder<S: TokenStore + 'static> {
     autolearn: Option<AutoLearn>,
     envelope: Option<Checker<MemoryGreyStore>>,
     antivirus: Option<Antivirus>,
+    history: Option<History>,
 }
 
 impl<S: TokenStore + 'static> ServiceBuilder<S> {
@@ -107,6 +111,11 @@ impl<S: TokenStore + 'static> ServiceBuilder<S> {
         self.antivirus = av;
         self
     }
+    /// The record of recent checks the console shows (`None`: off).
+    pub fn history(mut self, history: Option<History>) -> Self {
+        self.history = history;
+        self
+    }
     pub fn build(self) -> crate::Result<Service<S>> {
         let envelope = match self.envelope {
             Some(c) => c,
@@ -125,8 +134,18 @@ impl<S: TokenStore + 'static> ServiceBuilder<S> {
             autolearn_tx: std::sync::OnceLock::new(),
             envelope,
             antivirus: self.antivirus,
+            history: self.history,
         })
     }
+}
+
+/// A check's answer: the score, the envelope's report, and its entry in
+/// the console's history (when `[ui]` is on).
+#[derive(Debug)]
+pub struct Checked {
+    pub score: Score,
+    pub report: Option<Report>,
+    pub entry: Option<u64>,
 }
 
 /// A message the service decided to auto-learn.
@@ -161,11 +180,30 @@ pub enum JobError {
 impl<S: TokenStore + 'static> Service<S> {
     /// Starts building a service around `engine`.
     pub fn builder(engine: Engine<S>) -> ServiceBuilder<S> {
-        ServiceBuilder { engine, learn_token: None, timeout: Duration::from_secs(30), users: None, autolearn: None, envelope: None, antivirus: None }
+        ServiceBuilder {
+            engine,
+            learn_token: None,
+            timeout: Duration::from_secs(30),
+            users: None,
+            autolearn: None,
+            envelope: None,
+            antivirus: None,
+            history: None,
+        }
     }
 
     pub fn engine(&self) -> &Engine<S> {
         &self.engine
+    }
+
+    /// The envelope checker of requests that carry an envelope.
+    pub fn envelope_checker(&self) -> &Checker<MemoryGreyStore> {
+        &self.envelope
+    }
+
+    /// The console's record of recent checks, when `[ui]` is on.
+    pub fn history(&self) -> Option<&History> {
+        self.history.as_ref()
     }
 
     /// The antivirus scanner, when `[antivirus]` is on.
@@ -254,27 +292,39 @@ impl<S: TokenStore + 'static> Service<S> {
 
     /// Scores a message, for `user` if per-user models are on; with an
     /// envelope, its outcomes are checked, reported, and their tokens join
-    /// the message's (so the classifier weighs them as it learns).
-    pub async fn check(self: &Arc<Self>, user: Option<String>, raw: Vec<u8>, env: Option<Envelope>) -> Result<(Score, Option<Report>), JobError> {
+    /// the message's (so the classifier weighs them as it learns). `via`
+    /// names the front end, for the console's history.
+    pub async fn check(self: &Arc<Self>, via: &'static str, user: Option<String>, raw: Vec<u8>, env: Option<Envelope>) -> Result<Checked, JobError> {
         let lookups = self.lookups(env.as_ref()).await;
-        self.check_looked_up(user, raw, env, lookups).await
+        self.check_looked_up(via, user, raw, env, lookups).await
+    }
+
+    /// Notes what a front end did with a check's verdict (`reject`, `add
+    /// header`, ...), for the console.
+    pub fn acted(&self, checked: &Checked, action: &'static str) {
+        if let (Some(h), Some(id)) = (&self.history, checked.entry) {
+            h.set_action(id, action);
+        }
     }
 
     /// [`Service::check`] with the envelope's DNS answers already in hand
     /// (the milter looks them up at their SMTP stages).
     pub async fn check_looked_up(
         self: &Arc<Self>,
+        via: &'static str,
         user: Option<String>,
         raw: Vec<u8>,
         env: Option<Envelope>,
         lookups: crate::envelope::Lookups,
-    ) -> Result<(Score, Option<Report>), JobError> {
+    ) -> Result<Checked, JobError> {
         let me = self.clone();
+        // The console's history keeps who asked, and with what envelope.
+        let asked = self.history.as_ref().map(|_| (user.clone(), env.clone()));
         let (auth, scan) = tokio::join!(self.envelope.authenticate(&raw, env.as_ref(), lookups.spf.as_ref()), self.scan(&raw));
         // An infected message is spam whatever its tokens say, and is never
         // auto-learned.
         let infected = scan.as_ref().is_some_and(|s| s.virus().is_some());
-        let (mut score, report, auto) = self
+        let (mut score, report, auto, raw) = self
             .blocking(move |e| {
                 // A user's model that cannot be opened must not stop mail
                 // being scored: the shared model alone, and a warning.
@@ -335,7 +385,7 @@ impl<S: TokenStore + 'static> Service<S> {
                     }
                     other => other?,
                 };
-                Ok((score, report, auto))
+                Ok((score, report, auto, raw))
             })
             .await?;
         if infected {
@@ -349,7 +399,13 @@ impl<S: TokenStore + 'static> Service<S> {
         }
         self.checks.fetch_add(1, Ordering::Relaxed);
         self.metrics.verdict(score.verdict.name());
-        Ok((score, report))
+        let entry = match (&self.history, asked) {
+            (Some(h), Some((user, env))) => {
+                Some(h.record(crate::history::Check { via, raw, user: user.as_deref(), env: env.as_ref(), score: &score, report: report.as_ref() }))
+            }
+            _ => None,
+        };
+        Ok(Checked { score, report, entry })
     }
 
     /// Learns (`Some(class)`) or unlearns (`None`) a message: into `user`'s
@@ -391,7 +447,7 @@ impl<S: TokenStore + 'static> Service<S> {
             })
             .await?;
         if outcome.changed() {
-            self.learns.fetch_add(1, Ordering::Relaxed);
+            self.learned();
         }
         self.metrics.learn(outcome.name());
         Ok(outcome)
@@ -441,7 +497,7 @@ impl<S: TokenStore + 'static> Service<S> {
                     Ok(outcomes) => {
                         for o in outcomes {
                             if o.changed() {
-                                me.learns.fetch_add(1, Ordering::Relaxed);
+                                me.learned();
                             }
                             me.metrics.learn(if o.changed() { "autolearned" } else { "autolearn skipped" });
                         }
@@ -450,6 +506,14 @@ impl<S: TokenStore + 'static> Service<S> {
                 }
             }
         });
+    }
+
+    /// Counts a learn that changed a model.
+    fn learned(&self) {
+        self.learns.fetch_add(1, Ordering::Relaxed);
+        if let Some(h) = &self.history {
+            h.learned();
+        }
     }
 
     fn queue_autolearn(&self, item: AutoLearnItem) {

@@ -46,13 +46,13 @@ async fn confident_verdicts_are_learned_and_corrections_relearn_them() {
     svc.train(None, SPAM.into(), Some(Class::Spam), None).await.unwrap();
     // One class only: the model cannot tell the classes apart (0.5), and
     // nothing is auto-learned (nor would be: the minimum per class).
-    let (s, _) = svc.check(None, SPAM2.into(), None).await.unwrap();
+    let s = svc.check("test", None, SPAM2.into(), None).await.unwrap().score;
     assert_eq!(s.probability, 0.5);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(learned(&svc), (1, 0));
 
     svc.train(None, HAM.into(), Some(Class::Ham), None).await.unwrap();
-    let (s, _) = svc.check(None, SPAM2.into(), None).await.unwrap();
+    let s = svc.check("test", None, SPAM2.into(), None).await.unwrap().score;
     assert!(s.probability >= 0.91 && s.probability < 1.0, "{}", s.probability);
     wait_for(&svc, (2, 1)).await;
     // In the journal, marked as auto-learned: a guess, not a label.
@@ -69,7 +69,7 @@ async fn confident_verdicts_are_learned_and_corrections_relearn_them() {
     // Checked again (it now scores firmly ham, in the ham band): a message
     // in the journal is not even queued, so a rescan can never undo a
     // correction.
-    let (s, _) = svc.check(None, SPAM2.into(), None).await.unwrap();
+    let s = svc.check("test", None, SPAM2.into(), None).await.unwrap().score;
     assert!(s.probability <= 0.19, "{}", s.probability);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(learned(&svc), (1, 2));
@@ -78,7 +78,7 @@ async fn confident_verdicts_are_learned_and_corrections_relearn_them() {
     assert!(metrics.contains("autolearned") && !metrics.contains("autolearn skipped"), "{metrics}");
 
     // Unsure mail is never learned.
-    let (s, _) = svc.check(None, OTHER.into(), None).await.unwrap();
+    let s = svc.check("test", None, OTHER.into(), None).await.unwrap().score;
     assert!(s.probability > 0.19 && s.probability < 0.91, "{}", s.probability);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(learned(&svc), (1, 2));

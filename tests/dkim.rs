@@ -85,12 +85,12 @@ async fn dkim_and_dmarc_outcomes_become_tokens() {
 
     // Signed and intact: DKIM pass by example.test, DMARC pass (aligned).
     let signed = sign(&pem, MESSAGE);
-    let (_, report) = svc.check(None, signed.clone().into_bytes(), None).await.unwrap();
+    let report = svc.check("test", None, signed.clone().into_bytes(), None).await.unwrap().report;
     assert_eq!(tokens(&report), ["env:dkim=pass", "env:dkim-d=example.test", "env:dmarc=pass"], "{report:?}");
 
     // The body changed after signing: DKIM fails, and so does DMARC, under p=reject.
     let tampered = signed.replace("third quarter", "fourth quarter");
-    let (_, report) = svc.check(None, tampered.into_bytes(), None).await.unwrap();
+    let report = svc.check("test", None, tampered.into_bytes(), None).await.unwrap().report;
     assert_eq!(tokens(&report), ["env:dkim=fail", "env:dmarc=fail:reject"], "{report:?}");
     let rules: Vec<&str> = report.as_ref().unwrap().outcomes.iter().map(|o| o.rule).collect();
     assert_eq!(rules, ["DKIM_FAIL", "DMARC_FAIL_REJECT"]);
@@ -106,7 +106,7 @@ async fn dkim_and_dmarc_outcomes_become_tokens() {
         sasl_user: None,
         known: Known::ALL,
     };
-    let (_, report) = svc.check(None, MESSAGE.as_bytes().to_vec(), Some(env)).await.unwrap();
+    let report = svc.check("test", None, MESSAGE.as_bytes().to_vec(), Some(env)).await.unwrap().report;
     assert_eq!(tokens(&report), ["env:dkim=none", "env:dmarc=fail:reject"], "no SPF ran, so nothing aligns: {report:?}");
 
     // A learn carries the same tokens into the model.

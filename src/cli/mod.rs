@@ -63,6 +63,9 @@ pub enum Command {
     /// Learn from IMAP folders: Junk as spam, ham folders as ham (accounts
     /// in the config's [[imap.account]]).
     ImapTrain(ImapArgs),
+    /// Read a web console password on stdin (one line) and print the
+    /// `password_hash = "..."` line for hamlet.toml's [ui].
+    UiPassword,
 }
 
 #[derive(Args, Debug)]
@@ -378,6 +381,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Client(a) = cli.command {
         return client::run(a, config.as_deref());
     }
+    if let Command::UiPassword = cli.command {
+        return ui_password();
+    }
     let have_config = config.is_some();
     let cfg = load_config(config.as_deref(), cli.db)?;
     match cli.command {
@@ -387,8 +393,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval(a) => run_eval(&cfg, a),
         Command::Serve(a) => serve(cfg, a),
         Command::ImapTrain(a) => imap_train(cfg, have_config, a),
-        Command::Client(_) => unreachable!("answered above"),
+        Command::Client(_) | Command::UiPassword => unreachable!("answered above"),
     }
+}
+
+/// `hamlet ui-password`: the hash line of the password on stdin's first line.
+fn ui_password() -> Result<ExitCode> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| Error::io("stdin", e))?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.chars().count() < 8 {
+        return Err(Error::Invalid("the console password must have at least 8 characters".into()));
+    }
+    println!("password_hash = \"{}\"", crate::http::ui::hash_password(password));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The configuration: the file if one is given, else the defaults; `--db`

@@ -31,6 +31,55 @@ impl Default for RedisConfig {
     }
 }
 
+/// `[ui]`: the web console at `/ui/` on the HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiConfig {
+    /// Off unless set.
+    pub enabled: bool,
+    /// A console password besides the learn token, hashed: `hamlet
+    /// ui-password` reads one on stdin and prints the line to put here.
+    pub password_hash: Option<String>,
+    /// Anyone who reaches the console may view its status and history
+    /// without signing in (its actions still need it).
+    pub read_only: bool,
+    /// Serve the console to clients that are not on loopback (a listener
+    /// on another address serves only the API to them otherwise).
+    pub remote: bool,
+    /// Hours a sign-in lasts.
+    pub session_hours: u64,
+    /// Checks the history keeps (the oldest goes first).
+    pub history: usize,
+    /// What the history keeps of sender and recipient addresses: `full`,
+    /// `domain` or `none`.
+    pub history_addresses: crate::history::Addresses,
+    /// Whether the history keeps subjects.
+    pub history_subjects: bool,
+    /// Message bytes the history keeps, all checks together, so they can
+    /// be learned from the console (0: none; the oldest go first).
+    pub history_message_bytes: usize,
+    /// The folder under which the Evaluate page may read labelled folders
+    /// (`spam/` and `ham/` inside, or a TREC `index` file); unset: uploads only.
+    pub eval_root: Option<PathBuf>,
+}
+
+impl Default for UiConfig {
+    fn default() -> UiConfig {
+        UiConfig {
+            enabled: false,
+            password_hash: None,
+            read_only: false,
+            remote: false,
+            session_hours: 12,
+            history: 1000,
+            history_addresses: crate::history::Addresses::Full,
+            history_subjects: true,
+            history_message_bytes: 64 << 20,
+            eval_root: None,
+        }
+    }
+}
+
 /// The service configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -125,6 +174,8 @@ pub struct Config {
     pub antivirus: crate::envelope::antivirus::AntivirusConfig,
     /// `[autolearn]`: learning from the service's own confident verdicts.
     pub autolearn: crate::autolearn::AutoLearn,
+    /// `[ui]`: the web console.
+    pub ui: UiConfig,
 }
 
 impl Default for Config {
@@ -183,6 +234,7 @@ impl Default for Config {
             envelope: Default::default(),
             antivirus: Default::default(),
             autolearn: crate::autolearn::AutoLearn::default(),
+            ui: UiConfig::default(),
         }
     }
 }
@@ -212,6 +264,26 @@ impl Config {
             }
         }
         self.envelope.check()?;
+        if self.ui.enabled {
+            if self.open_learning && self.ui.password_hash.is_none() {
+                return Err(Error::Invalid(
+                    "the console needs a learn token or [ui] password_hash to sign in with (open_learning has no token)".into(),
+                ));
+            }
+            if self.ui.history == 0 || self.ui.session_hours == 0 {
+                return Err(Error::Invalid("[ui] history and session_hours must be at least 1".into()));
+            }
+            if let Some(h) = &self.ui.password_hash
+                && !h.starts_with("pbkdf2-sha256$")
+            {
+                return Err(Error::Invalid("[ui] password_hash is not a line made by `hamlet ui-password`".into()));
+            }
+            if let Some(root) = &self.ui.eval_root
+                && !root.is_dir()
+            {
+                return Err(Error::Invalid(format!("[ui] eval_root {} is not a folder", root.display())));
+            }
+        }
         crate::envelope::antivirus::Antivirus::new(&self.antivirus)?;
         for n in &self.spamd_tell_from {
             crate::net::Cidr::parse(n)?;

@@ -247,7 +247,8 @@ impl Antivirus {
         }
     }
 
-    fn describe(&self) -> String {
+    /// clamd's address.
+    pub fn describe(&self) -> String {
         match &self.target {
             Target::Tcp(a) => a.clone(),
             Target::Unix(p) => p.display().to_string(),

@@ -10,8 +10,10 @@
 //! bytes take room in the listeners' shared budget ([`crate::listener::Guard`]).
 
 mod serve;
+pub mod ui;
 
 pub use serve::{Options, serve};
+pub use ui::Console;
 
 use crate::Class;
 use crate::engine::{Engine, LearnOutcome};
@@ -19,7 +21,7 @@ use crate::envelope::antivirus::Scan;
 use crate::envelope::{Decision, Envelope, Report};
 use crate::listener::{Room, Slot};
 use crate::protocol::reply::{AntivirusStage, CheckReply, EnvelopeStage, ErrorBody, ErrorReply, LearnReply, OutcomeReply};
-use crate::service::{JobError, Service};
+use crate::service::{Checked, JobError, Service};
 use crate::store::TokenStore;
 use axum::extract::{DefaultBodyLimit, FromRequest, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -64,13 +66,32 @@ struct Limits {
     body_timeout: Duration,
 }
 
+/// The client's address, when it came over TCP ([`serve`] puts it in the
+/// request; a request from elsewhere, a test's, has none).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peer(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Peer, Self::Rejection> {
+        Ok(parts.extensions.get::<Peer>().copied().unwrap_or_default())
+    }
+}
+
 /// The router, with its state; bodies up to `max_body_bytes`, each read
 /// within the service's time limit. Tests drive it with
 /// `tower::ServiceExt::oneshot`; [`serve`] adds the connection's place in
 /// the listeners' budget.
 pub fn router<S: TokenStore + 'static>(state: Arc<Service<S>>, max_body_bytes: usize) -> Router {
+    app(state, max_body_bytes, None)
+}
+
+/// [`router`], with the web console at `/ui/` when given one.
+pub fn app<S: TokenStore + 'static>(state: Arc<Service<S>>, max_body_bytes: usize, console: Option<Console>) -> Router {
     let limits = Limits { max_body: max_body_bytes, body_timeout: state.timeout() };
-    Router::new()
+    let console = console.map(|c| (ui::routes::<S>(), Arc::new(c)));
+    let routes = Router::new()
         .route("/v1/check", post(check::<S>))
         .route("/v1/learn/spam", post(learn_spam::<S>))
         .route("/v1/learn/ham", post(learn_ham::<S>))
@@ -84,7 +105,12 @@ pub fn router<S: TokenStore + 'static>(state: Arc<Service<S>>, max_body_bytes: u
         .route("/learnham", post(rspamd_learn_ham::<S>))
         .route("/stat", get(rspamd_stat::<S>))
         .route("/counters", get(rspamd_counters::<S>))
-        .route("/auth", get(rspamd_auth::<S>))
+        .route("/auth", get(rspamd_auth::<S>));
+    let routes = match console {
+        Some((ui, c)) => routes.merge(ui).layer(axum::Extension(c)),
+        None => routes,
+    };
+    routes
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe::<S>))
         .layer(axum::middleware::from_fn(json_errors))
@@ -369,7 +395,7 @@ async fn check<S: TokenStore + 'static>(
     let user = user(&headers)?;
     let env = envelope(&headers)?;
     let raw = message(&mut body)?;
-    let (score, report) = state.check(user, raw, env).await.map_err(job)?;
+    let Checked { score, report, .. } = state.check("http", user, raw, env).await.map_err(job)?;
     let params = &state.engine().params;
     let mut reply = CheckReply::new(&score, start.elapsed().as_secs_f64() * 1000.0, params.ham_cutoff, params.spam_cutoff);
     reply.stages.envelope = report.as_ref().map(envelope_stage);
@@ -456,7 +482,8 @@ async fn checkv2<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, 
     let raw = message(&mut body)?;
     let msgid = crate::digest::header_value(crate::message::split(&raw).0, "message-id")
         .map(|v| String::from_utf8_lossy(&v).trim_start_matches('<').trim_end_matches('>').to_string());
-    let (score, report) = state.check(user, raw, env).await.map_err(job)?;
+    let checked = state.check("checkv2", user, raw, env).await.map_err(job)?;
+    let (score, report) = (&checked.score, &checked.report);
     let p = score.probability;
     let round = |x: f64| (x * 100.0).round() / 100.0;
     let (name, desc) = match score.verdict {
@@ -502,6 +529,7 @@ async fn checkv2<S: TokenStore + 'static>(State(state): State<Arc<Service<S>>>, 
     if let Some(id) = msgid {
         reply["message-id"] = json!(id);
     }
+    state.acted(&checked, action);
     Ok(Json(reply))
 }
 

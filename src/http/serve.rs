@@ -34,13 +34,14 @@ pub async fn serve(listener: Listener, app: Router, opts: Options, guard: Arc<Gu
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    listener::serve(listener, "http", opts.max_connections, opts.drain, guard, stopping, move |conn, _peer, slot: Slot| {
+    listener::serve(listener, "http", opts.max_connections, opts.drain, guard, stopping, move |conn, peer, slot: Slot| {
         let (app, mut stop) = (app.clone(), stop_rx.clone());
         async move {
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 // The handler reads the body through the connection's slot
                 // (its budget; it marks the connection working once read).
                 req.extensions_mut().insert(slot.clone());
+                req.extensions_mut().insert(super::Peer(peer));
                 let (mut app, slot) = (app.clone(), slot.clone());
                 async move {
                     let resp = tower_service::Service::call(&mut app, req).await;

@@ -505,7 +505,7 @@ async fn end_of_message<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts
         _ => None,
     };
     let lookups = Lookups { dnsbl: client.lists.clone(), spf: msg.spf.clone() };
-    let (score, report) = match tokio::time::timeout(opts.timeout, service.check_looked_up(user, raw, Some(env.clone()), lookups)).await {
+    let checked = match tokio::time::timeout(opts.timeout, service.check_looked_up("milter", user, raw, Some(env.clone()), lookups)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::warn!(error = ?e, "milter: no score, accepted unscored");
@@ -513,14 +513,15 @@ async fn end_of_message<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts
         }
         Err(_) => return unscored(out, "timed out", 504),
     };
+    let (score, report) = (&checked.score, checked.report.as_ref());
     // A content-stage rule (DKIM, DMARC) set to reject or defer answers
     // before the score's action.
-    let refused = report.as_ref().map(|r| decision_reply(&r.decision)).filter(|(_, result)| *result != "continue");
-    let outcome = Outcome::from_score(&score, service.engine().params.spam_cutoff);
+    let refused = report.map(|r| decision_reply(&r.decision)).filter(|(_, result)| *result != "continue");
+    let outcome = Outcome::from_score(score, service.engine().params.spam_cutoff);
     let mut action = opts.actions.decide(score.probability);
     // A virus the antivirus is set to quarantine is held, whatever the score
     // says (set to reject, it was refused above).
-    let virus = report.as_ref().and_then(|r| r.virus());
+    let virus = report.and_then(|r| r.virus());
     let hold_virus = virus.is_some() && service.antivirus().is_some_and(|a| a.action == HitAction::Quarantine);
     if hold_virus && action == Action::AddHeaders {
         action = Action::Quarantine;
@@ -550,7 +551,7 @@ async fn end_of_message<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts
             for (name, value) in header_fields(&outcome.headers("\n")) {
                 Reply::AddHeader { name, value }.encode(out);
             }
-            if let Some(scan) = report.as_ref().and_then(|r| r.antivirus.as_ref()) {
+            if let Some(scan) = report.and_then(|r| r.antivirus.as_ref()) {
                 Reply::AddHeader { name: "X-Virus-Status".into(), value: scan.status() }.encode(out);
             }
             // Trace fields go on top; each insert lands above the last.
@@ -562,7 +563,7 @@ async fn end_of_message<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts
                 let value = crate::envelope::spf::received_spf(spf, ip, &env.helo, &env.mail_from);
                 Reply::InsertHeader { index: 0, name: "Received-SPF".into(), value }.encode(out);
             }
-            if let Some(value) = report.as_ref().and_then(|r| r.authentication_results(&opts.authserv_id, &env)) {
+            if let Some(value) = report.and_then(|r| r.authentication_results(&opts.authserv_id, &env)) {
                 Reply::InsertHeader { index: 0, name: "Authentication-Results".into(), value }.encode(out);
             }
             if action == Action::Quarantine {
@@ -577,6 +578,7 @@ async fn end_of_message<S: TokenStore + 'static>(service: &Arc<Service<S>>, opts
         }
     };
     tracing::debug!(verdict = %outcome.verdict, probability = outcome.probability, action = name, "milter");
+    service.acted(&checked, name);
     service.metrics().milter("eom", name);
     service.metrics().request(&format!("milter {name}"), 200, start.elapsed().as_secs_f64());
 }

@@ -179,7 +179,8 @@ async fn respond<S: TokenStore + 'static, R: AsyncRead + Unpin>(
         }
         _ => (raw, Vec::new()),
     };
-    let (score, report) = service.check(req.user.clone(), scored, None).await.map_err(job_error).map_err(fail)?;
+    let crate::service::Checked { score, report, .. } =
+        service.check("spamd", req.user.clone(), scored, None).await.map_err(job_error).map_err(fail)?;
     let mut out = Outcome::from_score(&score, cutoff);
     if let (Some(scan), Some(av)) = (report.as_ref().and_then(|r| r.antivirus.as_ref()), service.antivirus()) {
         // A scan that failed with `on_error = "tempfail"`: the caller
