@@ -7,7 +7,9 @@
 # not a cold start.
 #
 # Usage: bench/cold-start.sh [DB]   (DB: a database to score with instead of
-#        a fresh one, e.g. one from another starter build)
+#        a fresh one, e.g. one from another starter build; CORPORA="a b":
+#        those corpora only; STARTER_FROM="a b": the corpora DB's starter
+#        was built from, for the mark)
 # Needs: target/corpora (../shared/tools/unpack-corpora target/corpora).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +24,11 @@ if [ -z "$db" ]; then
 fi
 echo "# $(date -u +%F) cold start: $("$H" --db "$db" db stats 2>/dev/null | head -1)"
 printf '%-13s %7s %9s %9s %9s %9s %9s\n' corpus messages ham→spam ham→unsure spam→spam spam→ham 1-ROCA%
-for c in spamassassin csdmc2010 enron-raw; do
+# Whether the starter was built from corpus $1.
+built_from() {
+  if [ -n "${STARTER_FROM:-}" ]; then [[ " $STARTER_FROM " == *" $1 "* ]]; else grep -qi "$1" models/README.md; fi
+}
+for c in ${CORPORA:-spamassassin csdmc2010 enron-raw}; do
   idx=$corpora/$c/index
   [ -f "$idx" ] || { echo "bench: unpack the corpora first: ../shared/tools/unpack-corpora target/corpora" >&2; exit 1; }
   awk -v d="$corpora/$c" '{print d "/" $2}' "$idx" > "$work/files"
@@ -47,6 +53,6 @@ auc = (rank_sum - ns * (ns + 1) / 2) / (ns * nh)
 name = sys.argv[1]
 cells = [pct(cnt(ham, "spam"), nh), pct(cnt(ham, "unsure"), nh), pct(cnt(spam, "spam"), ns), pct(cnt(spam, "ham"), ns)]
 print(f"{name:<13} {len(rows):7d} " + " ".join(f"{c:>9}" for c in cells) + f" {100 * (1 - auc):9.4f}")
-' "$c$(grep -qi "$c" models/README.md && echo '*' || true)"
+' "$c$(built_from "$c" && echo '*' || true)"
 done
 echo "(* the starter model was built from this corpus)"
