@@ -116,7 +116,7 @@ pub fn header_values<const N: usize>(headers: &[u8], names: &[&str; N]) -> [Opti
     let mut lines = headers.split(|&b| b == b'\n').peekable();
     while missing > 0 {
         let Some(line) = lines.next() else { break };
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let Some(colon) = memchr::memchr(b':', line) else { continue };
         let Some(k) = names.iter().position(|n| line[..colon].eq_ignore_ascii_case(n.as_bytes())) else { continue };
         if out[k].is_some() {
             continue;

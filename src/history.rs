@@ -447,6 +447,10 @@ fn minute(minutes: &mut VecDeque<Minute>, at: f64) -> &mut Minute {
     &mut minutes[last]
 }
 
+/// One parser for every check (`MessageParser::new()` builds its table of
+/// header parsers each time it is called).
+static PARSER: std::sync::LazyLock<mail_parser::MessageParser> = std::sync::LazyLock::new(mail_parser::MessageParser::new);
+
 /// What the history shows from a message's header block.
 #[derive(Default)]
 struct Head {
@@ -478,7 +482,7 @@ fn parse_head(raw: &[u8], wanted: bool) -> Head {
         }
     }
     block.extend_from_slice(b"\r\n");
-    let Some(msg) = mail_parser::MessageParser::new().parse_headers(&block) else { return Head::default() };
+    let Some(msg) = PARSER.parse_headers(&block) else { return Head::default() };
     let first = |a: Option<&mail_parser::Address<'_>>| a.and_then(|a| a.first()).and_then(|a| a.address()).map(str::to_string);
     Head { from: first(msg.from()), to: first(msg.to()), subject: msg.subject().map(|s| s.chars().filter(|c| !c.is_control()).take(200).collect()) }
 }

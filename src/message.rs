@@ -8,7 +8,7 @@
 pub fn header_end(raw: &[u8]) -> Option<usize> {
     let mut start = 0;
     while start < raw.len() {
-        let end = raw[start..].iter().position(|&b| b == b'\n').map_or(raw.len(), |i| start + i + 1);
+        let end = memchr::memchr(b'\n', &raw[start..]).map_or(raw.len(), |i| start + i + 1);
         let line = &raw[start..end];
         if line == b"\n" || line == b"\r\n" {
             return Some(start);
