@@ -57,6 +57,10 @@ pub fn verify_password(password: &str, line: &str) -> bool {
     let (Some(rounds), Some(salt), Some(hash)) = (rounds.parse::<u32>().ok().and_then(NonZeroU32::new), unhex(salt), unhex(hash)) else {
         return false;
     };
+    // A short hash would match a share of all passwords (one byte: 1 in 256).
+    if hash.len() != 32 || salt.len() < 8 {
+        return false;
+    }
     ring::pbkdf2::verify(ring::pbkdf2::PBKDF2_HMAC_SHA256, rounds, &salt, password.as_bytes(), &hash).is_ok()
 }
 
@@ -125,6 +129,10 @@ mod tests {
         for bad in ["", "pbkdf2-sha256$0$00$00", "pbkdf2-sha256$1$zz$00", "md5$1$00$00", "pbkdf2-sha256$1$00$00$00"] {
             assert!(!verify_password("", bad), "{bad}");
         }
+        // A one-byte hash would let one password in 256 through: none may.
+        let salt = "00".repeat(16);
+        let one_byte = (0..=255u8).map(|b| format!("pbkdf2-sha256$1${salt}${b:02x}"));
+        assert!(one_byte.into_iter().all(|line| (0..64).all(|i| !verify_password(&format!("guess {i}"), &line))));
     }
 
     #[test]
