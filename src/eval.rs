@@ -154,9 +154,14 @@ pub fn prepare_all(tokenizer: &Tokenizer, entries: &[Entry], threads: usize) -> 
 
 /// Runs the on-line protocol over prepared messages on an empty in-memory model.
 pub fn online(params: &Params, messages: &[(Class, Prepared)], mode: TrainMode) -> Result<Vec<Judgement>> {
+    online_with(&empty(params), messages, mode)
+}
+
+/// The empty in-memory model the on-line protocol starts from.
+pub fn empty(params: &Params) -> Engine<MemoryStore> {
     let mut engine = Engine::new(MemoryStore::new(), params.clone());
     engine.day = Some(crate::store::today());
-    online_with(&engine, messages, mode)
+    engine
 }
 
 /// Runs the on-line protocol with a given engine (and whatever it already knows).

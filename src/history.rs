@@ -64,7 +64,7 @@ pub struct Fired {
     pub rule: &'static str,
     pub detail: String,
     /// `reject`, `defer`, `score` or `off`.
-    pub action: String,
+    pub action: &'static str,
 }
 
 /// One check as the console shows it.
@@ -251,12 +251,7 @@ impl History {
         let subject = if privacy.subjects { head.subject } else { None };
         let fired: Vec<Fired> = c
             .report
-            .map(|r| {
-                r.outcomes
-                    .iter()
-                    .map(|o| Fired { rule: o.rule, detail: o.detail.clone(), action: format!("{:?}", o.action).to_ascii_lowercase() })
-                    .collect()
-            })
+            .map(|r| r.outcomes.iter().map(|o| Fired { rule: o.rule, detail: o.detail.clone(), action: o.action.name() }).collect())
             .unwrap_or_default();
         let kept = (self.settings.message_bytes >= c.raw.len() && !c.raw.is_empty()).then(|| Kept {
             raw: Arc::new(c.raw),

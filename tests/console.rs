@@ -7,7 +7,7 @@ use axum::http::{Request, StatusCode, header};
 use hamlet::classify::Params;
 use hamlet::config::UiConfig;
 use hamlet::engine::Engine;
-use hamlet::history::{Addresses, History, Privacy, Settings};
+use hamlet::history::Addresses;
 use hamlet::http::{Console, Peer, app};
 use hamlet::service::Service;
 use hamlet::store::MemoryStore;
@@ -24,12 +24,7 @@ const TOKEN: &str = "s3cret-learn-token";
 
 fn console(ui: UiConfig) -> axum::Router {
     let engine = Engine::new(MemoryStore::new(), Params { maturity: 0.0, ..Params::default() });
-    let history = History::new(Settings {
-        capacity: ui.history,
-        message_bytes: ui.history_message_bytes,
-        privacy: Privacy { addresses: ui.history_addresses, subjects: ui.history_subjects },
-    });
-    let service = Service::builder(engine).learn_token(Some(TOKEN.into())).history(Some(history)).build().unwrap();
+    let service = Service::builder(engine).learn_token(Some(TOKEN.into())).history(hamlet::build::history(&ui)).build().unwrap();
     let c = Console::new(&ui, Some(TOKEN.into()), "memory", "in memory".into());
     app(Arc::new(service), 1 << 20, Some(c))
 }

@@ -67,6 +67,18 @@ pub enum RuleAction {
     Off,
 }
 
+impl RuleAction {
+    /// As hamlet.toml and the API spell it: `reject`, `defer`, `score`, `off`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleAction::Reject => "reject",
+            RuleAction::Defer => "defer",
+            RuleAction::Score => "score",
+            RuleAction::Off => "off",
+        }
+    }
+}
+
 /// One check's finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {

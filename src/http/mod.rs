@@ -364,12 +364,7 @@ fn envelope_stage(r: &Report) -> EnvelopeStage {
     let outcomes = r
         .outcomes
         .iter()
-        .map(|o| OutcomeReply {
-            rule: o.rule.to_string(),
-            token: o.token.clone(),
-            detail: o.detail.clone(),
-            action: format!("{:?}", o.action).to_ascii_lowercase(),
-        })
+        .map(|o| OutcomeReply { rule: o.rule.to_string(), token: o.token.clone(), detail: o.detail.clone(), action: o.action.name().to_string() })
         .collect();
     EnvelopeStage { decision: decision.into(), text, outcomes }
 }

@@ -111,6 +111,12 @@ pub struct ClueReply {
     pub weight: f32,
 }
 
+impl From<&Clue> for ClueReply {
+    fn from(c: &Clue) -> ClueReply {
+        ClueReply { token: c.token.clone(), prob: c.prob, spam: c.spam, ham: c.ham, weight: c.weight }
+    }
+}
+
 /// `POST /v1/learn/{spam,ham}` and `/v1/unlearn`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LearnReply {
@@ -143,12 +149,7 @@ impl CheckReply {
                 envelope: None,
                 antivirus: None,
             },
-            clues: s
-                .clues
-                .iter()
-                .take(REPLY_CLUES)
-                .map(|c| ClueReply { token: c.token.clone(), prob: c.prob, spam: c.spam, ham: c.ham, weight: c.weight })
-                .collect(),
+            clues: s.clues.iter().take(REPLY_CLUES).map(ClueReply::from).collect(),
             elapsed_ms,
             ham_cutoff,
             spam_cutoff,

@@ -305,10 +305,6 @@ fn entry_json(e: &Entry) -> Value {
     })
 }
 
-fn clues_json(clues: &[crate::classify::Clue]) -> Vec<ClueReply> {
-    clues.iter().map(|c| ClueReply { token: c.token.clone(), prob: c.prob, spam: c.spam, ham: c.ham, weight: c.weight }).collect()
-}
-
 #[derive(Deserialize)]
 struct Limit {
     limit: Option<usize>,
@@ -353,7 +349,7 @@ async fn history_entry<S: TokenStore + 'static>(
     let params = &state.engine().params;
     Ok(Json(Detail {
         entry: entry_json(&e),
-        clues: clues_json(&e.clues.to_vec()),
+        clues: e.clues.to_vec().iter().map(ClueReply::from).collect(),
         more: json!({
             "details": e.fired.iter().map(|f| json!({ "rule": f.rule, "detail": f.detail, "action": f.action })).collect::<Vec<_>>(),
             "content": { "fisher_logit": e.logits[0], "lr_logit": e.logits[1], "gram_logit": e.logits[2], "tokens": e.tokens },
@@ -633,7 +629,7 @@ async fn eval_start<S: TokenStore + 'static>(
                 Source::Folder(entries) => crate::eval::prepare_all(&e.tokenizer, &entries, 1)?,
                 Source::Upload(msgs) => msgs.into_iter().map(|(class, raw)| (class, e.prepare(&raw))).collect(),
             };
-            let fresh = crate::engine::Engine::new(crate::store::MemoryStore::new(), e.params.clone());
+            let fresh = crate::eval::empty(&e.params);
             let mut out = Vec::with_capacity(prepared.len());
             for chunk in prepared.chunks(100) {
                 out.extend(crate::eval::online_with(&fresh, chunk, crate::eval::TrainMode::OnEverything)?);
