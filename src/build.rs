@@ -19,7 +19,7 @@ use std::time::Duration;
 /// The classifier's parameters: the defaults, with the configured cutoffs.
 pub fn params(cfg: &Config) -> Result<Params> {
     cfg.check_cutoffs()?;
-    Ok(Params { ham_cutoff: cfg.ham_cutoff, spam_cutoff: cfg.spam_cutoff, ..Params::default() })
+    Ok(Params { ham_cutoff: cfg.ham_cutoff, spam_cutoff: cfg.spam_cutoff, cold_start: cfg.cold_start, ..Params::default() })
 }
 
 /// How a command opens the database.

@@ -520,6 +520,41 @@ fn new_database_gets_the_starter_model() {
     assert!(!dir3.db().exists(), "db stats must not create a database");
 }
 
+#[test]
+fn a_fresh_install_calls_nothing_spam_until_it_learns_mail_of_its_own() {
+    let dir = TempDir::new("cold-start");
+    run(&dir, &["db", "init"]).ok();
+    let o = run(&dir, &["db", "stats"]).ok();
+    assert!(o.stdout.contains("of those came with the starter model"), "{}", o.describe());
+    // HTML-only spam the starter model knows.
+    let spam = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/corpus/messages/02-html-only.eml")).unwrap();
+    // The starter model alone, ungated, calls it spam...
+    let open = dir.join("open.toml");
+    write(&open, "cold_start = 0\n");
+    let o = run_stdin(&dir, &["--config", s(&open), "check"], spam.as_bytes()).code(0);
+    let (_, ungated) = verdict_line(o.stdout.trim_end(), &o);
+    // ...but a fresh install does not take its word for it: unsure, still
+    // leaning spam, and --clues says why and what opens the gate.
+    let o = run_stdin(&dir, &["check", "--clues"], spam.as_bytes()).code(2);
+    let (v, p) = verdict_line(o.stdout.lines().next().unwrap_or(""), &o);
+    assert_eq!(v, "unsure", "{}", o.describe());
+    assert!(p > 0.5 && p < ungated && p < 0.9, "gated {p}, ungated {ungated}\n{}", o.describe());
+    assert!(o.stdout.contains("cold start: 0 spam and 0 ham learned here"), "{}", o.describe());
+    // Ham is not held back.
+    run_stdin(&dir, &["check"], new_ham().as_bytes()).code(1);
+    // Local mail of both classes opens it: its spam is called spam, and
+    // the note is gone.
+    let idx = make_index(&dir);
+    train(&dir, &["train", s(&idx)], 2 * N, &format!("{} learned", 2 * N));
+    let o = run_stdin(&dir, &["check", "--clues"], new_spam().as_bytes()).code(0);
+    assert!(!o.stdout.contains("cold start"), "{}", o.describe());
+    // A bad value is refused.
+    let bad = dir.join("bad.toml");
+    write(&bad, "cold_start = -1\n");
+    let o = run_stdin(&dir, &["--config", s(&bad), "check"], spam.as_bytes()).error();
+    assert!(o.stderr.contains("cold_start"), "{}", o.describe());
+}
+
 // ---------------------------------------------------------------------------
 // Training from each kind of source
 // ---------------------------------------------------------------------------

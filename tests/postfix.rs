@@ -44,7 +44,7 @@ fn start() -> Stack {
 }
 
 /// Postfix and `hamlet serve`: with the policy service (`milter` `None`) or
-/// the milter (rejects from 0.99; the starter model; Postfix holds what it
+/// the milter (rejects from 0.99; the starter model, ungated; Postfix holds what it
 /// accepts, so the test can read the headers hamlet added) with this more
 /// of hamlet.toml.
 fn start_with(milter_config: Option<&str>) -> Stack {
@@ -84,7 +84,9 @@ fn start_with(milter_config: Option<&str>) -> Stack {
     std::fs::write(dir.join("conf/main.cf"), main + "\n").unwrap();
     std::fs::write(dir.join("conf/master.cf"), harness("postfix-master.cf").replace("@SMTP_PORT@", &smtp.to_string())).unwrap();
     let extra = match milter_config {
-        Some(more) => format!("max_body_bytes = 65536\ninflight_body_bytes = 1048576\nmilter_reject_at = 0.99\n{more}"),
+        // cold_start = 0: the starter model decides at once (a fresh
+        // install's gate would keep it below the spam cutoff; tests/cli.rs).
+        Some(more) => format!("max_body_bytes = 65536\ninflight_body_bytes = 1048576\nmilter_reject_at = 0.99\ncold_start = 0\n{more}"),
         None => "[envelope.greylist]\nenabled = true\ndelay_s = 2\n".to_string(),
     };
     std::fs::write(dir.join("hamlet.toml"), format!("log = \"info\"\nhttp = \"127.0.0.1:{http}\"\n{extra}")).unwrap();

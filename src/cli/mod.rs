@@ -52,7 +52,7 @@ pub enum Command {
     /// Inspect and maintain the database.
     #[command(subcommand)]
     Db(DbCommand),
-    /// Evaluate on a labelled TREC index, in-process, on an empty model.
+    /// Evaluate on a labelled TREC index, in-process, on an empty model (or --start-from a dump).
     Eval(EvalArgs),
     /// Run the service: the HTTP API (see api.md) and, if configured, the
     /// SPAMD listener.
@@ -165,6 +165,11 @@ pub enum DbCommand {
         /// lines; the starter model is built without them).
         #[arg(long)]
         no_grams: bool,
+        /// Mark the dump a starter model: a database that loads it counts
+        /// its messages as the starter's, and is cautious until it has
+        /// learned mail of its own (models/build-starter uses this).
+        #[arg(long)]
+        starter: bool,
     },
     /// Add a dump (file or - for stdin) to the database.
     Load { file: PathBuf },
@@ -213,6 +218,12 @@ pub struct EvalArgs {
     /// service would have seen it (no DNS asked).
     #[arg(long)]
     pub envelope_tokens: bool,
+    /// Start from a dump instead of an empty model: a file (`hamlet db
+    /// dump`, e.g. a starter built by models/build-starter), or `starter`
+    /// for the built-in starter model: how a fresh install does on the
+    /// stream as it learns.
+    #[arg(long, value_name = "DUMP")]
+    pub start_from: Option<PathBuf>,
     /// The auto-learn experiment: learn the first N messages with their
     /// labels, then only as --autolearn / --corrections say; figures are
     /// for the messages after the seed.
@@ -278,6 +289,9 @@ pub struct ParamArgs {
     /// β of the two-sided Fisher term (0 turns it off).
     #[arg(long)]
     pub tail_weight: Option<f64>,
+    /// k of the cold-start gate, in local messages per class (0 turns it off).
+    #[arg(long)]
+    pub cold_start: Option<f64>,
     /// Word pairs (orthogonal sparse bigrams) on or off.
     #[arg(long)]
     pub pairs: Option<bool>,
@@ -332,6 +346,9 @@ impl ParamArgs {
         }
         if let Some(v) = self.tail_weight {
             p.tail_weight = v
+        }
+        if let Some(v) = self.cold_start {
+            p.cold_start = v
         }
         if let Some(v) = self.pairs {
             o.pairs = v
@@ -525,6 +542,7 @@ fn check(cfg: &Config, a: CheckArgs) -> Result<ExitCode> {
         let mut out = format!("{} {}\n", s.verdict, format_probability(s.probability));
         if a.clues {
             out.push_str(&clue_lines(&s, 30));
+            out.push_str(&cold_note(&engine)?);
         }
         write_stdout(&out)?;
         return Ok(ExitCode::from(match s.verdict {
@@ -557,6 +575,23 @@ fn check(cfg: &Config, a: CheckArgs) -> Result<ExitCode> {
     }
     write_stdout(&out)?;
     Ok(if failed { ExitCode::from(3) } else { ExitCode::SUCCESS })
+}
+
+/// With `--clues`: a line saying the cold-start gate is holding verdicts
+/// back, and how to open it (nothing once it is off or half open: at
+/// L ≥ k a message needs twice the cutoff's logit, and less as L grows).
+fn cold_note(engine: &crate::engine::Engine<store::Db>) -> Result<String> {
+    let st = engine.store().read()?.state()?;
+    let Some(local) = crate::classify::cold_local(&engine.params, &st) else { return Ok(String::new()) };
+    let k = engine.params.cold_start;
+    if local as f64 >= k {
+        return Ok(String::new());
+    }
+    let (spam, ham) = (st.messages.spam - st.starter.spam, st.messages.ham - st.starter.ham);
+    Ok(format!(
+        "cold start: {spam} spam and {ham} ham learned here so far; until it has learned some of each (hamlet train --spam|--ham), \
+         the starter model alone calls nothing spam (cold_start = {k} in hamlet.toml)\n"
+    ))
 }
 
 fn write_stdout(s: &str) -> Result<()> {
@@ -600,15 +635,18 @@ fn db(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
             println!("database  {}", db_path.display());
             println!("spam      {} messages ({} weighted)", st.messages.spam, st.totals.spam);
             println!("ham       {} messages ({} weighted)", st.messages.ham, st.totals.ham);
+            if st.starter != store::Totals::default() {
+                println!("starter   {} spam, {} ham of those came with the starter model", st.starter.spam, st.starter.ham);
+            }
             println!("tokens    {}", v.token_count()?);
             println!("journal   {}", v.journal_count()?);
             println!("bytes     {}", store.size_bytes());
         }
-        DbCommand::Dump { min_count, journal, no_grams } => {
+        DbCommand::Dump { min_count, journal, no_grams, starter } => {
             let store = if db_path.exists() { store::Db::Redb(store::open_db_read_only(db_path)?) } else { build::store(cfg, Open::Existing)? };
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            store::dump(&store, &mut out, min_count, !no_grams, journal)?;
+            store::dump(&store, &mut out, store::DumpOptions { min_count, grams: !no_grams, journal, as_starter: starter })?;
         }
         DbCommand::Load { file } => {
             let store = build::store(cfg, Open::Existing)?;
@@ -672,11 +710,11 @@ fn db_on_redis(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
                 println!("per token {:.1} bytes", bytes as f64 / tokens as f64);
             }
         }
-        DbCommand::Dump { min_count, journal, no_grams } => {
+        DbCommand::Dump { min_count, journal, no_grams, starter } => {
             let store = open(Open::Existing)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            store::dump(&store, &mut out, min_count, !no_grams, journal)?;
+            store::dump(&store, &mut out, store::DumpOptions { min_count, grams: !no_grams, journal, as_starter: starter })?;
         }
         DbCommand::Load { file } => {
             let store = open(Open::Existing)?;
@@ -803,6 +841,24 @@ fn imap_train(cfg: Config, have_config: bool, a: ImapArgs) -> Result<ExitCode> {
     })
 }
 
+/// The in-memory model an on-line evaluation starts from: empty, or a dump
+/// (`starter`: the built-in starter model).
+fn eval_engine(params: &crate::classify::Params, from: Option<&Path>) -> Result<crate::engine::Engine<store::MemoryStore>> {
+    let engine = eval::empty(params);
+    match from {
+        None => {}
+        Some(p) if p == Path::new("starter") => {
+            let seed = store::starter()?;
+            engine.store().write(&mut |w| store::apply(w, &seed, "models/starter.dump"))?;
+        }
+        Some(p) => {
+            let f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+            store::load(engine.store(), &mut std::io::BufReader::new(f), &p.display().to_string())?;
+        }
+    }
+    Ok(engine)
+}
+
 fn run_eval(cfg: &Config, a: EvalArgs) -> Result<ExitCode> {
     let mut params = build::params(cfg)?;
     let mut options = Options::default();
@@ -828,6 +884,9 @@ fn run_eval(cfg: &Config, a: EvalArgs) -> Result<ExitCode> {
         }
         eprintln!("envelope tokens: {with_hop} of {} messages have a public Received hop, {with_tokens} got tokens", entries.len());
     }
+    if a.folds.is_some() && a.start_from.is_some() {
+        return Err(Error::Invalid("--start-from is for the on-line run; k-fold trains each fold from empty".into()));
+    }
     let judgements = match (a.folds, a.seed) {
         (Some(k), _) => eval::kfold(&params, &prepared, k)?,
         (None, Some(seed)) => {
@@ -852,14 +911,13 @@ fn run_eval(cfg: &Config, a: EvalArgs) -> Result<ExitCode> {
             }
             rule.check(params.ham_cutoff, params.spam_cutoff)?;
             let after = eval::AfterSeed { autolearn: a.autolearn.then_some(rule), corrections: a.corrections };
-            let mut engine = crate::engine::Engine::new(crate::store::MemoryStore::new(), params.clone());
-            engine.day = Some(crate::store::today());
+            let engine = eval_engine(&params, a.start_from.as_deref())?;
             let (j, learned, wrong) = eval::seeded(&engine, &prepared, seed, &after)?;
             eprintln!("after a seed of {seed}: {learned} auto-learns, {wrong} of them as the wrong class");
             entries.drain(..seed.min(entries.len()));
             j
         }
-        (None, None) => eval::online(&params, &prepared, a.train)?,
+        (None, None) => eval::online_with(&eval_engine(&params, a.start_from.as_deref())?, &prepared, a.train)?,
     };
     let secs = start.elapsed().as_secs_f64();
     let m = eval::metrics(&judgements, 0.5);

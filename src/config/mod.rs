@@ -107,6 +107,11 @@ pub struct Config {
     pub timeout_s: u64,
     pub ham_cutoff: f64,
     pub spam_cutoff: f64,
+    /// The cold-start gate's k, in messages (0: off): while a model that
+    /// came with the starter model has learned few messages of its own, it
+    /// does not call mail spam on the starter's word alone
+    /// ([`crate::classify::Params::cold_start`]).
+    pub cold_start: f64,
     /// Log filter (`info`, `hamlet=debug`, ...; `RUST_LOG` overrides).
     pub log: String,
     /// SPAMD listener: `IP:PORT`, or a UNIX socket path (starts with `/`);
@@ -191,6 +196,7 @@ impl Default for Config {
             timeout_s: 30,
             ham_cutoff: 0.20,
             spam_cutoff: 0.90,
+            cold_start: crate::classify::Params::default().cold_start,
             log: "info".into(),
             spamd: None,
             spamd_allow_tell: false,
@@ -327,10 +333,14 @@ impl Config {
 }
 
 impl Config {
-    /// The verdict cutoffs are probabilities, ham's no higher than spam's.
+    /// The verdict cutoffs are probabilities, ham's no higher than spam's;
+    /// the cold-start gate's k is a count.
     pub fn check_cutoffs(&self) -> Result<()> {
         if !(0.0..=1.0).contains(&self.ham_cutoff) || !(0.0..=1.0).contains(&self.spam_cutoff) || self.ham_cutoff > self.spam_cutoff {
             return Err(Error::Invalid("cutoffs must satisfy 0 <= ham_cutoff <= spam_cutoff <= 1".into()));
+        }
+        if self.cold_start.is_nan() || self.cold_start < 0.0 || self.cold_start.is_infinite() {
+            return Err(Error::Invalid(format!("cold_start must be a number of messages, 0 or more (0: off), not {}", self.cold_start)));
         }
         Ok(())
     }

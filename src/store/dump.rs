@@ -6,6 +6,7 @@
 //! tokenizer 2
 //! totals <spam> <ham>                (weighted, as the counts see them)
 //! messages <spam> <ham>              (messages learned)
+//! starter <spam> <ham>               (of those, a starter model's; optional)
 //! bias <logistic bias>
 //! mix <fisher weight offset> <logistic weight offset> <intercept>
 //! t <spam> <ham> <last-seen day> <weight> <token>
@@ -22,7 +23,7 @@
 //! totals summed, weights summed, latest day kept), in one transaction: a bad
 //! line anywhere loads nothing.
 
-use super::{DUMP_FORMAT, GRAM_DIM, JournalEntry, TokenRecord, TokenStore, WriteView};
+use super::{DUMP_FORMAT, GRAM_DIM, JournalEntry, TokenRecord, TokenStore, Totals, WriteView};
 use crate::digest::Digest;
 use crate::tokenize::TOKENIZER_VERSION;
 use crate::{Class, Error, Result};
@@ -73,7 +74,23 @@ fn unescape(t: &str) -> String {
 /// Writes the whole store. `min_count`: skip tokens seen in fewer messages
 /// (for a compact starter model); `with_grams`: include the byte 4-gram
 /// weights; `with_journal`: include the journal.
-pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, min_count: u32, with_grams: bool, with_journal: bool) -> Result<DumpStats> {
+/// What [`dump`] writes besides the model's state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DumpOptions {
+    /// Skip tokens seen in fewer messages (for a compact starter model).
+    pub min_count: u32,
+    /// Include the byte 4-gram weights.
+    pub grams: bool,
+    /// Include the training journal.
+    pub journal: bool,
+    /// Mark every message in the dump as a starter model's (`starter` =
+    /// `messages`): a database loading it gates its verdicts until it has
+    /// learned mail of its own (`models/build-starter`).
+    pub as_starter: bool,
+}
+
+pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, opts: DumpOptions) -> Result<DumpStats> {
+    let DumpOptions { min_count, grams: with_grams, journal: with_journal, as_starter } = opts;
     let io = |e| Error::io("<dump output>", e);
     let view = store.read()?;
     let state = view.state()?;
@@ -83,6 +100,10 @@ pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, min_count: u32, with_gr
     writeln!(out, "tokenizer {TOKENIZER_VERSION}").map_err(io)?;
     writeln!(out, "totals {} {}", state.totals.spam, state.totals.ham).map_err(io)?;
     writeln!(out, "messages {} {}", state.messages.spam, state.messages.ham).map_err(io)?;
+    let starter = if as_starter { state.messages } else { state.starter };
+    if starter != Totals::default() {
+        writeln!(out, "starter {} {}", starter.spam, starter.ham).map_err(io)?;
+    }
     writeln!(out, "bias {}", state.bias).map_err(io)?;
     writeln!(out, "mix {} {} {}", state.mix[0], state.mix[1], state.mix[2]).map_err(io)?;
     view.for_each_token(&mut |_, t, r| {
@@ -133,6 +154,7 @@ pub struct Parsed {
     pub(super) journal: Vec<(Digest, JournalEntry)>,
     pub(super) totals: (u64, u64),
     pub(super) messages: (u64, u64),
+    pub(super) starter: (u64, u64),
     pub(super) bias: f64,
     pub(super) mix: [f64; 3],
 }
@@ -155,6 +177,7 @@ pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
     let mut grams: Vec<(u32, f32)> = Vec::new();
     let mut totals = (0u64, 0u64);
     let mut messages = (0u64, 0u64);
+    let mut starter = (0u64, 0u64);
     let mut bias = 0.0f64;
     let mut mix = [0.0f64; 3];
     let mut line = String::new();
@@ -182,7 +205,7 @@ pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
                     return Err(perr(n, format!("tokenizer {rest}, expected {TOKENIZER_VERSION}")));
                 }
             }
-            "totals" | "messages" => {
+            "totals" | "messages" | "starter" => {
                 let v: Vec<&str> = rest.split_whitespace().collect();
                 let pair = match v.as_slice() {
                     [s, h] => {
@@ -190,10 +213,10 @@ pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
                     }
                     _ => return Err(perr(n, format!("expected `{kind} <spam> <ham>`"))),
                 };
-                if kind == "totals" {
-                    totals = pair;
-                } else {
-                    messages = pair;
+                match kind {
+                    "totals" => totals = pair,
+                    "messages" => messages = pair,
+                    _ => starter = pair,
                 }
             }
             "bias" => bias = rest.trim().parse().ok().and_then(finite).ok_or_else(|| perr(n, "bad bias".into()))?,
@@ -249,7 +272,10 @@ pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
             other => return Err(perr(n, format!("unknown line kind {other:?}"))),
         }
     }
-    Ok(Parsed { tokens, grams, journal, totals, messages, bias, mix })
+    if starter.0 > messages.0 || starter.1 > messages.1 {
+        return Err(perr(n, format!("starter {} {} exceeds messages {} {}", starter.0, starter.1, messages.0, messages.1)));
+    }
+    Ok(Parsed { tokens, grams, journal, totals, messages, starter, bias, mix })
 }
 
 /// Adds a parsed dump to a store inside a write transaction. A journaled
@@ -274,6 +300,8 @@ pub fn apply(w: &mut dyn WriteView, p: &Parsed, what: &str) -> Result<()> {
     st.totals.ham = st.totals.ham.checked_add(p.totals.1).ok_or_else(overflow)?;
     st.messages.spam = st.messages.spam.checked_add(p.messages.0).ok_or_else(overflow)?;
     st.messages.ham = st.messages.ham.checked_add(p.messages.1).ok_or_else(overflow)?;
+    st.starter.spam = st.starter.spam.saturating_add(p.starter.0);
+    st.starter.ham = st.starter.ham.saturating_add(p.starter.1);
     st.bias += p.bias;
     for (m, v) in st.mix.iter_mut().zip(p.mix) {
         *m += v;
@@ -308,6 +336,8 @@ mod tests {
     use super::*;
     use crate::store::{MemoryStore, ModelState, Totals};
 
+    const ALL: DumpOptions = DumpOptions { min_count: 0, grams: true, journal: true, as_starter: false };
+
     #[test]
     fn round_trip() {
         let a = MemoryStore::new();
@@ -318,18 +348,45 @@ mod tests {
             w.set_journal(&crate::digest::digest(b"y"), Some(JournalEntry { class: Class::Ham, day: 8, weight: 1, auto: true }))?;
             w.gram_add(&[3, 70_000], 0.375)?;
             w.gram_add(&[3], -1.0e-3)?;
-            w.set_state(ModelState { totals: Totals { spam: 5, ham: 6 }, messages: Totals { spam: 4, ham: 6 }, bias: -0.5, mix: [0.25, 0.0, -1.5] })
+            w.set_state(ModelState {
+                totals: Totals { spam: 5, ham: 6 },
+                messages: Totals { spam: 4, ham: 6 },
+                starter: Totals { spam: 3, ham: 1 },
+                bias: -0.5,
+                mix: [0.25, 0.0, -1.5],
+            })
         })
         .unwrap();
         let mut buf = Vec::new();
-        assert_eq!(dump(&a, &mut buf, 0, true, true).unwrap(), DumpStats { tokens: 2, journal: 2, grams: 2 });
+        assert_eq!(dump(&a, &mut buf, ALL).unwrap(), DumpStats { tokens: 2, journal: 2, grams: 2 });
         assert!(String::from_utf8_lossy(&buf).lines().any(|l| l.starts_with("j ") && l.ends_with(" ham 8 1 auto")), "the auto flag is dumped");
         let b = MemoryStore::new();
         load(&b, &mut buf.as_slice(), "dump").unwrap();
         let mut buf2 = Vec::new();
-        dump(&b, &mut buf2, 0, true, true).unwrap();
+        dump(&b, &mut buf2, ALL).unwrap();
         assert_eq!(String::from_utf8(buf).unwrap(), String::from_utf8(buf2).unwrap());
         assert_eq!(b.read().unwrap().journal(&crate::digest::digest(b"y")).unwrap().map(|e| e.auto), Some(true), "and loaded");
+        assert_eq!(b.read().unwrap().state().unwrap().starter, Totals { spam: 3, ham: 1 }, "the starter's share survives a dump");
+    }
+
+    #[test]
+    fn a_starter_dump_marks_all_its_messages() {
+        let a = MemoryStore::new();
+        a.write(&mut |w| {
+            w.set_state(ModelState { totals: Totals { spam: 3, ham: 4 }, messages: Totals { spam: 2, ham: 4 }, ..ModelState::default() })
+        })
+        .unwrap();
+        let mut buf = Vec::new();
+        dump(&a, &mut buf, DumpOptions { as_starter: true, ..ALL }).unwrap();
+        assert!(String::from_utf8_lossy(&buf).lines().any(|l| l == "starter 2 4"));
+        let b = MemoryStore::new();
+        load(&b, &mut buf.as_slice(), "dump").unwrap();
+        assert_eq!(b.read().unwrap().state().unwrap().starter, Totals { spam: 2, ham: 4 });
+        let mut plain = Vec::new();
+        dump(&a, &mut plain, ALL).unwrap();
+        assert!(!String::from_utf8_lossy(&plain).contains("starter"), "a model with no starter share writes no line");
+        let err = load(&MemoryStore::new(), &mut "messages 1 1\nstarter 2 1\n".as_bytes(), "dump").unwrap_err();
+        assert!(err.to_string().contains("exceeds"), "{err}");
     }
 
     #[test]

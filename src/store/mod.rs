@@ -21,9 +21,9 @@ mod redb_store;
 pub mod redis;
 pub mod safe;
 
-pub use dump::{DumpStats, Parsed, apply, dump, load, parse};
+pub use dump::{DumpOptions, DumpStats, Parsed, apply, dump, load, parse};
 pub use memory::MemoryStore;
-pub use open::{Db, default_db_path, open_db, open_db_read_only, open_redis};
+pub use open::{Db, default_db_path, open_db, open_db_read_only, open_redis, starter};
 pub use recover::{Recovered, recover};
 pub use redb_store::{RedbStore, USER_CACHE_BYTES};
 pub use redis::RedisStore;
@@ -74,6 +74,11 @@ pub struct ModelState {
     pub totals: Totals,
     /// Messages learned per class (each once).
     pub messages: Totals,
+    /// How many of `messages` came with a starter model (loaded when the
+    /// database was created, or from a dump marked `starter`); the rest
+    /// were learned here. The cold-start gate reads it
+    /// (the classifier's `cold_start`).
+    pub starter: Totals,
     /// The logistic regression's bias term.
     pub bias: f64,
     /// What the combiner has learned: offsets from `Params::mix_init` of the
@@ -237,6 +242,7 @@ fn layered_state(b: ModelState, t: ModelState) -> ModelState {
     ModelState {
         totals: Totals { spam: b.totals.spam + t.totals.spam, ham: b.totals.ham + t.totals.ham },
         messages: Totals { spam: b.messages.spam + t.messages.spam, ham: b.messages.ham + t.messages.ham },
+        starter: Totals { spam: b.starter.spam + t.starter.spam, ham: b.starter.ham + t.starter.ham },
         ..b
     }
 }
@@ -796,6 +802,7 @@ pub(crate) mod conformance {
                 w.set_state(ModelState {
                     totals: Totals { spam: 3, ham: 4 },
                     messages: Totals { spam: 2, ham: 4 },
+                    starter: Totals { spam: 1, ham: 3 },
                     bias: 0.25,
                     mix: [0.5, -0.25, 1.0],
                 })?;
@@ -810,6 +817,7 @@ pub(crate) mod conformance {
         assert_eq!(r.state().unwrap().totals, Totals { spam: 3, ham: 4 });
         assert_eq!(r.state().unwrap().mix, [0.5, -0.25, 1.0]);
         assert_eq!(r.state().unwrap().messages, Totals { spam: 2, ham: 4 });
+        assert_eq!(r.state().unwrap().starter, Totals { spam: 1, ham: 3 });
         assert_eq!(r.journal(&d).unwrap(), Some(JournalEntry { class: Class::Spam, day: 100, weight: 2, auto: false }));
         assert_eq!(r.token_count().unwrap(), 2);
         let all = r.scan(None, 10).unwrap();

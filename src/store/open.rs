@@ -24,7 +24,8 @@ pub fn default_db_path() -> PathBuf {
 /// How long a command waits for a database another hamlet holds.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
 
-fn starter() -> Result<super::Parsed> {
+/// The starter model, parsed.
+pub fn starter() -> Result<super::Parsed> {
     parse(&mut STARTER_MODEL.as_bytes(), "models/starter.dump")
 }
 

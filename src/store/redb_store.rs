@@ -6,7 +6,7 @@
 //! | table     | key                | value                                   |
 //! |-----------|--------------------|-----------------------------------------|
 //! | `tokens`  | token hash (u64)   | (spam u32, ham u32, last-seen day u32, weight f32, token `&str`) |
-//! | `meta`    | name (`&str`)      | u64: `schema`, `tokenizer`, `spam`, `ham` (weighted totals), `msg_spam`, `msg_ham`, `created`, `grams_gen` (counts writes of the 4-gram weights), `grams_id` (random, names their `gram_file` copy); f64 bits: `bias`, `mix0`..`mix2` |
+//! | `meta`    | name (`&str`)      | u64: `schema`, `tokenizer`, `spam`, `ham` (weighted totals), `msg_spam`, `msg_ham`, `starter_spam`, `starter_ham` (of those, the starter model's), `created`, `grams_gen` (counts writes of the 4-gram weights), `grams_id` (random, names their `gram_file` copy); f64 bits: `bias`, `mix0`..`mix2` |
 //! | `journal` | digest (32 bytes)  | (class u8 — bit 7 set: auto-learned, day u32, weight u8) |
 //! | `grams`   | 0 (u32)            | all 2¹⁸ weights of the byte 4-gram regression, f32 little-endian (1 MiB) |
 //!
@@ -556,6 +556,7 @@ fn read_state<T: ReadableTable<&'static str, u64>>(meta: &T) -> Result<ModelStat
     Ok(ModelState {
         totals: Totals { spam: get("spam")?, ham: get("ham")? },
         messages: Totals { spam: get("msg_spam")?, ham: get("msg_ham")? },
+        starter: Totals { spam: get("starter_spam")?, ham: get("starter_ham")? },
         bias: f64::from_bits(get("bias")?),
         mix: [f64::from_bits(get("mix0")?), f64::from_bits(get("mix1")?), f64::from_bits(get("mix2")?)],
     })
@@ -802,6 +803,8 @@ impl WriteView for RedbWrite<'_> {
             self.meta.insert("ham", s.totals.ham)?;
             self.meta.insert("msg_spam", s.messages.spam)?;
             self.meta.insert("msg_ham", s.messages.ham)?;
+            self.meta.insert("starter_spam", s.starter.spam)?;
+            self.meta.insert("starter_ham", s.starter.ham)?;
             self.meta.insert("bias", s.bias.to_bits())?;
             for (k, v) in ["mix0", "mix1", "mix2"].iter().zip(s.mix) {
                 self.meta.insert(*k, v.to_bits())?;

@@ -3,7 +3,7 @@
 -- KEYS[1] the state hash, KEYS[2] the 4-gram weights (BITFIELD u32 of f32 bits)
 -- ARGV: prefix, the levels the buckets are named by (tL tS jL jS),
 --       #journal, (bucket, digest, expected, new)*  ('' = none)
---       4 integer deltas (ts th ms mh), 4 (read, new) float pairs (bias m0 m1 m2),
+--       6 integer deltas (ts th ms mh ss sh), 4 (read, new) float pairs (bias m0 m1 m2),
 --       #tokens, (bucket, text, hash, read record, new record)*  ('' = none),
 --       the 4-gram changes: 12 bytes each (slot, read bits, new bits; big-endian)
 -- Returns {'ok', gram version, gram conflicts, {levels now}};
@@ -31,7 +31,7 @@ for k = 1, nj do
   end
   i = i + 4
 end
-for _, name in ipairs({'ts', 'th', 'ms', 'mh'}) do
+for _, name in ipairs({'ts', 'th', 'ms', 'mh', 'ss', 'sh'}) do
   local d = tonumber(ARGV[i])
   if d ~= 0 and redis.call('HINCRBY', KEYS[1], name, d) < 0 then
     redis.call('HSET', KEYS[1], name, 0)

@@ -7,7 +7,8 @@
 //! puts a whole model on one cluster slot (its scripts run there) and
 //! spreads different users' models over the cluster's nodes.
 //! - `…:meta`: the layout version.
-//! - `…:state`: totals (`ts` `th`), messages (`ms` `mh`), the regression
+//! - `…:state`: totals (`ts` `th`), messages (`ms` `mh`) and of those the
+//!   starter model's (`ss` `sh`), the regression
 //!   bias and combiner (`bias` `m0`-`m2`), token and journal counts (`nt`
 //!   `nj`), the 4-gram weights' version (`gv`), the bucket levels.
 //! - `…:t:<level>:<n>`: tokens, in buckets (hashes); field: the token
@@ -524,7 +525,8 @@ impl RedisStore {
                 (i, f, g)
             })
             .collect();
-        const STATE: [&str; 13] = ["ts", "th", "ms", "mh", "bias", "m0", "m1", "m2", "gv", "tL", "tS", "jL", "jS"];
+        const STATE: [&str; 15] = ["ts", "th", "ms", "mh", "bias", "m0", "m1", "m2", "ss", "sh", "gv", "tL", "tS", "jL", "jS"];
+        const LEVELS_AT: usize = 11;
         let xkey = format!("{}:x", self.base);
         for _ in 0..8 {
             let lv = self.levels()?;
@@ -565,12 +567,12 @@ impl RedisStore {
                 cmds.push((HKey::Named(&xkey), from..fields.len()));
             }
             let from = fields.len();
-            fields.extend(STATE[9..].iter().map(|f| f.as_bytes()));
+            fields.extend(STATE[LEVELS_AT..].iter().map(|f| f.as_bytes()));
             cmds.push((HKey::Named(&self.state_key), from..fields.len()));
             let got = self.hmgets(&cmds, &fields)?;
             let last = got.len().saturating_sub(1);
             let num = |r: usize, k: usize| got.get(r, k).and_then(parse::<i64>);
-            let before = Levels::from_fields(|k| num(0, 9 + k));
+            let before = Levels::from_fields(|k| num(0, LEVELS_AT + k));
             let after = Levels::from_fields(|k| num(last, k));
             if before != lv || after != lv {
                 self.saw_levels(after);
@@ -601,10 +603,11 @@ impl RedisStore {
             let state = ModelState {
                 totals: Totals { spam: u(0), ham: u(1) },
                 messages: Totals { spam: u(2), ham: u(3) },
+                starter: Totals { spam: u(8), ham: u(9) },
                 bias: f(4),
                 mix: [f(5), f(6), f(7)],
             };
-            return Ok(((state, num(0, 8).unwrap_or(0)), journal, records));
+            return Ok(((state, num(0, 10).unwrap_or(0)), journal, records));
         }
         Err(Error::Remote(format!("{}: the bucket levels kept moving during a read", self.describe())))
     }
@@ -783,6 +786,7 @@ impl RedisStore {
             let delta = |a: u64, b: u64| b as i64 - a as i64;
             inv.arg(delta(read.totals.spam, new.totals.spam)).arg(delta(read.totals.ham, new.totals.ham));
             inv.arg(delta(read.messages.spam, new.messages.spam)).arg(delta(read.messages.ham, new.messages.ham));
+            inv.arg(delta(read.starter.spam, new.starter.spam)).arg(delta(read.starter.ham, new.starter.ham));
             for (r, n) in [(read.bias, new.bias)].into_iter().chain(read.mix.into_iter().zip(new.mix)) {
                 let (r, n) = if r.is_finite() && n.is_finite() { (r, n) } else { (0.0, 0.0) };
                 inv.arg(format!("{r:?}")).arg(format!("{n:?}"));
