@@ -122,8 +122,9 @@ impl std::str::FromStr for Combining {
 /// Classifier parameters. Defaults are the measured best on the shared corpora.
 ///
 /// With them `hamlet eval` (TREC on-line, train on everything, empty
-/// model) gives 1-ROCA% / lam% 0.0384 / 0.608 on spamassassin, 0.0137 /
-/// 0.556 on csdmc2010 and 0.0002 / 0.001 on enron-raw. The optimum is
+/// model) gives 1-ROCA% / lam% 0.0382 / 0.613 on spamassassin, 0.0127 /
+/// 0.513 on csdmc2010, 0.0002 / 0.001 on enron-raw and 0.0025 / 0.198 on
+/// the merged stream (bench/RESULTS.md). The optimum is
 /// flat: one parameter a step either way moved spamassassin within
 /// ±0.0005 and cost csdmc2010 (last rechecked before `tail_weight`).
 /// Fisher's S = 0.1, min-dev 0.45 and no clue cap replace SpamBayes'
