@@ -587,7 +587,7 @@ fn cold_note(engine: &crate::engine::Engine<store::Db>) -> Result<String> {
     if local as f64 >= k {
         return Ok(String::new());
     }
-    let (spam, ham) = (st.messages.spam - st.starter.spam, st.messages.ham - st.starter.ham);
+    let (spam, ham) = (st.messages.spam.saturating_sub(st.starter.spam), st.messages.ham.saturating_sub(st.starter.ham));
     Ok(format!(
         "cold start: {spam} spam and {ham} ham learned here so far; until it has learned some of each (hamlet train --spam|--ham), \
          the starter model alone calls nothing spam (cold_start = {k} in hamlet.toml)\n"

@@ -71,9 +71,6 @@ fn unescape(t: &str) -> String {
     o
 }
 
-/// Writes the whole store. `min_count`: skip tokens seen in fewer messages
-/// (for a compact starter model); `with_grams`: include the byte 4-gram
-/// weights; `with_journal`: include the journal.
 /// What [`dump`] writes besides the model's state.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DumpOptions {
@@ -89,6 +86,7 @@ pub struct DumpOptions {
     pub as_starter: bool,
 }
 
+/// Writes the whole store, as `opts` says.
 pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, opts: DumpOptions) -> Result<DumpStats> {
     let DumpOptions { min_count, grams: with_grams, journal: with_journal, as_starter } = opts;
     let io = |e| Error::io("<dump output>", e);
