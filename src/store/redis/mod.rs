@@ -68,7 +68,7 @@ pub const GRAM_REFRESH: Duration = Duration::from_secs(1);
 const LAYOUT: i64 = 1;
 
 /// Bucket levels a new shared model starts at (tokens, journal): 1,024
-/// token buckets (the starter model's 27,694 tokens fill them to ~27).
+/// token buckets (the starter model's 27,674 tokens fill them to ~27).
 pub const SHARED_LEVELS: (u32, u32) = (10, 6);
 /// A user's model: corrections only, a few thousand tokens.
 pub const USER_LEVELS: (u32, u32) = (4, 4);
