@@ -163,7 +163,10 @@ pub struct Params {
     pub lr_rate: f64,
     /// Scale token features to a unit-length vector.
     pub lr_normalize: bool,
-    /// Learning rate of the byte 4-gram regression.
+    /// Learning rate of the byte 4-gram regression. 0.01: 0.004 or unit-length
+    /// feature vectors make the learner alone better (merged stream 0.0066 /
+    /// 0.0054 against 0.0083), but no such variant of the combination was
+    /// no worse on all four streams (bench/RESULTS.md, 2026-12-07).
     pub gram_rate: f64,
     /// Weight of the byte 4-gram regression's (clamped) logit in the combined score.
     /// 0.1: 0.05 / 0.15 measured 1-ROCA% 0.0424 / 0.0422 against 0.0400 on spamassassin.
