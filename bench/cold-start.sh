@@ -26,7 +26,12 @@ echo "# $(date -u +%F) cold start: $("$H" --db "$db" db stats 2>/dev/null | head
 printf '%-13s %7s %9s %9s %9s %9s %9s\n' corpus messages ham→spam ham→unsure spam→spam spam→ham 1-ROCA%
 # Whether the starter was built from corpus $1.
 built_from() {
-  if [ -n "${STARTER_FROM:-}" ]; then [[ " $STARTER_FROM " == *" $1 "* ]]; else grep -qi "$1" models/README.md; fi
+  if [ -n "${STARTER_FROM:-}" ]; then
+    [[ " $STARTER_FROM " == *" $1 "* ]]
+  else
+    # The shipped starter: its "Provenance" entry in models/README.md.
+    awk '/^\* \*\*/ { p = /\*\*Provenance\*\*/ } p' models/README.md | grep -qi "$1"
+  fi
 }
 for c in ${CORPORA:-spamassassin csdmc2010 enron-raw}; do
   idx=$corpora/$c/index
