@@ -166,7 +166,7 @@ fn with_file_limit(mut c: Command, bytes: u64) -> Command {
             if libc::getrlimit(libc::RLIMIT_FSIZE, &mut lim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            lim.rlim_cur = bytes;
+            lim.rlim_cur = bytes.min(lim.rlim_max);
             if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
