@@ -168,6 +168,14 @@ pub struct Params {
     /// 0.0054 against 0.0083), but no such variant of the combination was
     /// no worse on all four streams (bench/RESULTS.md, 2026-12-07).
     pub gram_rate: f64,
+    /// Scale each message's 4-gram features to a unit-length vector (each
+    /// 1/√n, n its distinct 4-grams), in scoring and in learning. Off: at
+    /// rate 10 the learner alone measured 0.0054 / 0.1595 / 0.1053 on merged /
+    /// spamassassin / csdmc2010 against 0.0083 / 0.2027 / 0.1264, but no
+    /// combination with it was no worse on all four streams. Evaluation only
+    /// (`hamlet eval --gram-unit true --gram-rate 10`), for streams we do not
+    /// have: a stored model's weights mean one or the other.
+    pub gram_unit: bool,
     /// Weight of the byte 4-gram regression's (clamped) logit in the combined score.
     /// 0.1: 0.05 / 0.15 measured 1-ROCA% 0.0424 / 0.0422 against 0.0400 on spamassassin.
     pub gram_mix: f64,
@@ -211,6 +219,7 @@ impl Default for Params {
             lr_rate: 0.02,
             lr_normalize: false,
             gram_rate: 0.01,
+            gram_unit: false,
             gram_mix: 0.1,
             maturity: 10.0,
             tail_weight: 0.015,

@@ -281,6 +281,9 @@ pub struct ParamArgs {
     pub lr_normalize: Option<bool>,
     #[arg(long)]
     pub gram_rate: Option<f64>,
+    /// Unit-length 4-gram feature vectors (evaluation only; try with --gram-rate 10).
+    #[arg(long)]
+    pub gram_unit: Option<bool>,
     #[arg(long)]
     pub mix_grams: Option<f64>,
     /// k of the early-model shrink n / (n + k).
@@ -337,6 +340,9 @@ impl ParamArgs {
         }
         if let Some(v) = self.gram_rate {
             p.gram_rate = v
+        }
+        if let Some(v) = self.gram_unit {
+            p.gram_unit = v
         }
         if let Some(v) = self.mix_grams {
             p.gram_mix = v

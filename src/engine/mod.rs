@@ -148,7 +148,11 @@ impl<S: TokenStore> Engine<S> {
                 Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight }
             })
             .collect();
-        let gram_z = if self.params.gram_mix != 0.0 || self.params.combining == classify::Combining::Grams { view.gram_sum(grams)? } else { 0.0 };
+        let gram_z = if self.params.gram_mix != 0.0 || self.params.combining == classify::Combining::Grams {
+            view.gram_sum(grams)? * gram_scale(&self.params, grams.len())
+        } else {
+            0.0
+        };
         Ok(classify::score(&self.params, &state, &evidence, gram_z))
     }
 
@@ -461,7 +465,7 @@ fn apply(
     if let Some(c) = add {
         let evidence: Vec<Evidence<'_>> =
             p.tokens.texts().zip(&recs).map(|(t, r)| Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight }).collect();
-        let before = classify::score(params, state, &evidence, view.gram_sum(&p.grams)?);
+        let before = classify::score(params, state, &evidence, view.gram_sum(&p.grams)? * gram_scale(params, p.grams.len()));
         z_before = Some((before.lr_logit, before.gram_logit));
         let y = if c == Class::Spam { 1.0 } else { 0.0 };
         // Misclassified: on the wrong side of 0.5 (exactly 0.5, "no idea", is not wrong).
@@ -491,7 +495,10 @@ fn apply(
     };
     let (z, z_gram) = match z_before {
         Some(z) => z,
-        None => (classify::lr_z(params, state.bias, recs.iter().map(|r| r.weight), recs.len()), view.gram_sum(&p.grams)?),
+        None => (
+            classify::lr_z(params, state.bias, recs.iter().map(|r| r.weight), recs.len()),
+            view.gram_sum(&p.grams)? * gram_scale(params, p.grams.len()),
+        ),
     };
     // One step per message, even for one learned twice (`boost_errors` is
     // for the counts): a doubled step left the 4-gram regression alone at
@@ -500,7 +507,7 @@ fn apply(
     state.bias += db;
     // The byte 4-gram regression: the same step over the message's slots
     // (binary features, no bias).
-    let dg = params.gram_rate * (target - classify::sigmoid(z_gram));
+    let dg = params.gram_rate * (target - classify::sigmoid(z_gram)) * gram_scale(params, p.grams.len());
     if dg != 0.0 {
         view.gram_add(&p.grams, dg as f32)?;
     }
@@ -547,6 +554,12 @@ fn apply(
     }
     view.set_journal(&p.digest, add.map(|class| JournalEntry { class, day, weight, auto }))?;
     Ok(outcome)
+}
+
+/// The value of each of a message's `n` 4-gram features: 1, or 1/√n with
+/// [`Params::gram_unit`].
+fn gram_scale(params: &Params, n: usize) -> f64 {
+    if params.gram_unit && n > 0 { 1.0 / (n as f64).sqrt() } else { 1.0 }
 }
 
 #[cfg(test)]
@@ -635,6 +648,22 @@ mod tests {
         assert!((z - want).abs() < 1e-4 * want, "{z} vs {want}");
         e.learn(SPAM, Class::Ham).unwrap();
         assert!(e.store().read().unwrap().gram_sum(&p.grams).unwrap() < z, "a relearn steps towards ham");
+    }
+
+    #[test]
+    fn unit_length_grams_score_and_learn_at_one_over_root_n() {
+        let p = Params { gram_unit: true, gram_rate: 10.0, ..Params::default() };
+        let e = Engine::new(MemoryStore::new(), p.clone());
+        let prep = e.prepare(SPAM);
+        let n = prep.grams.len() as f64;
+        e.learn(SPAM, Class::Spam).unwrap();
+        // One step from z = 0: each slot moves η (1 − ½) / √n ...
+        let sum = e.store().read().unwrap().gram_sum(&prep.grams).unwrap();
+        let want = n * p.gram_rate * 0.5 / n.sqrt();
+        assert!((sum - want).abs() < 1e-4 * want, "{sum} vs {want}");
+        // ... and the score reads the sum at 1 / √n: η · ½ in all.
+        let s = e.check(SPAM).unwrap();
+        assert!((s.gram_logit - p.gram_rate * 0.5).abs() < 1e-3, "{}", s.gram_logit);
     }
 
     #[test]
