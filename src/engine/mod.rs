@@ -506,7 +506,7 @@ fn apply(
     let (dw, db) = classify::lr_step(params, z, target, recs.len());
     state.bias += db;
     // The byte 4-gram regression: the same step over the message's slots
-    // (binary features, no bias).
+    // (binary features, or 1/√n each with `gram_unit`; no bias).
     let dg = params.gram_rate * (target - classify::sigmoid(z_gram)) * gram_scale(params, p.grams.len());
     if dg != 0.0 {
         view.gram_add(&p.grams, dg as f32)?;
