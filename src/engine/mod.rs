@@ -462,10 +462,11 @@ fn apply(
     let mut weight: u8 = 1;
     // The regression's z before this message, when the score above computed it.
     let mut z_before = None;
+    let g_scale = gram_scale(params, p.grams.len());
     if let Some(c) = add {
         let evidence: Vec<Evidence<'_>> =
             p.tokens.texts().zip(&recs).map(|(t, r)| Evidence { token: t, spam: r.spam, ham: r.ham, weight: r.weight }).collect();
-        let before = classify::score(params, state, &evidence, view.gram_sum(&p.grams)? * gram_scale(params, p.grams.len()));
+        let before = classify::score(params, state, &evidence, view.gram_sum(&p.grams)? * g_scale);
         z_before = Some((before.lr_logit, before.gram_logit));
         let y = if c == Class::Spam { 1.0 } else { 0.0 };
         // Misclassified: on the wrong side of 0.5 (exactly 0.5, "no idea", is not wrong).
@@ -495,10 +496,7 @@ fn apply(
     };
     let (z, z_gram) = match z_before {
         Some(z) => z,
-        None => (
-            classify::lr_z(params, state.bias, recs.iter().map(|r| r.weight), recs.len()),
-            view.gram_sum(&p.grams)? * gram_scale(params, p.grams.len()),
-        ),
+        None => (classify::lr_z(params, state.bias, recs.iter().map(|r| r.weight), recs.len()), view.gram_sum(&p.grams)? * g_scale),
     };
     // One step per message, even for one learned twice (`boost_errors` is
     // for the counts): a doubled step left the 4-gram regression alone at
@@ -507,7 +505,7 @@ fn apply(
     state.bias += db;
     // The byte 4-gram regression: the same step over the message's slots
     // (binary features, or 1/√n each with `gram_unit`; no bias).
-    let dg = params.gram_rate * (target - classify::sigmoid(z_gram)) * gram_scale(params, p.grams.len());
+    let dg = params.gram_rate * (target - classify::sigmoid(z_gram)) * g_scale;
     if dg != 0.0 {
         view.gram_add(&p.grams, dg as f32)?;
     }
