@@ -24,6 +24,14 @@ struct Stack {
     hamlet: Child,
 }
 
+impl Stack {
+    /// hamlet's log and Postfix's, for a failing assertion's message.
+    fn logs(&self) -> String {
+        let read = |f: &str| std::fs::read_to_string(self.dir.join(f)).unwrap_or_else(|e| format!("({f}: {e})"));
+        format!("hamlet.log:\n{}\nmaillog:\n{}", read("hamlet.log"), read("maillog"))
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
         let _ = Command::new("postfix").arg("-c").arg(self.dir.join("conf")).arg("stop").stderr(Stdio::null()).status();
@@ -101,16 +109,34 @@ fn start_with(milter_config: Option<&str>) -> Stack {
         .stderr(std::fs::File::create(dir.join("hamlet.log")).unwrap())
         .spawn()
         .unwrap();
-    let stack = Stack { dir, smtp, http, hamlet };
+    let mut stack = Stack { dir, smtp, http, hamlet };
     let out = Command::new("postfix").arg("-c").arg(stack.dir.join("conf")).arg("start").output().unwrap();
     assert!(out.status.success(), "postfix start: {}", String::from_utf8_lossy(&out.stderr));
     for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", stack.smtp)).is_ok() && std::net::TcpStream::connect(("127.0.0.1", policy)).is_ok() {
+        // Ready when Postfix listens and this hamlet serves its port: a
+        // port another process took since free_port() would accept too.
+        if let Some(status) = stack.hamlet.try_wait().unwrap() {
+            panic!("hamlet serve exited ({status}) before the first transaction\n{}", stack.logs());
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", stack.smtp)).is_ok() && (milter || policy_answers(policy)) {
             return stack;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("postfix or hamlet never listened");
+    panic!("postfix or hamlet never listened\n{}", stack.logs());
+}
+
+/// Whether hamlet's policy service on `port` answers a request as Postfix
+/// would send it at CONNECT (which it answers `DUNNO` without checks).
+fn policy_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+    if c.write_all(b"request=smtpd_access_policy\nprotocol_state=CONNECT\nclient_address=127.0.0.1\n\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 14];
+    c.read_exact(&mut reply).is_ok() && &reply == b"action=DUNNO\n\n"
 }
 
 /// One SMTP transaction through swaks; its transcript.
@@ -132,12 +158,12 @@ fn swaks_as(stack: &Stack, helo: &str, from: &str, client: &str, name: &str) -> 
 fn postfix_greylists_then_accepts_and_rejects_a_bad_helo() {
     let s = start();
     let first = swaks(&s, "mail.sender.example", "frank@sender.example", "198.51.100.23");
-    assert!(first.contains("450 4.2.0 <erin@corp.example>: Recipient address rejected: Greylisted"), "{first}");
+    assert!(first.contains("450 4.2.0 <erin@corp.example>: Recipient address rejected: Greylisted"), "{first}\n{}", s.logs());
     std::thread::sleep(Duration::from_millis(2200));
     let retry = swaks(&s, "mail.sender.example", "frank@sender.example", "198.51.100.23");
-    assert!(retry.contains("250 2.0.0 Ok: queued"), "after the delay: {retry}");
+    assert!(retry.contains("250 2.0.0 Ok: queued"), "after the delay: {retry}\n{}", s.logs());
     let bad = swaks(&s, "bad_helo!", "frank@sender.example", "198.51.100.24");
-    assert!(bad.contains("554 5.5.2") && bad.contains("HELO_INVALID"), "{bad}");
+    assert!(bad.contains("554 5.5.2") && bad.contains("HELO_INVALID"), "{bad}\n{}", s.logs());
 }
 
 /// One message through swaks (`--data FILE`); its transcript.
@@ -219,10 +245,7 @@ fn postfix_milter_greylists_and_refuses_a_listed_client() {
     assert!(first.contains("450 4.2.0 Greylisted"), "{first}");
     std::thread::sleep(Duration::from_millis(2200));
     let retry = swaks_as(&s, "mail.example.test", "alice@example.test", "192.0.2.55", "mail.example.test");
-    let log = || {
-        std::fs::read_to_string(s.dir.join("hamlet.log")).unwrap_or_default() + &std::fs::read_to_string(s.dir.join("maillog")).unwrap_or_default()
-    };
-    assert!(retry.contains("250 2.0.0 Ok: queued"), "after the delay: {retry}\nthe logs:\n{}", log());
+    assert!(retry.contains("250 2.0.0 Ok: queued"), "after the delay: {retry}\n{}", s.logs());
     let held = queued(&s, &retry);
     for field in
         ["X-Greylist: delayed", "Received-SPF: pass", "Authentication-Results: mx.corp.example;", "spf=pass smtp.mailfrom=alice@example.test"]
