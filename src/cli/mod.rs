@@ -286,6 +286,9 @@ pub struct ParamArgs {
     pub gram_unit: Option<bool>,
     #[arg(long)]
     pub mix_grams: Option<f64>,
+    /// Rate of the pairwise step that moves the 4-gram weight (0 keeps --mix-grams).
+    #[arg(long)]
+    pub mix_pair_rate: Option<f64>,
     /// k of the early-model shrink n / (n + k).
     #[arg(long)]
     pub maturity: Option<f64>,
@@ -346,6 +349,9 @@ impl ParamArgs {
         }
         if let Some(v) = self.mix_grams {
             p.gram_mix = v
+        }
+        if let Some(v) = self.mix_pair_rate {
+            p.mix_pair_rate = v
         }
         if let Some(v) = self.maturity {
             p.maturity = v

@@ -203,6 +203,7 @@ impl<S: TokenStore> Engine<S> {
         let mut params = self.params.clone();
         params.boost_errors = false;
         params.gram_rate = 0.0;
+        params.mix_pair_rate = 0.0;
         self.train_with(user, &params, batch)
     }
 
@@ -477,7 +478,9 @@ fn apply(
         if params.boost_errors && prev.is_none() && wrong {
             weight = 2;
         }
-        // The combiner's step: d(log loss)/d(weights) at the score it gave.
+        // The 4-gram weight's pairwise step, then the combiner's: d(log
+        // loss)/d(weights) at the score it gave.
+        classify::pair_step(params, state, c == Class::Spam, &before);
         let g = params.mix_rate * (y - before.probability);
         state.mix[0] += g * before.mix_inputs[0];
         state.mix[1] += g * before.mix_inputs[1];

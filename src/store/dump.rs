@@ -8,7 +8,8 @@
 //! messages <spam> <ham>              (messages learned)
 //! starter <spam> <ham>               (of those, a starter model's; optional)
 //! bias <logistic bias>
-//! mix <fisher weight offset> <logistic weight offset> <intercept>
+//! mix <fisher weight offset> <logistic weight offset> <intercept> <4-gram weight offset>
+//!   (the last absent in dumps from before it: 0)
 //! t <spam> <ham> <last-seen day> <weight> <token>
 //! g <slot> <weight>                  (byte 4-gram regression, non-zero weights)
 //! j <digest hex> <spam|ham> <day> <weight> [auto]
@@ -103,7 +104,7 @@ pub fn dump(store: &dyn TokenStore, out: &mut dyn Write, opts: DumpOptions) -> R
         writeln!(out, "starter {} {}", starter.spam, starter.ham).map_err(io)?;
     }
     writeln!(out, "bias {}", state.bias).map_err(io)?;
-    writeln!(out, "mix {} {} {}", state.mix[0], state.mix[1], state.mix[2]).map_err(io)?;
+    writeln!(out, "mix {} {} {} {}", state.mix[0], state.mix[1], state.mix[2], state.mix[3]).map_err(io)?;
     view.for_each_token(&mut |_, t, r| {
         if u64::from(r.spam) + u64::from(r.ham) >= u64::from(min_count) {
             writeln!(out, "t {} {} {} {} {}", r.spam, r.ham, r.day, r.weight, escape(t)).map_err(io)?;
@@ -154,7 +155,7 @@ pub struct Parsed {
     pub(super) messages: (u64, u64),
     pub(super) starter: (u64, u64),
     pub(super) bias: f64,
-    pub(super) mix: [f64; 3],
+    pub(super) mix: [f64; 4],
 }
 
 impl Parsed {
@@ -177,7 +178,7 @@ pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
     let mut messages = (0u64, 0u64);
     let mut starter = (0u64, 0u64);
     let mut bias = 0.0f64;
-    let mut mix = [0.0f64; 3];
+    let mut mix = [0.0f64; 4];
     let mut line = String::new();
     let mut n = 0;
     loop {
@@ -224,8 +225,12 @@ pub fn parse(input: &mut dyn BufRead, what: &str) -> Result<Parsed> {
                     .map(|x| x.parse::<f64>().ok().and_then(finite))
                     .collect::<Option<_>>()
                     .ok_or_else(|| perr(n, "bad mix".into()))?;
-                let [a, b, c] = v.as_slice() else { return Err(perr(n, "expected `mix <a> <b> <c>`".into())) };
-                mix = [*a, *b, *c];
+                // Three values: a dump from before the 4-gram weight was learned.
+                mix = match v.as_slice() {
+                    [a, b, c] => [*a, *b, *c, 0.0],
+                    [a, b, c, d] => [*a, *b, *c, *d],
+                    _ => return Err(perr(n, "expected `mix <a> <b> <c> [<d>]`".into())),
+                };
             }
             "t" => {
                 let mut it = rest.splitn(5, ' ');
@@ -351,7 +356,8 @@ mod tests {
                 messages: Totals { spam: 4, ham: 6 },
                 starter: Totals { spam: 3, ham: 1 },
                 bias: -0.5,
-                mix: [0.25, 0.0, -1.5],
+                mix: [0.25, 0.0, -1.5, 0.125],
+                last_pair: [0.0; 4],
             })
         })
         .unwrap();
@@ -398,12 +404,21 @@ mod tests {
     }
 
     #[test]
+    fn three_value_mix_lines_load_with_no_learned_gram_weight() {
+        let s = MemoryStore::new();
+        load(&s, &mut "mix 0.5 0.25 -1\n".as_bytes(), "dump").unwrap();
+        assert_eq!(s.read().unwrap().state().unwrap().mix, [0.5, 0.25, -1.0, 0.0]);
+    }
+
+    #[test]
     fn hostile_lines_are_errors_not_panics() {
         for bad in [
             "j \u{20ac}aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa ham 1 1\n",
             "t 1 0 1 NaN from:x\n",
             "bias inf\n",
             "mix 0 NaN 0\n",
+            "mix 0 0\n",
+            "mix 0 0 0 0 0\n",
             "g 262144 0.5\n",
             "g 1 NaN\n",
             "g 1\n",

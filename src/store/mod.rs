@@ -82,8 +82,17 @@ pub struct ModelState {
     /// The logistic regression's bias term.
     pub bias: f64,
     /// What the combiner has learned: offsets from `Params::mix_init` of the
-    /// weights of the Fisher and logistic logits, and the intercept.
-    pub mix: [f64; 3],
+    /// weights of the Fisher and logistic logits, the intercept, and the
+    /// offset from `Params::gram_mix` of the 4-gram logit's weight (a
+    /// database from before it reads 0).
+    pub mix: [f64; 4],
+    /// The combiner's pairwise step's memory: the last learned ham's two
+    /// numbers, then the last learned spam's (its combined logit without
+    /// the 4-gram term, and its clamped 4-gram logit); (0, 0) is none. Kept
+    /// with the model so one process per message (`hamlet train`) steps as
+    /// a server does. Not in dumps: it is the stream's recent past, not
+    /// model.
+    pub last_pair: [f64; 4],
 }
 
 /// One journal entry: how a message (by digest) was learned, and when.
@@ -804,7 +813,8 @@ pub(crate) mod conformance {
                     messages: Totals { spam: 2, ham: 4 },
                     starter: Totals { spam: 1, ham: 3 },
                     bias: 0.25,
-                    mix: [0.5, -0.25, 1.0],
+                    mix: [0.5, -0.25, 1.0, -0.0625],
+                    last_pair: [1.5, -2.0, 0.0, 0.0],
                 })?;
                 w.set_journal(&d, Some(JournalEntry { class: Class::Spam, day: 100, weight: 2, auto: false }))?;
                 // Reads inside the transaction see its own writes.
@@ -815,7 +825,8 @@ pub(crate) mod conformance {
         let r = store.read().unwrap();
         assert_eq!(r.get("a").unwrap(), Some(rec));
         assert_eq!(r.state().unwrap().totals, Totals { spam: 3, ham: 4 });
-        assert_eq!(r.state().unwrap().mix, [0.5, -0.25, 1.0]);
+        assert_eq!(r.state().unwrap().mix, [0.5, -0.25, 1.0, -0.0625]);
+        assert_eq!(r.state().unwrap().last_pair, [1.5, -2.0, 0.0, 0.0]);
         assert_eq!(r.state().unwrap().messages, Totals { spam: 2, ham: 4 });
         assert_eq!(r.state().unwrap().starter, Totals { spam: 1, ham: 3 });
         assert_eq!(r.journal(&d).unwrap(), Some(JournalEntry { class: Class::Spam, day: 100, weight: 2, auto: false }));

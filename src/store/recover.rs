@@ -110,21 +110,22 @@ fn salvage(path: &Path, txn: &ReadTransaction) -> Result<(Parsed, Recovered)> {
                     expected: format!("schema {SCHEMA_VERSION} / tokenizer {TOKENIZER_VERSION}"),
                 });
             }
-            let vals: Vec<Option<u64>> = ["spam", "ham", "msg_spam", "msg_ham", "bias", "mix0", "mix1", "mix2", "starter_spam", "starter_ham"]
-                .iter()
-                .map(|k| get(k))
-                .collect();
+            let vals: Vec<Option<u64>> =
+                ["spam", "ham", "msg_spam", "msg_ham", "bias", "mix0", "mix1", "mix2", "starter_spam", "starter_ham", "mix3"]
+                    .iter()
+                    .map(|k| get(k))
+                    .collect();
             let f = |i: usize| vals[i].map_or(0.0, f64::from_bits);
             p.totals = (vals[0].unwrap_or(0), vals[1].unwrap_or(0));
             p.messages = (vals[2].unwrap_or(0), vals[3].unwrap_or(0));
             // Never more starter messages than messages.
             p.starter = (vals[8].unwrap_or(0).min(p.messages.0), vals[9].unwrap_or(0).min(p.messages.1));
             p.bias = f(4);
-            p.mix = [f(5), f(6), f(7)];
-            let finite = [p.bias, p.mix[0], p.mix[1], p.mix[2]].iter().all(|x| x.is_finite());
+            p.mix = [f(5), f(6), f(7), f(10)];
+            let finite = [p.bias, p.mix[0], p.mix[1], p.mix[2], p.mix[3]].iter().all(|x| x.is_finite());
             if !finite {
                 p.bias = 0.0;
-                p.mix = [0.0; 3];
+                p.mix = [0.0; 4];
             }
             r.state = vals[..4].iter().all(Option::is_some) && finite;
             if !r.state {

@@ -558,7 +558,8 @@ fn read_state<T: ReadableTable<&'static str, u64>>(meta: &T) -> Result<ModelStat
         messages: Totals { spam: get("msg_spam")?, ham: get("msg_ham")? },
         starter: Totals { spam: get("starter_spam")?, ham: get("starter_ham")? },
         bias: f64::from_bits(get("bias")?),
-        mix: [f64::from_bits(get("mix0")?), f64::from_bits(get("mix1")?), f64::from_bits(get("mix2")?)],
+        mix: [f64::from_bits(get("mix0")?), f64::from_bits(get("mix1")?), f64::from_bits(get("mix2")?), f64::from_bits(get("mix3")?)],
+        last_pair: [f64::from_bits(get("pair0")?), f64::from_bits(get("pair1")?), f64::from_bits(get("pair2")?), f64::from_bits(get("pair3")?)],
     })
 }
 
@@ -806,7 +807,7 @@ impl WriteView for RedbWrite<'_> {
             self.meta.insert("starter_spam", s.starter.spam)?;
             self.meta.insert("starter_ham", s.starter.ham)?;
             self.meta.insert("bias", s.bias.to_bits())?;
-            for (k, v) in ["mix0", "mix1", "mix2"].iter().zip(s.mix) {
+            for (k, v) in ["mix0", "mix1", "mix2", "mix3", "pair0", "pair1", "pair2", "pair3"].iter().zip(s.mix.into_iter().chain(s.last_pair)) {
                 self.meta.insert(*k, v.to_bits())?;
             }
             Ok(())

@@ -3,7 +3,8 @@
 -- KEYS[1] the state hash, KEYS[2] the 4-gram weights (BITFIELD u32 of f32 bits)
 -- ARGV: prefix, the levels the buckets are named by (tL tS jL jS),
 --       #journal, (bucket, digest, expected, new)*  ('' = none)
---       6 integer deltas (ts th ms mh ss sh), 4 (read, new) float pairs (bias m0 m1 m2),
+--       6 integer deltas (ts th ms mh ss sh), 5 (read, new) float pairs (bias m0 m1 m2 m3),
+--       4 floats set as they are (p0 p1 p2 p3; '' = unchanged),
 --       #tokens, (bucket, text, hash, read record, new record)*  ('' = none),
 --       the 4-gram changes: 12 bytes each (slot, read bits, new bits; big-endian)
 -- Returns {'ok', gram version, gram conflicts, {levels now}};
@@ -38,7 +39,7 @@ for _, name in ipairs({'ts', 'th', 'ms', 'mh', 'ss', 'sh'}) do
   end
   i = i + 1
 end
-for _, name in ipairs({'bias', 'm0', 'm1', 'm2'}) do
+for _, name in ipairs({'bias', 'm0', 'm1', 'm2', 'm3'}) do
   local read, new = ARGV[i], ARGV[i + 1]
   if read ~= new then
     local cur = tonumber(redis.call('HGET', KEYS[1], name) or '0')
@@ -49,6 +50,10 @@ for _, name in ipairs({'bias', 'm0', 'm1', 'm2'}) do
     end
   end
   i = i + 2
+end
+for _, name in ipairs({'p0', 'p1', 'p2', 'p3'}) do
+  if ARGV[i] ~= '' then redis.call('HSET', KEYS[1], name, ARGV[i]) end
+  i = i + 1
 end
 local nt = tonumber(ARGV[i])
 i = i + 1

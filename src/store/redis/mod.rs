@@ -9,7 +9,8 @@
 //! - `…:meta`: the layout version.
 //! - `…:state`: totals (`ts` `th`), messages (`ms` `mh`) and of those the
 //!   starter model's (`ss` `sh`), the regression
-//!   bias and combiner (`bias` `m0`-`m2`), token and journal counts (`nt`
+//!   bias and combiner (`bias` `m0`-`m3`), the combiner's pairwise memory
+//!   (`p0`-`p3`, the last writer's), token and journal counts (`nt`
 //!   `nj`), the 4-gram weights' version (`gv`), the bucket levels.
 //! - `…:t:<level>:<n>`: tokens, in buckets (hashes); field: the token
 //!   text; value: the record (weight f32, day u16, spam and ham as
@@ -525,7 +526,10 @@ impl RedisStore {
                 (i, f, g)
             })
             .collect();
-        const STATE: [&str; 15] = ["ts", "th", "ms", "mh", "bias", "m0", "m1", "m2", "ss", "sh", "gv", "tL", "tS", "jL", "jS"];
+        const STATE: [&str; 20] =
+            ["ts", "th", "ms", "mh", "bias", "m0", "m1", "m2", "ss", "sh", "gv", "tL", "tS", "jL", "jS", "m3", "p0", "p1", "p2", "p3"];
+        // Where the four bucket levels are in STATE (read again last, to see
+        // a split that ran meanwhile).
         const LEVELS_AT: usize = 11;
         let xkey = format!("{}:x", self.base);
         for _ in 0..8 {
@@ -567,7 +571,7 @@ impl RedisStore {
                 cmds.push((HKey::Named(&xkey), from..fields.len()));
             }
             let from = fields.len();
-            fields.extend(STATE[LEVELS_AT..].iter().map(|f| f.as_bytes()));
+            fields.extend(STATE[LEVELS_AT..LEVELS_AT + 4].iter().map(|f| f.as_bytes()));
             cmds.push((HKey::Named(&self.state_key), from..fields.len()));
             let got = self.hmgets(&cmds, &fields)?;
             let last = got.len().saturating_sub(1);
@@ -605,7 +609,8 @@ impl RedisStore {
                 messages: Totals { spam: u(2), ham: u(3) },
                 starter: Totals { spam: u(8), ham: u(9) },
                 bias: f(4),
-                mix: [f(5), f(6), f(7)],
+                mix: [f(5), f(6), f(7), f(15)],
+                last_pair: [f(16), f(17), f(18), f(19)],
             };
             return Ok(((state, num(0, 10).unwrap_or(0)), journal, records));
         }
@@ -790,6 +795,10 @@ impl RedisStore {
             for (r, n) in [(read.bias, new.bias)].into_iter().chain(read.mix.into_iter().zip(new.mix)) {
                 let (r, n) = if r.is_finite() && n.is_finite() { (r, n) } else { (0.0, 0.0) };
                 inv.arg(format!("{r:?}")).arg(format!("{n:?}"));
+            }
+            // The pairwise step's memory: the last writer's ('' = unchanged).
+            for (r, n) in read.last_pair.into_iter().zip(new.last_pair) {
+                inv.arg(if r != n && n.is_finite() { format!("{n:?}") } else { String::new() });
             }
             inv.arg(changed.len());
             for (text, (bh, h8), read_raw, new) in &changed {
