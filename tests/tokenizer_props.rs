@@ -34,6 +34,15 @@ fn tokenize_checked(tk: &Tokenizer, input: &[u8]) -> Result<(), TestCaseError> {
     check_output(&a, &tk.options.limits, input)?;
     let b = tk.tokenize(input);
     prop_assert_eq!(a, b, "tokenize is not deterministic");
+    // The 4-gram slots: distinct, in range, at most one per window read.
+    let g = tk.grams(input);
+    let read = input.len().min(tk.options.limits.gram_bytes);
+    prop_assert!(g.len() <= read.saturating_sub(3), "{} slots from {read} bytes", g.len());
+    prop_assert!(g.iter().all(|&s| (s as usize) < hamlet::tokenize::grams::GRAM_DIM));
+    let mut sorted = g.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    prop_assert_eq!(sorted.len(), g.len(), "repeated 4-gram slots");
     Ok(())
 }
 
@@ -291,9 +300,9 @@ fn mail() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn small_limits() -> impl Strategy<Value = Options> {
-    (0usize..4096, 0usize..2048, 0usize..8, 0usize..300, proptest::bool::ANY).prop_map(
-        |(max_parse_bytes, max_text_bytes, max_parts, max_tokens, pairs)| Options {
-            limits: Limits { max_parse_bytes, max_text_bytes, max_parts, max_tokens },
+    (0usize..4096, 0usize..2048, 0usize..8, 0usize..300, 0usize..8192, proptest::bool::ANY).prop_map(
+        |(max_parse_bytes, max_text_bytes, max_parts, max_tokens, gram_bytes, pairs)| Options {
+            limits: Limits { max_parse_bytes, max_text_bytes, max_parts, max_tokens, gram_bytes },
             pairs,
         },
     )

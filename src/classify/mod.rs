@@ -179,8 +179,9 @@ pub struct Params {
     /// rate 10 the learner alone measured 0.0054 / 0.1595 / 0.1053 on merged /
     /// spamassassin / csdmc2010 against 0.0083 / 0.2027 / 0.1264, but no
     /// combination with it was no worse on all four streams. Evaluation only
-    /// (`hamlet eval --gram-unit true --gram-rate 10`), for streams we do not
-    /// have: a stored model's weights mean one or the other.
+    /// (`hamlet eval --gram-unit true --gram-rate 10`, best alone with
+    /// `--gram-bytes 10000`), for streams we do not have: a stored model's
+    /// weights mean one or the other.
     pub gram_unit: bool,
     /// Initial weight of the byte 4-gram regression's (clamped) logit in the
     /// combined score; the stream then moves it (`mix_pair_rate`).

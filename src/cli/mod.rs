@@ -301,6 +301,10 @@ pub struct ParamArgs {
     /// Word pairs (orthogonal sparse bigrams) on or off.
     #[arg(long)]
     pub pairs: Option<bool>,
+    /// Leading bytes of each message read for the byte 4-grams (evaluation
+    /// only; try with --gram-unit true --gram-rate 10).
+    #[arg(long)]
+    pub gram_bytes: Option<usize>,
 }
 
 impl ParamArgs {
@@ -364,6 +368,9 @@ impl ParamArgs {
         }
         if let Some(v) = self.pairs {
             o.pairs = v
+        }
+        if let Some(v) = self.gram_bytes {
+            o.limits.gram_bytes = v
         }
     }
 }

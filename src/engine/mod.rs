@@ -68,7 +68,7 @@ pub struct Prepared {
     /// De-duplicated, in [`crate::tokenize::canonical_order`], with their
     /// hashes.
     pub tokens: TokenSet,
-    /// The byte 4-gram slots, distinct ([`crate::tokenize::grams::byte_grams`]).
+    /// The byte 4-gram slots, distinct ([`Tokenizer::grams`]).
     pub grams: Vec<u32>,
 }
 
@@ -77,7 +77,7 @@ impl Prepared {
     /// not part of it: [`crate::mailbox::as_message`]).
     pub fn new(tokenizer: &Tokenizer, raw: &[u8]) -> Prepared {
         let raw = crate::mailbox::as_message(raw);
-        Prepared { digest: digest(&raw), tokens: tokenizer.token_set(&raw), grams: crate::tokenize::grams::byte_grams(&raw) }
+        Prepared { digest: digest(&raw), tokens: tokenizer.token_set(&raw), grams: tokenizer.grams(&raw) }
     }
 
     /// Adds synthetic tokens (e.g. envelope outcomes), keeping the set sorted.
@@ -122,7 +122,7 @@ impl<S: TokenStore> Engine<S> {
     /// reads of it, without the digest (scoring needs none).
     pub fn score_raw(&self, view: &dyn ReadView, raw: &[u8]) -> Result<Score> {
         let raw = crate::mailbox::as_message(raw);
-        self.score(view, &self.tokenizer.token_set(&raw), &crate::tokenize::grams::byte_grams(&raw))
+        self.score(view, &self.tokenizer.token_set(&raw), &self.tokenizer.grams(&raw))
     }
 
     /// Scores a message's tokens and byte 4-gram slots (a [`Prepared`]'s)

@@ -71,6 +71,10 @@ pub struct Limits {
     pub max_parts: usize,
     /// At most this many tokens are emitted (before de-duplication).
     pub max_tokens: usize,
+    /// Only this many leading bytes are read for the byte 4-grams
+    /// ([`grams::GRAM_BYTES`]; other values for evaluation:
+    /// `hamlet eval --gram-bytes`).
+    pub gram_bytes: usize,
 }
 
 impl Default for Limits {
@@ -82,6 +86,7 @@ impl Default for Limits {
             max_text_bytes: 256 << 10,
             max_parts: 256,
             max_tokens: 30_000,
+            gram_bytes: grams::GRAM_BYTES,
         }
     }
 }
@@ -346,6 +351,12 @@ impl Tokenizer {
         let mut sink = Sink::new(&self.options.limits);
         self.tokenize_into(raw, &mut sink);
         sink.into_tokens()
+    }
+
+    /// The distinct byte 4-gram slots of the first `limits.gram_bytes`
+    /// bytes ([`grams::byte_grams`]).
+    pub fn grams(&self, raw: &[u8]) -> Vec<u32> {
+        grams::byte_grams(&raw[..raw.len().min(self.options.limits.gram_bytes)])
     }
 
     /// [`Tokenizer::tokenize`]'s tokens, with their hashes, in one buffer.
