@@ -197,7 +197,7 @@ pub struct Params {
     /// spamassassin. 0.02: every whole stream better, both halves level at
     /// four decimals (spamassassin 0.038134 / csdmc2010 0.012612 /
     /// enron-raw 0.000212 / merged 0.002456 against 0.038210 / 0.012661 /
-    /// 0.000216 / 0.002535); 0.01 and 0.03 likewise, 0.05 lost on
+    /// 0.000216 / 0.002535); 0.01 and 0.03 no worse on any, 0.05 lost on
     /// csdmc2010 (bench/RESULTS.md, 2026-12-07).
     pub mix_pair_rate: f64,
     /// β of the two-sided term: β · P_s · P_h · (ln Q_h − ln Q_s) is added
