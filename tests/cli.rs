@@ -491,6 +491,8 @@ fn init_empty_then_stats_shows_zero() {
     assert!(o.stdout.contains("(0 spam, 0 ham messages, empty)"), "init --empty output\n{}", o.describe());
     assert!(dir.db().exists(), "db init did not create {}", dir.db().display());
     assert_eq!(stats(&dir), (0, 0, 0, 0), "a new empty database has no messages, tokens or journal");
+    let o = run(&dir, &["db", "stats"]).ok();
+    assert!(o.stdout.contains("4-grams   weight 0.100 in the combined score (starts at 0.1;"), "nothing learned, nothing moved\n{}", o.describe());
     // A second init must refuse, not clobber.
     let o = run(&dir, &["db", "init", "--empty"]).error();
     assert!(o.stderr.contains("already exists"), "{}", o.describe());

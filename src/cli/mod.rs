@@ -375,6 +375,18 @@ impl ParamArgs {
     }
 }
 
+/// `db stats`'s line on the combination: the 4-gram learner's weight as
+/// this stream has moved it (`classify::pair_step`).
+fn print_gram_weight(cfg: &Config, st: &store::ModelState) -> Result<()> {
+    let p = build::params(cfg)?;
+    println!(
+        "4-grams   weight {:.3} in the combined score (starts at {}; moved by the ranking of what is learned)",
+        crate::classify::gram_weight(&p, st),
+        p.gram_mix
+    );
+    Ok(())
+}
+
 /// Runs the command line; `main.rs` is just this.
 pub fn main() -> ExitCode {
     quiet_broken_pipe();
@@ -657,6 +669,7 @@ fn db(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
             if st.starter != store::Totals::default() {
                 println!("starter   {} spam, {} ham of those came with the starter model", st.starter.spam, st.starter.ham);
             }
+            print_gram_weight(cfg, &st)?;
             println!("tokens    {}", v.token_count()?);
             println!("journal   {}", v.journal_count()?);
             println!("bytes     {}", store.size_bytes());
@@ -720,6 +733,7 @@ fn db_on_redis(cfg: &Config, c: DbCommand) -> Result<ExitCode> {
             println!("database  {}", store.describe());
             println!("spam      {} messages ({} weighted)", st.messages.spam, st.totals.spam);
             println!("ham       {} messages ({} weighted)", st.messages.ham, st.totals.ham);
+            print_gram_weight(cfg, &st)?;
             let tokens = v.token_count()?;
             println!("tokens    {tokens}");
             println!("journal   {}", v.journal_count()?);
