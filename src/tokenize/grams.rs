@@ -29,8 +29,8 @@ pub const GRAM_DIM: usize = 1 << GRAM_BITS;
 /// in the combination (bench/RESULTS.md, 2026-12-07).
 pub const GRAM_BYTES: usize = 3500;
 
-/// The distinct slots of the byte 4-grams of `raw` (the caller cuts it to
-/// the head it reads, [`GRAM_BYTES`] by default), in order of first
+/// The distinct slots of the byte 4-grams of `head` (the part of a message
+/// the caller reads, its first [`GRAM_BYTES`] by default), in order of first
 /// occurrence (a fixed order, so sums over them repeat exactly).
 ///
 /// De-duplicated with a bitmap of all slots (32 KiB) rather than by sorting:
