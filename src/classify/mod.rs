@@ -388,6 +388,12 @@ pub fn sigmoid(z: f64) -> f64 {
 /// gave the same figures within 0.0001, 3 lost on spamassassin.
 pub const PAIR_MARGIN: f64 = 1.0;
 
+/// The combined logit's terms other than the 4-gram one, from the clamped
+/// Fisher and word-regression logits.
+fn mix_without_grams(params: &Params, state: &ModelState, [u_f, u_l]: [f64; 2]) -> f64 {
+    (params.mix_init[0] + state.mix[0]) * u_f + (params.mix_init[1] + state.mix[1]) * u_l + state.mix[2]
+}
+
 /// The 4-gram logit's weight in the combined score: `gram_mix` moved by
 /// what the pairwise step learned, kept within [0, 1].
 pub fn gram_weight(params: &Params, state: &ModelState) -> f64 {
@@ -406,8 +412,7 @@ pub fn pair_step(params: &Params, state: &mut ModelState, spam: bool, before: &S
         return;
     }
     let c = params.mix_clamp;
-    let [u_f, u_l] = before.mix_inputs;
-    let rest = (params.mix_init[0] + state.mix[0]) * u_f + (params.mix_init[1] + state.mix[1]) * u_l + state.mix[2];
+    let rest = mix_without_grams(params, state, before.mix_inputs);
     let u_g = before.gram_logit.clamp(-c, c);
     if !(rest.is_finite() && u_g.is_finite()) {
         return;
@@ -443,12 +448,7 @@ pub fn score(params: &Params, state: &ModelState, evidence: &[Evidence<'_>], gra
     let c = params.mix_clamp;
     let u = [z_fisher.clamp(-c, c), z_lr.clamp(-c, c)];
     let z = match params.combining {
-        Combining::Combined => {
-            (params.mix_init[0] + state.mix[0]) * u[0]
-                + (params.mix_init[1] + state.mix[1]) * u[1]
-                + state.mix[2]
-                + gram_weight(params, state) * gram_z.clamp(-c, c)
-        }
+        Combining::Combined => mix_without_grams(params, state, u) + gram_weight(params, state) * gram_z.clamp(-c, c),
         Combining::FisherOnly | Combining::Graham => z_fisher,
         Combining::Logistic => z_lr,
         Combining::Grams => gram_z,
