@@ -337,6 +337,9 @@ impl<S: TokenStore + 'static> Service<S> {
                 if let Some(r) = &report {
                     p.add_tokens(r.tokens());
                 }
+                if let Some(env) = &env {
+                    p.add_tokens(e.tokenizer.recipient_tokens(&env.rcpt_to));
+                }
                 let tokens = p.tokens.len();
                 let scored = || -> crate::Result<_> {
                     let layer = u.as_deref().map(|s| s as &dyn TokenStore);
@@ -436,6 +439,9 @@ impl<S: TokenStore + 'static> Service<S> {
                 let mut p = e.prepare(&raw);
                 if let Some(r) = me.envelope_report(env.as_ref(), &lookups, auth, None)? {
                     p.add_tokens(r.tokens());
+                }
+                if let Some(env) = &env {
+                    p.add_tokens(e.tokenizer.recipient_tokens(&env.rcpt_to));
                 }
                 let action = class.map_or(Action::Unlearn, Action::Learn);
                 let batch = [(p, action)];

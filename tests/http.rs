@@ -610,6 +610,8 @@ async fn envelope_headers_are_checked_reported_and_learned() {
     assert_eq!(st, StatusCode::OK);
     let (_, v) = call_with(&app, "/v1/check", &bare, HAM).await;
     assert!(v["clues"].as_array().unwrap().iter().any(|c| c["token"] == "env:helo=bare" && c["spam"] == 1), "{v}");
+    // The recipient counts as the Delivered-To the message will get.
+    assert!(v["clues"].as_array().unwrap().iter().any(|c| c["token"] == "dto:addr:erin@corp.example" && c["spam"] == 1), "{v}");
     let (_, v) = call(&app, "POST", "/v1/check", None, HAM).await;
     assert!(v["stages"]["envelope"].is_null(), "no envelope headers, no envelope stage");
     // checkv2: outcomes as symbols, a reject as the action.

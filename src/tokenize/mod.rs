@@ -26,7 +26,10 @@ use mail_parser::{MessageParser, MimeHeaders, PartType};
 
 /// Version of the token vocabulary; stored in every database.
 ///
-/// Bump it whenever a change here would give a stored model different tokens.
+/// Bump it whenever a token would change meaning (the same text read
+/// another way), which would make a stored model's counts lie. A family
+/// added or no longer produced leaves every stored count true: a new family
+/// starts at zero, a dropped one is never looked up again and expires.
 pub const TOKENIZER_VERSION: u32 = 2;
 
 /// Token prefixes. They are part of the stored model: renaming one is a
@@ -45,6 +48,9 @@ pub mod prefix {
     pub const BOUNDARY: &str = "boundary:";
     pub const ENCODING: &str = "cte:";
     pub const MAILER: &str = "mailer:";
+    /// The address a message was delivered to (Delivered-To, X-Original-To,
+    /// or the envelope's RCPT TO where those are not written yet).
+    pub const DELIVERED: &str = "dto:";
     pub const HEADER_NAME: &str = "hdr:";
     pub const HEADER_VALUE: &str = "hv:";
     pub const DATE: &str = "date:";
@@ -366,6 +372,19 @@ impl Tokenizer {
         sink.into_set()
     }
 
+    /// The tokens a message's Delivered-To header would give for each of
+    /// `recipients` (envelope RCPT TO addresses, `<>` allowed): the milter
+    /// and the policy service judge mail before the delivery agent writes
+    /// that header, which the same mail has when it is learned later from a
+    /// folder.
+    pub fn recipient_tokens(&self, recipients: &[String]) -> Vec<String> {
+        let mut sink = Sink::new(&self.options.limits);
+        for r in recipients.iter().take(header::MAX_DELIVERED) {
+            header::delivered(r, &mut sink);
+        }
+        sink.into_tokens()
+    }
+
     fn tokenize_into(&self, raw: &[u8], sink: &mut Sink) {
         let limits = &self.options.limits;
         // An mbox "From " separator line is not a header: parsed as one it
@@ -576,6 +595,22 @@ mod tests {
         for want in ["subject:Hello", "subject:World", "from:addr:alice@example.com", "cheap", "watches"] {
             assert!(t.iter().any(|x| x == want), "missing {want} in {t:?}");
         }
+    }
+
+    #[test]
+    fn delivery_addresses_give_the_same_tokens_as_the_envelope() {
+        let t = toks(
+            "Delivered-To: Erin@Mail.Corp.Example\r\nX-Original-To: <erin@mail.corp.example>\r\nDelivered-To: a\r\nDelivered-To: b\r\n\
+             Delivered-To: c\r\nDelivered-To: d\r\nSubject: x\r\n\r\nbody\r\n",
+        );
+        let mut dto: Vec<&String> = t.iter().filter(|x| x.starts_with(prefix::DELIVERED)).collect();
+        dto.sort();
+        // One address read twice; the fifth and sixth headers past the cap.
+        assert_eq!(dto, ["dto:addr:a", "dto:addr:b", "dto:addr:erin@mail.corp.example", "dto:domain:corp.example", "dto:domain:mail.corp.example"]);
+        // The envelope's recipients (the milter, before Delivered-To is written).
+        let mut env = Tokenizer::default().recipient_tokens(&["<Erin@Mail.Corp.Example>".into(), "<>".into()]);
+        env.sort();
+        assert_eq!(env, ["dto:addr:erin@mail.corp.example", "dto:domain:corp.example", "dto:domain:mail.corp.example"]);
     }
 
     #[test]
