@@ -255,7 +255,10 @@ fn addresses(pfx: &str, value: &HeaderValue<'_>, sink: &mut Sink) {
 }
 
 /// Tokens of one Received header: relay IPs at /16, /24 and /32, host names
-/// and their parent domains, the HELO name, the protocol.
+/// and their parent domains, the HELO name, the protocol, and the address
+/// it was received `for`, as a delivery address ([`delivered`]; on top of
+/// Delivered-To, 1-ROCA% spamassassin 0.0359 → 0.0347, csdmc2010 0.0116 →
+/// 0.0108, merged 0.00228 → 0.00218, second halves better too).
 fn received_tokens(v: &str, sink: &mut Sink) {
     // Lowered once for the whole header: a copy per piece and per IP test
     // were a third of the header tokenizer's allocations (callgrind).
@@ -279,6 +282,10 @@ fn received_tokens(v: &str, sink: &mut Sink) {
             } else {
                 sink.push(prefix::RECEIVED, "helo-bare");
             }
+        }
+        if i > 0 && pieces[i - 1] == "for" && lower.contains('@') {
+            delivered(lower, sink);
+            continue;
         }
         if i > 0 && pieces[i - 1].eq_ignore_ascii_case("with") && lower.len() <= 20 {
             sink.push3(prefix::RECEIVED, "with:", lower);
