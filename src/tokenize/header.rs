@@ -258,11 +258,17 @@ fn addresses(pfx: &str, value: &HeaderValue<'_>, sink: &mut Sink) {
 /// and their parent domains, the HELO name, the protocol, and the address
 /// it was received `for`, as a delivery address ([`delivered`]; on top of
 /// Delivered-To, 1-ROCA% spamassassin 0.0359 → 0.0347, csdmc2010 0.0116 →
-/// 0.0108, merged 0.00228 → 0.00218, second halves better too).
+/// 0.0108, merged 0.00228 → 0.00218, second halves better too), and the
+/// other words before the time stamp (`rcvd:w:`): the relays' software and
+/// what they noted (`esmtp`, `postfix`, `qmail`, `unknown`, `forged`,
+/// `authenticated`, `powermta`), which gave 0.0340 / 0.0107 / 0.00216 on
+/// top of that, second halves better or level.
 fn received_tokens(v: &str, sink: &mut Sink) {
     // Lowered once for the whole header: a copy per piece and per IP test
     // were a third of the header tokenizer's allocations (callgrind).
     let v = v.to_ascii_lowercase();
+    // Where the time stamp starts: its day and month names are no evidence.
+    let stamp = v.rfind(';').unwrap_or(v.len());
     let pieces: Vec<&str> =
         v.split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | ';' | '<' | '>' | ',')).filter(|p| !p.is_empty()).collect();
     for (i, &lower) in pieces.iter().enumerate() {
@@ -292,6 +298,12 @@ fn received_tokens(v: &str, sink: &mut Sink) {
         }
         if is_hostname(lower) {
             url::domain_tokens(prefix::RECEIVED, "host:", lower, sink);
+        } else if (3..=20).contains(&lower.len())
+            && lower.bytes().all(|b| b.is_ascii_alphabetic())
+            && !matches!(lower, "from" | "with" | "for")
+            && (lower.as_ptr() as usize - v.as_ptr() as usize) < stamp
+        {
+            sink.push3(prefix::RECEIVED, "w:", lower);
         }
     }
 }
@@ -357,6 +369,24 @@ mod tests {
         assert!(ipv4("1.2.3").is_none());
         assert!(ipv4("1.2.3.256").is_none());
         assert!(ipv4("a.b.c.d").is_none());
+    }
+
+    #[test]
+    fn received_words_and_recipient() {
+        let mut sink = Sink::new(&super::super::Limits::default());
+        received_tokens(
+            "from x (unknown [192.0.2.7]) by mail (Postfix) with ESMTP id AB12 for <Erin@corp.example>; Mon, 7 Dec 2026 10:00:00 +0000",
+            &mut sink,
+        );
+        let t = sink.strings();
+        for want in ["rcvd:w:unknown", "rcvd:w:postfix", "rcvd:w:mail", "rcvd:with:esmtp", "rcvd:ip:192.0.2.7", "dto:addr:erin@corp.example"] {
+            assert!(t.iter().any(|x| x == want), "missing {want} in {t:?}");
+        }
+        // Not the time stamp's names, not the header's own keywords, not
+        // the queue id (it has digits).
+        for unwanted in ["rcvd:w:mon", "rcvd:w:dec", "rcvd:w:from", "rcvd:w:with", "rcvd:w:for", "rcvd:w:ab12"] {
+            assert!(!t.iter().any(|x| x == unwanted), "{unwanted} in {t:?}");
+        }
     }
 
     #[test]
