@@ -374,9 +374,9 @@ impl Tokenizer {
 
     /// The tokens a message's Delivered-To header would give for each of
     /// `recipients` (envelope RCPT TO addresses, `<>` allowed): the milter
-    /// and the policy service judge mail before the delivery agent writes
-    /// that header, which the same mail has when it is learned later from a
-    /// folder.
+    /// and an HTTP check with `Rcpt` judge mail before the delivery agent
+    /// writes that header, which the same mail has when it is learned later
+    /// from a folder.
     pub fn recipient_tokens(&self, recipients: &[String]) -> Vec<String> {
         let mut sink = Sink::new(&self.options.limits);
         for r in recipients.iter().take(header::MAX_DELIVERED) {
