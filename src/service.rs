@@ -26,6 +26,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Adds the envelope's tokens to a prepared message: the envelope checks'
+/// outcomes, and the RCPT TO addresses as the Delivered-To tokens the stored
+/// message will carry (it does not carry the header yet at SMTP time), so a
+/// check in the SMTP dialogue and a later learn from a folder count the same.
+fn add_envelope_tokens<S: TokenStore>(e: &Engine<S>, p: &mut Prepared, report: Option<&Report>, env: Option<&Envelope>) {
+    if let Some(r) = report {
+        p.add_tokens(r.tokens());
+    }
+    if let Some(env) = env {
+        p.add_tokens(e.tokenizer.recipient_tokens(&env.rcpt_to));
+    }
+}
+
 /// Logs that a check went on without the model, at most once a minute (a
 /// Redis outage under load would otherwise log every check).
 fn store_error_logged(err: &crate::Error) {
@@ -334,12 +347,7 @@ impl<S: TokenStore + 'static> Service<S> {
                 });
                 let report = me.envelope_report(env.as_ref(), &lookups, auth, scan)?;
                 let mut p = e.prepare(&raw);
-                if let Some(r) = &report {
-                    p.add_tokens(r.tokens());
-                }
-                if let Some(env) = &env {
-                    p.add_tokens(e.tokenizer.recipient_tokens(&env.rcpt_to));
-                }
+                add_envelope_tokens(e, &mut p, report.as_ref(), env.as_ref());
                 let tokens = p.tokens.len();
                 let scored = || -> crate::Result<_> {
                     let layer = u.as_deref().map(|s| s as &dyn TokenStore);
@@ -437,12 +445,8 @@ impl<S: TokenStore + 'static> Service<S> {
         let outcome = self
             .blocking(move |e| {
                 let mut p = e.prepare(&raw);
-                if let Some(r) = me.envelope_report(env.as_ref(), &lookups, auth, None)? {
-                    p.add_tokens(r.tokens());
-                }
-                if let Some(env) = &env {
-                    p.add_tokens(e.tokenizer.recipient_tokens(&env.rcpt_to));
-                }
+                let report = me.envelope_report(env.as_ref(), &lookups, auth, None)?;
+                add_envelope_tokens(e, &mut p, report.as_ref(), env.as_ref());
                 let action = class.map_or(Action::Unlearn, Action::Learn);
                 let batch = [(p, action)];
                 let out = match me.user_store(user.as_deref(), true)? {
