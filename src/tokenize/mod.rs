@@ -607,6 +607,7 @@ mod tests {
     fn toks(raw: &str) -> Vec<String> {
         Tokenizer::default().tokenize(raw.as_bytes())
     }
+
     #[test]
     fn longest_line_class() {
         assert_eq!(longest_line(b"short\r\nlines\r\n"), 5);
