@@ -45,6 +45,10 @@ const MAX_RECEIVED: usize = 8;
 /// The sequence token of [`order`] covers at most this many header names.
 const MAX_ORDER: usize = 24;
 
+/// [`order`] gives a token for each of this many adjacent pairs of names,
+/// from the top of the sender's block.
+const ORDER_PAIRS: usize = 2;
+
 /// At most this many delivery addresses (Delivered-To, X-Original-To) are
 /// read: a forwarded message can carry one per hop.
 pub(crate) const MAX_DELIVERED: usize = 4;
@@ -179,18 +183,19 @@ pub(crate) fn headers(message: &mail_parser::Message<'_>, raw: &[u8], sink: &mut
 /// receiving side's sit above it). Each mailer and each spam tool writes its
 /// headers in its own order, one that a forger seldom copies. One token for
 /// the sequence of the first [`MAX_ORDER`] names (`hdr:seq:<hash>`) and one
-/// for each of the first two adjacent pairs (`hdr:order:from>to`), which
-/// still match when the rest of the sequence varies. Measured on the four
-/// streams of the protocol (bench/RESULTS.md, 2026-12-07 (afternoon)):
-/// 1-ROCA% better or level on each, whole and second half (merged 0.00216 →
-/// 0.00204, spamassassin 0.0340 → 0.0329, csdmc2010 0.0107 → 0.0106), lam%
-/// too; the first eight pairs instead lost on two second halves.
+/// for each of the first [`ORDER_PAIRS`] adjacent pairs
+/// (`hdr:order:from>to`), which still match when the rest of the sequence
+/// varies. Measured on the four streams of the protocol (bench/RESULTS.md,
+/// 2026-12-07 (afternoon)): 1-ROCA% better or level on each, whole and
+/// second half (merged 0.00216 → 0.00204, spamassassin 0.0340 → 0.0329,
+/// csdmc2010 0.0107 → 0.0106), lam% too; the first eight pairs instead lost
+/// on two second halves.
 fn order(names: &[String], sink: &mut Sink) {
     let start = names.iter().rposition(|n| n == "received").map_or(0, |i| i + 1);
     let block = &names[start..];
-    let seq = block.iter().take(MAX_ORDER).map(String::as_str).collect::<Vec<_>>().join(">");
+    let seq = block[..block.len().min(MAX_ORDER)].join(">");
     sink.push3(prefix::HEADER_NAME, "seq:", &format!("{:016x}", crate::hash::token_hash(&seq)));
-    for w in block.windows(2).take(2) {
+    for w in block.windows(2).take(ORDER_PAIRS) {
         if w[0].len() <= 30 && w[1].len() <= 30 {
             sink.push3(prefix::HEADER_NAME, "order:", &format!("{}>{}", w[0], w[1]));
         }
