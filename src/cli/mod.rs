@@ -950,7 +950,15 @@ fn run_eval(cfg: &Config, a: EvalArgs) -> Result<ExitCode> {
             entries.drain(..seed.min(entries.len()));
             j
         }
-        (None, None) => eval::online_with(&eval_engine(&params, a.start_from.as_deref())?, &prepared, a.train)?,
+        (None, None) => {
+            let engine = eval_engine(&params, a.start_from.as_deref())?;
+            let j = eval::online_with(&engine, &prepared, a.train)?;
+            // Where the stream moved the 4-gram learner's weight: how much it
+            // came to count beside the words on this stream.
+            let state = store::ReadView::state(&*engine.store().read()?)?;
+            eprintln!("4-gram weight at the end: {:.3} (starts at {})", crate::classify::gram_weight(&params, &state), params.gram_mix);
+            j
+        }
     };
     let secs = start.elapsed().as_secs_f64();
     let m = eval::metrics(&judgements, 0.5);
