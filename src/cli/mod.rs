@@ -273,6 +273,9 @@ pub struct ParamArgs {
     pub mix_rate: Option<f64>,
     #[arg(long)]
     pub mix_clamp: Option<f64>,
+    /// F of Fisher's soft clamp F·tanh(logit/F) in the combination (0: clamped at --mix-clamp).
+    #[arg(long)]
+    pub fisher_soft: Option<f64>,
     #[arg(long)]
     pub boost_errors: Option<bool>,
     #[arg(long)]
@@ -335,6 +338,9 @@ impl ParamArgs {
         }
         if let Some(v) = self.mix_clamp {
             p.mix_clamp = v
+        }
+        if let Some(v) = self.fisher_soft {
+            p.fisher_soft = v
         }
         if let Some(v) = self.boost_errors {
             p.boost_errors = v
