@@ -500,7 +500,7 @@ pub fn score(params: &Params, state: &ModelState, evidence: &[Evidence<'_>], gra
 
 /// Fisher's logit as it enters the combination: F · tanh(z / F) (see
 /// [`Params::fisher_soft`]), or clamped to ±C when F is 0.
-pub fn fisher_input(params: &Params, z: f64) -> f64 {
+fn fisher_input(params: &Params, z: f64) -> f64 {
     let f = params.fisher_soft;
     if f > 0.0 { f * (z / f).tanh() } else { z.clamp(-params.mix_clamp, params.mix_clamp) }
 }

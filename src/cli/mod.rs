@@ -961,7 +961,7 @@ fn run_eval(cfg: &Config, a: EvalArgs) -> Result<ExitCode> {
             let j = eval::online_with(&engine, &prepared, a.train)?;
             // Where the stream moved the 4-gram learner's weight: how much it
             // came to count beside the words on this stream.
-            let state = store::ReadView::state(&*engine.store().read()?)?;
+            let state = engine.store().read()?.state()?;
             eprintln!("4-gram weight at the end: {:.3} (starts at {})", crate::classify::gram_weight(&params, &state), params.gram_mix);
             j
         }
