@@ -19,17 +19,27 @@
 # streams through ../shared/tools/trec-run, for the same-run comparison
 # (slow: two processes a message).
 #
-# Usage: bench/accuracy.sh [HAMLET EVAL ARGS...]
-# Needs: target/corpora (../shared/tools/unpack-corpora target/corpora).
+# INDEX=FILE runs one other TREC index instead (a corpus of your own, e.g.
+# one kept out of the project), in the same format.
+#
+# Each row also gives the 4-gram weight the stream ended with (g_end;
+# it starts at 0.1 and the pairwise step moves it).
+#
+# Usage: [INDEX=FILE] bench/accuracy.sh [HAMLET EVAL ARGS...]
+# Needs: target/corpora (../shared/tools/unpack-corpora target/corpora),
+# unless INDEX is given.
 set -euo pipefail
+[ -z "${INDEX:-}" ] || INDEX=$(realpath "$INDEX")
 cd "$(dirname "$0")/.."
 H=$(scripts/build -q)
 corpora=$PWD/target/corpora
-for c in spamassassin csdmc2010 enron-raw; do
-  [ -f "$corpora/$c/index" ] || { echo "bench: unpack the corpora first: ../shared/tools/unpack-corpora target/corpora" >&2; exit 1; }
-done
-mkdir -p "$corpora/merged" "$corpora/spam-heavy"
-python3 - "$corpora" <<'PY'
+# Writes the merged and spam-heavy indexes from the three corpora's.
+make_streams() {
+  for c in spamassassin csdmc2010 enron-raw; do
+    [ -f "$corpora/$c/index" ] || { echo "bench: unpack the corpora first: ../shared/tools/unpack-corpora target/corpora" >&2; exit 1; }
+  done
+  mkdir -p "$corpora/merged" "$corpora/spam-heavy"
+  python3 - "$corpora" <<'PY'
 import os, sys
 root = sys.argv[1]
 rows = []
@@ -51,6 +61,15 @@ with open(os.path.join(root, "spam-heavy", "index.tmp"), "w") as f:
             f.write(f"{label} {path}\n")
 os.replace(os.path.join(root, "spam-heavy", "index.tmp"), os.path.join(root, "spam-heavy", "index"))
 PY
+}
+if [ -n "${INDEX:-}" ]; then
+  [ -f "$INDEX" ] || { echo "bench: no such index: $INDEX" >&2; exit 1; }
+  streams=("$INDEX")
+else
+  make_streams
+  streams=()
+  for c in spamassassin csdmc2010 enron-raw merged spam-heavy; do streams+=("$corpora/$c/index"); done
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # 1-ROCA% and lam% of the second half of a results file (`<path> judge=<label> score=<s>`).
@@ -80,22 +99,25 @@ print(f"{100 * (1 - auc):.4f} {100 * lam:.3f}")
 PY
 }
 echo "# $(date -u +%F) hamlet eval $*"
-printf '%-13s %7s %9s %7s %11s %9s %9s\n' stream messages 1-ROCA% lam% half:1-ROCA% half:lam% msg/s
-for c in spamassassin csdmc2010 enron-raw merged spam-heavy; do
-  out=$("$H" eval "$corpora/$c/index" --results "$work/$c.results" "$@")
+printf '%-13s %7s %9s %7s %11s %9s %9s %6s\n' stream messages 1-ROCA% lam% half:1-ROCA% half:lam% msg/s g_end
+for idx in "${streams[@]}"; do
+  c=$(basename "$(dirname "$idx")")
+  out=$("$H" eval "$idx" --results "$work/$c.results" "$@" 2>"$work/$c.err") || { cat "$work/$c.err" >&2; exit 1; }
   roca=$(sed -n 's/^1-ROCA%=//p' <<<"$out")
   lam=$(sed -n 's/.*lam%=\([0-9.]*\).*/\1/p' <<<"$out")
   n=$(sed -n 's/^messages=\([0-9]*\).*/\1/p' <<<"$out")
   rate=$(sed -n 's/^messages\/s=\([0-9]*\).*/\1/p' <<<"$out")
+  g=$(sed -n 's/^4-gram weight at the end: \([0-9.]*\).*/\1/p' "$work/$c.err")
   read -r hroca hlam < <(half "$work/$c.results")
-  printf '%-13s %7d %9s %7s %11s %9s %9s\n' "$c" "$n" "$roca" "$lam" "$hroca" "$hlam" "$rate"
+  printf '%-13s %7d %9s %7s %11s %9s %9s %6s\n' "$c" "$n" "$roca" "$lam" "$hroca" "$hlam" "$rate" "${g:--}"
 done
 if [ "${BOGOFILTER:-0}" = 1 ]; then
   command -v bogofilter >/dev/null || { echo "bench: apt-get install -y bogofilter" >&2; exit 1; }
-  for c in spamassassin csdmc2010 enron-raw merged spam-heavy; do
+  for idx in "${streams[@]}"; do
+    c=$(basename "$(dirname "$idx")")
     db=$work/bogo-$c
     mkdir -p "$db"
-    out=$(../shared/tools/trec-run --quiet --index "$corpora/$c/index" --results "$work/bogo-$c.results" \
+    out=$(../shared/tools/trec-run --quiet --index "$idx" --results "$work/bogo-$c.results" \
       --classify "bogofilter -d $db -T -I {}" --train-spam "bogofilter -d $db -s -I {}" --train-ham "bogofilter -d $db -n -I {}")
     read -r hroca hlam < <(half "$work/bogo-$c.results")
     echo "bogofilter $c: $(tr '\n' ' ' <<<"$out") half: 1-ROCA%=$hroca lam%=$hlam"
