@@ -72,28 +72,30 @@ else
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# 1-ROCA% and lam% of the second half of a results file (`<path> judge=<label> score=<s>`).
+# 1-ROCA% and lam% of the second half of a results file (`<path> judge=<label>
+# score=<s> [logit=<z>]`), ranked by the logit where there is one, as
+# `hamlet eval` ranks (bogofilter's have none).
 half() {
   python3 - "$1" <<'PY'
 import math, sys
 rows = []
 for line in open(sys.argv[1]):
     parts = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
-    rows.append((parts["judge"] == "spam", float(parts["score"])))
+    rows.append((parts["judge"] == "spam", float(parts["score"]), float(parts.get("logit", parts["score"]))))
 rows = rows[len(rows) // 2:]
-ranked = sorted(rows, key=lambda r: r[1])
-ns = sum(1 for s, _ in rows if s); nh = len(rows) - ns
+ranked = sorted(rows, key=lambda r: r[2])
+ns = sum(1 for s, _, _ in rows if s); nh = len(rows) - ns
 rank_sum, i = 0.0, 0
 while i < len(ranked):
     k = i
-    while k < len(ranked) and ranked[k][1] == ranked[i][1]:
+    while k < len(ranked) and ranked[k][2] == ranked[i][2]:
         k += 1
-    rank_sum += (i + 1 + k) / 2 * sum(1 for s, _ in ranked[i:k] if s)
+    rank_sum += (i + 1 + k) / 2 * sum(1 for s, _, _ in ranked[i:k] if s)
     i = k
 auc = (rank_sum - ns * (ns + 1) / 2) / (ns * nh)
 lg = lambda p: math.log(min(max(p, 1e-7), 1 - 1e-7) / (1 - min(max(p, 1e-7), 1 - 1e-7)))
-hm = sum(1 for s, x in rows if not s and x > 0.5) / nh
-sm = sum(1 for s, x in rows if s and x <= 0.5) / ns
+hm = sum(1 for s, x, _ in rows if not s and x > 0.5) / nh
+sm = sum(1 for s, x, _ in rows if s and x <= 0.5) / ns
 lam = 1 / (1 + math.exp(-(lg(hm) + lg(sm)) / 2))
 print(f"{100 * (1 - auc):.4f} {100 * lam:.3f}")
 PY

@@ -2,10 +2,18 @@
 //! order, then train it with its true label), k-fold cross-validation, the
 //! TREC figures, and an SVG ROC curve.
 //!
-//! The figures are computed exactly as `shared/tools/trec-run` computes them
+//! The figures are computed as `shared/tools/trec-run` computes them
 //! (threshold 0.5, ties counted half in the ROC area, logits clamped at 1e-7
 //! for lam%), so an in-process run and a trec-run over `hamlet check` /
-//! `hamlet train` on the same index print the same numbers.
+//! `hamlet train` on the same index print the same numbers, with one
+//! exception: the ROC area (and sm% at 0.1% ham) ranks messages by the
+//! score's logit, not by its probability. The two orders differ only where
+//! the probability rounds to exactly 1 (a logit past about 36.7). The default
+//! combination never gets there (|logit| ≤ 12 + 2 + 20), but Fisher alone
+//! (`--combining fisher`) does for most confident spam. Ranked by that rounded
+//! probability, a ham at 1 is tied with every such spam: on the spam-heavy
+//! stream one newsletter made Fisher alone's second half 0.0157 instead of
+//! 0.0054 (bench/RESULTS.md, 2026-12-07, night).
 
 use crate::classify::Params;
 use crate::engine::{Action, Engine, Prepared};
@@ -41,11 +49,19 @@ impl std::str::FromStr for TrainMode {
     }
 }
 
-/// One judged message: its true class and the filter's spam probability.
+/// One judged message: its true class, the filter's spam probability, and
+/// the logit it came from (what the ROC area ranks by).
 #[derive(Debug, Clone, Copy)]
 pub struct Judgement {
     pub spam: bool,
     pub score: f64,
+    pub rank: f64,
+}
+
+impl Judgement {
+    fn of(spam: bool, score: &crate::classify::Score) -> Judgement {
+        Judgement { spam, score: score.probability, rank: score.logit }
+    }
 }
 
 /// The TREC figures.
@@ -77,6 +93,8 @@ pub fn metrics(j: &[Judgement], threshold: f64) -> Metrics {
     let spam: Vec<f64> = j.iter().filter(|x| x.spam).map(|x| x.score).collect();
     let hm = ham.iter().filter(|&&s| s > threshold).count() as f64 / ham.len().max(1) as f64;
     let sm = spam.iter().filter(|&&s| s <= threshold).count() as f64 / spam.len().max(1) as f64;
+    let ham_ranks: Vec<f64> = j.iter().filter(|x| !x.spam).map(|x| x.rank).collect();
+    let spam_ranks: Vec<f64> = j.iter().filter(|x| x.spam).map(|x| x.rank).collect();
     let lam = 1.0 / (1.0 + (-((logit(hm) + logit(sm)) / 2.0)).exp());
     Metrics {
         messages: j.len(),
@@ -85,15 +103,15 @@ pub fn metrics(j: &[Judgement], threshold: f64) -> Metrics {
         hm,
         sm,
         lam,
-        sm_at_hm01: sm_at_hm(&ham, &spam, 0.001),
+        sm_at_hm01: sm_at_hm(&ham_ranks, &spam_ranks, 0.001),
         one_minus_roca: 1.0 - auc(j),
     }
 }
 
-/// Mann-Whitney AUC with ties counted half.
+/// Mann-Whitney AUC over the ranks (logits), ties counted half.
 pub fn auc(j: &[Judgement]) -> f64 {
     let mut ranked: Vec<&Judgement> = j.iter().collect();
-    ranked.sort_by(|a, b| a.score.total_cmp(&b.score));
+    ranked.sort_by(|a, b| a.rank.total_cmp(&b.rank));
     let n_spam = j.iter().filter(|x| x.spam).count() as f64;
     let n_ham = j.len() as f64 - n_spam;
     if n_spam == 0.0 || n_ham == 0.0 {
@@ -103,7 +121,7 @@ pub fn auc(j: &[Judgement]) -> f64 {
     let mut i = 0;
     while i < ranked.len() {
         let mut k = i;
-        while k < ranked.len() && ranked[k].score == ranked[i].score {
+        while k < ranked.len() && ranked[k].rank == ranked[i].rank {
             k += 1;
         }
         let mid = (i + 1 + k) as f64 / 2.0;
@@ -120,7 +138,7 @@ fn sm_at_hm(ham: &[f64], spam: &[f64], target: f64) -> f64 {
     let mut h: Vec<f64> = ham.to_vec();
     h.sort_by(|a, b| b.total_cmp(a));
     let allowed = (target * h.len() as f64).floor() as usize;
-    let cut = if allowed < h.len() { h[allowed] } else { -1.0 };
+    let cut = if allowed < h.len() { h[allowed] } else { f64::NEG_INFINITY };
     spam.iter().filter(|&&s| s <= cut).count() as f64 / spam.len() as f64
 }
 
@@ -173,7 +191,7 @@ pub fn online_with<S: TokenStore>(engine: &Engine<S>, messages: &[(Class, Prepar
             engine.score(&*view, &p.tokens, &p.grams)?
         };
         let spam = *class == Class::Spam;
-        out.push(Judgement { spam, score: score.probability });
+        out.push(Judgement::of(spam, &score));
         // As in the engine: exactly 0.5 ("no idea") is not wrong. But it is
         // a message to learn from: a model that scores 0.5 because a class
         // has no messages yet would otherwise never learn one on error.
@@ -223,7 +241,7 @@ pub fn seeded<S: TokenStore>(
             (engine.score(&*view, &p.tokens, &p.grams)?, view.state()?.messages)
         };
         let spam = *class == Class::Spam;
-        out.push(Judgement { spam, score: score.probability });
+        out.push(Judgement::of(spam, &score));
         let wrong = if spam { score.probability < 0.5 } else { score.probability > 0.5 };
         let learn =
             if after.corrections && wrong { Some(*class) } else { after.autolearn.as_ref().and_then(|a| a.decide(score.probability, totals)) };
@@ -251,7 +269,7 @@ pub fn kfold(params: &Params, messages: &[(Class, Prepared)], k: usize) -> Resul
         let view = engine.store().read()?;
         for (_, (c, p)) in messages.iter().enumerate().filter(|(i, _)| i % k == fold) {
             let s = engine.score(&*view, &p.tokens, &p.grams)?;
-            out.push(Judgement { spam: *c == Class::Spam, score: s.probability });
+            out.push(Judgement::of(*c == Class::Spam, &s));
         }
     }
     Ok(out)
@@ -263,7 +281,7 @@ pub fn kfold(params: &Params, messages: &[(Class, Prepared)], k: usize) -> Resul
 pub fn roc_svg(j: &[Judgement], title: &str) -> String {
     let mut pts: Vec<(f64, f64)> = Vec::new();
     let mut sorted: Vec<&Judgement> = j.iter().collect();
-    sorted.sort_by(|a, b| b.score.total_cmp(&a.score));
+    sorted.sort_by(|a, b| b.rank.total_cmp(&a.rank));
     let n_ham = j.iter().filter(|x| !x.spam).count().max(1) as f64;
     let n_spam = j.iter().filter(|x| x.spam).count().max(1) as f64;
     // Sweep the threshold from high to low: ham above it are misclassified,
@@ -272,8 +290,8 @@ pub fn roc_svg(j: &[Judgement], title: &str) -> String {
     pts.push((0.0, 1.0));
     let mut i = 0;
     while i < sorted.len() {
-        let s = sorted[i].score;
-        while i < sorted.len() && sorted[i].score == s {
+        let s = sorted[i].rank;
+        while i < sorted.len() && sorted[i].rank == s {
             if sorted[i].spam {
                 spam_above += 1.0;
             } else {
@@ -346,7 +364,7 @@ mod tests {
     use super::*;
 
     fn j(v: &[(bool, f64)]) -> Vec<Judgement> {
-        v.iter().map(|&(spam, score)| Judgement { spam, score }).collect()
+        v.iter().map(|&(spam, score)| Judgement { spam, score, rank: logit(score) }).collect()
     }
 
     #[test]
@@ -354,6 +372,16 @@ mod tests {
         assert_eq!(auc(&j(&[(false, 0.1), (true, 0.9)])), 1.0);
         assert_eq!(auc(&j(&[(false, 0.5), (true, 0.5)])), 0.5);
         assert_eq!(auc(&j(&[(false, 0.9), (true, 0.1)])), 0.0);
+    }
+
+    #[test]
+    fn auc_ranks_by_logit_where_probabilities_round_to_one() {
+        let spam = Judgement { spam: true, score: 1.0, rank: 50.0 };
+        let ham = Judgement { spam: false, score: 1.0, rank: 40.0 };
+        assert_eq!(auc(&[ham, spam]), 1.0, "ordered by logit, not tied at probability 1");
+        assert_eq!(auc(&[Judgement { rank: 60.0, ..ham }, spam]), 0.0);
+        let m = metrics(&[ham, spam, Judgement { spam: true, score: 0.2, rank: logit(0.2) }], 0.5);
+        assert_eq!(m.hm, 1.0, "thresholds still use the probability");
     }
 
     #[test]

@@ -210,7 +210,7 @@ pub struct EvalArgs {
     /// Write the ROC curve as SVG.
     #[arg(long)]
     pub roc: Option<PathBuf>,
-    /// Write `<path> judge=<label> score=<s>` lines (as trec-run --results).
+    /// Write `<path> judge=<label> score=<s> logit=<z>` lines (trec-run --results's, and the logit the ROC area ranks by).
     #[arg(long)]
     pub results: Option<PathBuf>,
     /// Add the envelope checks' tokens (HELO, reverse DNS), the envelope
@@ -971,7 +971,13 @@ fn run_eval(cfg: &Config, a: EvalArgs) -> Result<ExitCode> {
     if let Some(path) = &a.results {
         let mut s = String::new();
         for (e, j) in entries.iter().zip(&judgements) {
-            s.push_str(&format!("{} judge={} score={}\n", e.name(), if j.spam { "spam" } else { "ham" }, format_probability(j.score)));
+            s.push_str(&format!(
+                "{} judge={} score={} logit={}\n",
+                e.name(),
+                if j.spam { "spam" } else { "ham" },
+                format_probability(j.score),
+                j.rank
+            ));
         }
         std::fs::write(path, s).map_err(|e| Error::io(path, e))?;
     }
