@@ -89,12 +89,10 @@ fn logit(p: f64) -> f64 {
 
 /// Computes the TREC figures at `threshold` (scores above it are spam).
 pub fn metrics(j: &[Judgement], threshold: f64) -> Metrics {
-    let ham: Vec<f64> = j.iter().filter(|x| !x.spam).map(|x| x.score).collect();
-    let spam: Vec<f64> = j.iter().filter(|x| x.spam).map(|x| x.score).collect();
-    let hm = ham.iter().filter(|&&s| s > threshold).count() as f64 / ham.len().max(1) as f64;
-    let sm = spam.iter().filter(|&&s| s <= threshold).count() as f64 / spam.len().max(1) as f64;
-    let ham_ranks: Vec<f64> = j.iter().filter(|x| !x.spam).map(|x| x.rank).collect();
-    let spam_ranks: Vec<f64> = j.iter().filter(|x| x.spam).map(|x| x.rank).collect();
+    let (spam, ham): (Vec<&Judgement>, Vec<&Judgement>) = j.iter().partition(|x| x.spam);
+    let hm = ham.iter().filter(|x| x.score > threshold).count() as f64 / ham.len().max(1) as f64;
+    let sm = spam.iter().filter(|x| x.score <= threshold).count() as f64 / spam.len().max(1) as f64;
+    let ranks = |v: &[&Judgement]| v.iter().map(|x| x.rank).collect::<Vec<f64>>();
     let lam = 1.0 / (1.0 + (-((logit(hm) + logit(sm)) / 2.0)).exp());
     Metrics {
         messages: j.len(),
@@ -103,7 +101,7 @@ pub fn metrics(j: &[Judgement], threshold: f64) -> Metrics {
         hm,
         sm,
         lam,
-        sm_at_hm01: sm_at_hm(&ham_ranks, &spam_ranks, 0.001),
+        sm_at_hm01: sm_at_hm(&ranks(&ham), &ranks(&spam), 0.001),
         one_minus_roca: 1.0 - auc(j),
     }
 }
