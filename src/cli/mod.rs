@@ -298,6 +298,9 @@ pub struct ParamArgs {
     /// β of the two-sided Fisher term (0 turns it off).
     #[arg(long)]
     pub tail_weight: Option<f64>,
+    /// At most this many URL tokens among Fisher's clues, the strongest (0: no limit).
+    #[arg(long)]
+    pub url_clues: Option<usize>,
     /// k of the cold-start gate, in local messages per class (0 turns it off).
     #[arg(long)]
     pub cold_start: Option<f64>,
@@ -368,6 +371,9 @@ impl ParamArgs {
         }
         if let Some(v) = self.tail_weight {
             p.tail_weight = v
+        }
+        if let Some(v) = self.url_clues {
+            p.url_clues = v
         }
         if let Some(v) = self.cold_start {
             p.cold_start = v
