@@ -298,6 +298,9 @@ pub struct ParamArgs {
     /// β of the two-sided Fisher term (0 turns it off).
     #[arg(long)]
     pub tail_weight: Option<f64>,
+    /// Knee k₀ of Fisher's clue count: past it k clues count as k₀·√(k/k₀) (0: all count).
+    #[arg(long)]
+    pub fisher_knee: Option<f64>,
     /// At most this many URL tokens among Fisher's clues, the strongest (0: no limit).
     #[arg(long)]
     pub url_clues: Option<usize>,
@@ -371,6 +374,9 @@ impl ParamArgs {
         }
         if let Some(v) = self.tail_weight {
             p.tail_weight = v
+        }
+        if let Some(v) = self.fisher_knee {
+            p.fisher_knee = v
         }
         if let Some(v) = self.url_clues {
             p.url_clues = v
