@@ -97,10 +97,12 @@ impl Server {
             .arg(&db)
             .args(["serve", "--http", &http, "--spamd", &spamd])
             .args(extra)
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
             .spawn()
             .unwrap();
-        for _ in 0..200 {
+        // Up to 30 s: a busy 2-core machine building in parallel has taken
+        // longer than 10 s to bring a listener up.
+        for _ in 0..600 {
             let up = match &socket {
                 Some(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
                 None => TcpStream::connect(("127.0.0.1", spamd_port)).is_ok(),
@@ -108,11 +110,16 @@ impl Server {
             if up && TcpStream::connect(&http).is_ok() {
                 return Server { child, http, spamd_port, socket, _dir: dir };
             }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
+                panic!("hamlet serve exited before it listened ({status}): {log}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("hamlet serve never listened");
+        let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
+        panic!("hamlet serve never listened on {spamd} and {http} in 30 s; its log: {log}");
     }
 
     fn port(&self) -> String {
