@@ -100,8 +100,9 @@ impl Server {
             .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
             .spawn()
             .unwrap();
-        // Up to 30 s: a busy 2-core machine building in parallel has taken
-        // longer than 10 s to bring a listener up.
+        // Up to 30 s: once, on a 2-core machine busy with builds, the
+        // listeners were not up within 10 s (and, with its stderr
+        // discarded, nothing said why; its log now goes into the panic).
         for _ in 0..600 {
             let up = match &socket {
                 Some(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
