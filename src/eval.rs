@@ -9,7 +9,7 @@
 //! exception: the ROC area (and sm% at 0.1% ham) ranks messages by the
 //! score's logit, not by its probability. The two orders differ only where
 //! the probability rounds to exactly 1 (a logit past about 36.7). The default
-//! combination never gets there (|logit| ≤ 12 + 2 + 20), but Fisher alone
+//! combination never gets there (|logit| ≤ 11 + 2 + 20), but Fisher alone
 //! (`--combining fisher`) does for most confident spam. Ranked by that rounded
 //! probability, a ham at 1 is tied with every such spam: on the spam-heavy
 //! stream one newsletter made Fisher alone's second half 0.0157 instead of
