@@ -1,5 +1,6 @@
 //! Words of decoded text: Unicode word segmentation (UAX #29), lower-cased,
-//! with long words folded into skip tokens and a non-ASCII density cue.
+//! with long ASCII words dropped, long others folded into skip tokens, and a
+//! non-ASCII density cue.
 
 use super::{Sink, prefix};
 use unicode_segmentation::UnicodeSegmentation;
@@ -11,11 +12,23 @@ use unicode_segmentation::UnicodeSegmentation;
 /// corpus, worse on the other, so the cheaper-to-explain 2 stays. Other
 /// word variants tried: docs/tuning.md.
 const MIN_WORD: usize = 2;
-/// Words longer than this (in chars) become `skip:<first char> <len class>`
-/// tokens: SpamBayes measured that long "words" are mostly base64 debris, hashes
-/// and run-together junk whose exact spelling never repeats, while their
-/// existence and rough length does. 12 (SpamBayes' value) measured
-/// 0.0832 / 0.0476 against 0.0796 / 0.0456 for 20.
+/// ASCII words longer than this are dropped: base64 debris, hashes,
+/// tracking codes and run-together junk whose spelling never repeats (the
+/// byte 4-grams still see them). SpamBayes' `skip:<first char> <length
+/// class>` tokens for them measured worse: without them 1-ROCA%
+/// spamassassin 0.02887 / csdmc2010 0.00976 / enron-raw 0.000091, merged
+/// 0.001731, against 0.02893 / 0.01020 / 0.000092 / 0.001731 (csdmc2010's
+/// second half 0.00097 against 0.00156; spam-heavy level but for one hard
+/// ham newsletter); the length class alone gained as much on csdmc2010 and
+/// less elsewhere; 30 or 40 instead of 20 came within ±0.00005
+/// (bench/RESULTS.md, 2026-12-08).
+///
+/// Longer words of other scripts (mostly CJK runs, see [`CjkRuns`], where
+/// such a run is often a whole clause) still become skip tokens: the shared
+/// corpora hold too few of them to measure either way.
+///
+/// 20 rather than 12 (SpamBayes' value), which measured 0.0832 / 0.0476
+/// against 0.0796 / 0.0456 (when every long word was a skip token).
 const MAX_WORD: usize = 20;
 
 /// Splits `text` into words and pushes them.
@@ -26,12 +39,12 @@ pub(crate) fn words(text: &str, sink: &mut Sink, pairs: bool) {
     let mut lw = String::with_capacity(32);
     for w in unicode_words(text) {
         let n = if w.is_ascii() { w.len() } else { w.chars().count() };
-        if n > MAX_WORD {
+        if n > MAX_WORD && !w.is_ascii() {
             let first = w.chars().next().unwrap_or('?').to_lowercase().next().unwrap_or('?');
             sink.push(prefix::SKIP, &format!("{first} {}", (n / 10) * 10));
             continue;
         }
-        if n < MIN_WORD && w.is_ascii() {
+        if n > MAX_WORD || (n < MIN_WORD && w.is_ascii()) {
             continue;
         }
         // Lower-cased into a reused buffer: the sink copies a token only
@@ -283,6 +296,19 @@ pub(crate) fn non_ascii(text: &str, sink: &mut Sink) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn long_ascii_words_are_dropped_and_long_cjk_runs_become_skip_tokens() {
+        let mut sink = Sink::new(&super::super::Limits::default());
+        let run = "日本語の文章はスペースなしで長く続くことがよくあります";
+        words(&format!("keep aGVsbG8gd29ybGQgaGVsbG8gd29ybGQ twentycharacterwords {run}"), &mut sink, false);
+        let t = sink.strings();
+        assert!(t.contains(&"keep".to_string()) && t.contains(&"twentycharacterwords".to_string()), "{t:?}");
+        // The 32-letter base64 word gives nothing; the 27-character run one skip token.
+        let skips: Vec<&String> = t.iter().filter(|x| x.starts_with(prefix::SKIP)).collect();
+        assert_eq!(skips, [&format!("{}日 20", prefix::SKIP)], "{t:?}");
+        assert!(!t.iter().any(|x| x.contains("agvs")), "{t:?}");
+    }
 
     fn both(s: &str) -> (Vec<&str>, Vec<&str>) {
         (AsciiWords::new(s).collect(), s.unicode_words().collect())
