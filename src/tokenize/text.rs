@@ -5,13 +5,18 @@
 use super::{Sink, prefix};
 use unicode_segmentation::UnicodeSegmentation;
 
-/// ASCII words shorter than this are dropped ("a", "I" carry nothing).
+/// ASCII words shorter than this are dropped ("of", "to", "is": the
+/// minimum of bogofilter, SpamAssassin's Bayes and SpamBayes too).
 ///
-/// 2, not 3: a minimum of 3 measured 1-ROCA% 0.0707 / 0.0471 against
-/// 0.0796 / 0.0456 (spamassassin / csdmc2010, Fisher alone): better on one
-/// corpus, worse on the other, so the cheaper-to-explain 2 stays. Other
-/// word variants tried: docs/tuning.md.
-const MIN_WORD: usize = 2;
+/// 3 against 2: 1-ROCA% spamassassin 0.02835 / csdmc2010 0.00912 /
+/// enron-raw 0.000088, merged 0.001697, spam-heavy 0.006743 against
+/// 0.02887 / 0.00976 / 0.000091 / 0.001731 / 0.006828, lam% better on all
+/// five; second halves within a few pairs (spamassassin's two pairs worse).
+/// Fisher alone better on every whole stream too (spamassassin 0.0369
+/// against 0.0391). 4 lost merged (0.001803) (bench/RESULTS.md,
+/// 2026-12-08). Before the knee and the 4-grams, 3 had won on spamassassin
+/// and lost on csdmc2010. Other word variants tried: docs/tuning.md.
+const MIN_WORD: usize = 3;
 /// ASCII words longer than this are dropped: base64 debris, hashes,
 /// tracking codes and run-together junk whose spelling never repeats (the
 /// byte 4-grams still see them). SpamBayes' `skip:<first char> <length
@@ -39,12 +44,14 @@ pub(crate) fn words(text: &str, sink: &mut Sink, pairs: bool) {
     let mut lw = String::with_capacity(32);
     for w in unicode_words(text) {
         let n = if w.is_ascii() { w.len() } else { w.chars().count() };
-        if n > MAX_WORD && !w.is_ascii() {
-            let first = w.chars().next().unwrap_or('?').to_lowercase().next().unwrap_or('?');
-            sink.push(prefix::SKIP, &format!("{first} {}", (n / 10) * 10));
+        if n > MAX_WORD {
+            if !w.is_ascii() {
+                let first = w.chars().next().unwrap_or('?').to_lowercase().next().unwrap_or('?');
+                sink.push(prefix::SKIP, &format!("{first} {}", (n / 10) * 10));
+            }
             continue;
         }
-        if n > MAX_WORD || (n < MIN_WORD && w.is_ascii()) {
+        if n < MIN_WORD && w.is_ascii() {
             continue;
         }
         // Lower-cased into a reused buffer: the sink copies a token only
