@@ -100,6 +100,7 @@ impl Server {
             .stderr(std::fs::File::create(dir.join("serve.log")).unwrap())
             .spawn()
             .unwrap();
+        let log = || std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
         // Up to 30 s: once, on a 2-core machine busy with builds, the
         // listeners were not up within 10 s (and, with its stderr
         // discarded, nothing said why; its log now goes into the panic).
@@ -112,15 +113,13 @@ impl Server {
                 return Server { child, http, spamd_port, socket, _dir: dir };
             }
             if let Ok(Some(status)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
-                panic!("hamlet serve exited before it listened ({status}): {log}");
+                panic!("hamlet serve exited before it listened ({status}): {}", log());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
         let _ = child.wait();
-        let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
-        panic!("hamlet serve never listened on {spamd} and {http} in 30 s; its log: {log}");
+        panic!("hamlet serve never listened on {spamd} and {http} in 30 s; its log: {}", log());
     }
 
     fn port(&self) -> String {

@@ -14,8 +14,7 @@ use unicode_segmentation::UnicodeSegmentation;
 /// five; second halves within a few pairs (spamassassin's two pairs worse).
 /// Fisher alone better on every whole stream too (spamassassin 0.0369
 /// against 0.0391). 4 lost merged (0.001803) (bench/RESULTS.md,
-/// 2026-12-08). Before the knee and the 4-grams, 3 had won on spamassassin
-/// and lost on csdmc2010. Other word variants tried: docs/tuning.md.
+/// 2026-12-08). Other word variants tried: docs/tuning.md.
 const MIN_WORD: usize = 3;
 /// ASCII words longer than this are dropped: base64 debris, hashes,
 /// tracking codes and run-together junk whose spelling never repeats (the
@@ -43,21 +42,22 @@ pub(crate) fn words(text: &str, sink: &mut Sink, pairs: bool) {
     let mut window: [Option<String>; 3] = [None, None, None];
     let mut lw = String::with_capacity(32);
     for w in unicode_words(text) {
-        let n = if w.is_ascii() { w.len() } else { w.chars().count() };
+        let ascii = w.is_ascii();
+        let n = if ascii { w.len() } else { w.chars().count() };
         if n > MAX_WORD {
-            if !w.is_ascii() {
+            if !ascii {
                 let first = w.chars().next().unwrap_or('?').to_lowercase().next().unwrap_or('?');
                 sink.push(prefix::SKIP, &format!("{first} {}", (n / 10) * 10));
             }
             continue;
         }
-        if n < MIN_WORD && w.is_ascii() {
+        if n < MIN_WORD && ascii {
             continue;
         }
         // Lower-cased into a reused buffer: the sink copies a token only
         // the first time it sees it.
         lw.clear();
-        if w.is_ascii() {
+        if ascii {
             lw.extend(w.bytes().map(|b| char::from(b.to_ascii_lowercase())));
         } else {
             lw.push_str(&w.to_lowercase());
